@@ -1,0 +1,46 @@
+"""Shared test set-up.
+
+* ``jax_numpy_rank_promotion="raise"`` for every test (DESIGN §3).
+* ``real_data_dir`` / ``mnist_dir`` / ``eie_layer_path`` fixtures: the real data that CI provides
+  through ``JAXCOMP_DATA_DIR``. Locally a test that needs it is skipped when it is absent; under
+  ``CI=true`` a missing folder is a failure, so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def _need(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path}; set JAXCOMP_DATA_DIR to the folder holding mnist/ and eie-layer/"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    env = os.environ.get("JAXCOMP_DATA_DIR")
+    if not env:
+        if os.environ.get("CI"):
+            pytest.fail("JAXCOMP_DATA_DIR is not set under CI; .ci/run must export it")
+        pytest.skip("JAXCOMP_DATA_DIR is not set")
+    return _need(Path(env), "real data folder")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(real_data_dir: Path) -> Path:
+    return _need(real_data_dir / "mnist" / "train-images-idx3-ubyte.gz", "MNIST").parent
+
+
+@pytest.fixture(scope="session")
+def eie_layer_path(real_data_dir: Path) -> Path:
+    return _need(real_data_dir / "eie-layer" / "layer.npz", "EIE real layer")
