@@ -20,7 +20,10 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def _need(path: Path, what: str) -> Path:
     if path.exists():
         return path
-    msg = f"{what} not found at {path}; set JAXCOMP_DATA_DIR to the folder holding mnist/ and eie-layer/"
+    msg = (
+        f"{what} not found at {path}; "
+        "set JAXCOMP_DATA_DIR to the folder holding mnist/ and eie-layer/"
+    )
     if os.environ.get("CI"):
         pytest.fail(msg)
     pytest.skip(msg)
