@@ -3,7 +3,8 @@
 Public names are re-exported here one per line; see ``__all__``.
 """
 
-# optim (pruning); schedules live in the submodule: `from jaxcomp import schedules`
+# optim (pruning). The factory is `jaxcomp.optim.prune`, exported here as `prune_weights` so that
+# `jaxcomp.prune` stays the mask-kernel module. Schedules: `from jaxcomp import schedules`.
 from jaxcomp.optim import LeafSparsity as LeafSparsity
 from jaxcomp.optim import PruneState as PruneState
 from jaxcomp.optim import SparsitySummary as SparsitySummary
@@ -12,7 +13,7 @@ from jaxcomp.optim import add_l2_regularization as add_l2_regularization
 from jaxcomp.optim import apply_masks as apply_masks
 from jaxcomp.optim import l1_penalty as l1_penalty
 from jaxcomp.optim import l2_penalty as l2_penalty
-from jaxcomp.optim import prune as prune
+from jaxcomp.optim import prune as prune_weights
 from jaxcomp.optim import sparsity_summary as sparsity_summary
 
 # prune
@@ -53,7 +54,7 @@ __all__: list[str] = [
     "apply_masks",
     "l1_penalty",
     "l2_penalty",
-    "prune",
+    "prune_weights",
     "sparsity_summary",
     # prune
     "adjusted_dropout",
