@@ -3,48 +3,94 @@
 Public names are re-exported here one per line; see ``__all__``.
 """
 
+# checkpoint
+from jaxcomp.checkpoint import latest_step
+from jaxcomp.checkpoint import restore_checkpoint
+from jaxcomp.checkpoint import save_checkpoint
+
+# data
+from jaxcomp.data import MNIST
+from jaxcomp.data import MNISTFormatError
+from jaxcomp.data import batches
+from jaxcomp.data import download_mnist
+from jaxcomp.data import load_mnist
+from jaxcomp.data import read_idx
+from jaxcomp.data import resolve_data_dir
+
+# models
+from jaxcomp.models import LeNet5
+from jaxcomp.models import LeNet300100
+from jaxcomp.models import make_model
+from jaxcomp.models import param_count
+
 # optim (pruning). The factory is `jaxcomp.optim.prune`, exported here as `prune_weights` so that
 # `jaxcomp.prune` stays the mask-kernel module. Schedules: `from jaxcomp import schedules`.
-from jaxcomp.optim import LeafSparsity as LeafSparsity
-from jaxcomp.optim import PruneState as PruneState
-from jaxcomp.optim import SparsitySummary as SparsitySummary
-from jaxcomp.optim import add_l1_regularization as add_l1_regularization
-from jaxcomp.optim import add_l2_regularization as add_l2_regularization
-from jaxcomp.optim import apply_masks as apply_masks
-from jaxcomp.optim import l1_penalty as l1_penalty
-from jaxcomp.optim import l2_penalty as l2_penalty
+from jaxcomp.optim import LeafSparsity
+from jaxcomp.optim import PruneState
+from jaxcomp.optim import SparsitySummary
+from jaxcomp.optim import add_l1_regularization
+from jaxcomp.optim import add_l2_regularization
+from jaxcomp.optim import apply_masks
+from jaxcomp.optim import l1_penalty
+from jaxcomp.optim import l2_penalty
 from jaxcomp.optim import prune as prune_weights
-from jaxcomp.optim import sparsity_summary as sparsity_summary
+from jaxcomp.optim import sparsity_summary
 
 # prune
-from jaxcomp.prune import adjusted_dropout as adjusted_dropout
-from jaxcomp.prune import block_mask as block_mask
-from jaxcomp.prune import global_magnitude_masks as global_magnitude_masks
-from jaxcomp.prune import load_balanced_mask as load_balanced_mask
-from jaxcomp.prune import magnitude_mask as magnitude_mask
-from jaxcomp.prune import nm_mask as nm_mask
-from jaxcomp.prune import num_pruned as num_pruned
-from jaxcomp.prune import structured_mask as structured_mask
-from jaxcomp.prune import threshold_mask as threshold_mask
+from jaxcomp.prune import adjusted_dropout
+from jaxcomp.prune import block_mask
+from jaxcomp.prune import global_magnitude_masks
+from jaxcomp.prune import load_balanced_mask
+from jaxcomp.prune import magnitude_mask
+from jaxcomp.prune import nm_mask
+from jaxcomp.prune import num_pruned
+from jaxcomp.prune import structured_mask
+from jaxcomp.prune import threshold_mask
 
 # sensitivity
-from jaxcomp.sensitivity import SensitivityTable as SensitivityTable
-from jaxcomp.sensitivity import plot_sensitivity as plot_sensitivity
-from jaxcomp.sensitivity import sensitivity_sweep as sensitivity_sweep
+from jaxcomp.sensitivity import SensitivityTable
+from jaxcomp.sensitivity import plot_sensitivity
+from jaxcomp.sensitivity import sensitivity_sweep
+
+# train
+from jaxcomp.train import default_optimizer
+from jaxcomp.train import evaluate
+from jaxcomp.train import fit
+from jaxcomp.train import functional
+from jaxcomp.train import load_baseline
+from jaxcomp.train import make_train_step
+from jaxcomp.train import train_baseline
 
 # tree
-from jaxcomp.tree import check_masks as check_masks
-from jaxcomp.tree import default_predicate as default_predicate
-from jaxcomp.tree import full_masks as full_masks
-from jaxcomp.tree import leaves_with_paths as leaves_with_paths
-from jaxcomp.tree import map_with_path_str as map_with_path_str
-from jaxcomp.tree import mask_leaves as mask_leaves
-from jaxcomp.tree import path_to_str as path_to_str
-from jaxcomp.tree import selected_paths as selected_paths
-from jaxcomp.tree import selection_tree as selection_tree
-from jaxcomp.tree import tree_map_masked as tree_map_masked
+from jaxcomp.tree import check_masks
+from jaxcomp.tree import default_predicate
+from jaxcomp.tree import full_masks
+from jaxcomp.tree import leaves_with_paths
+from jaxcomp.tree import map_with_path_str
+from jaxcomp.tree import mask_leaves
+from jaxcomp.tree import path_to_str
+from jaxcomp.tree import selected_paths
+from jaxcomp.tree import selection_tree
+from jaxcomp.tree import tree_map_masked
 
-__all__: list[str] = [
+__all__ = [
+    # checkpoint
+    "latest_step",
+    "restore_checkpoint",
+    "save_checkpoint",
+    # data
+    "MNIST",
+    "MNISTFormatError",
+    "batches",
+    "download_mnist",
+    "load_mnist",
+    "read_idx",
+    "resolve_data_dir",
+    # models
+    "LeNet5",
+    "LeNet300100",
+    "make_model",
+    "param_count",
     # optim (pruning)
     "LeafSparsity",
     "PruneState",
@@ -70,6 +116,14 @@ __all__: list[str] = [
     "SensitivityTable",
     "plot_sensitivity",
     "sensitivity_sweep",
+    # train
+    "default_optimizer",
+    "evaluate",
+    "fit",
+    "functional",
+    "load_baseline",
+    "make_train_step",
+    "train_baseline",
     # tree
     "check_masks",
     "default_predicate",
