@@ -67,9 +67,13 @@ class PruneState(NamedTuple):
 _CRITERIA = ("magnitude", "threshold", "global")
 
 
-def _as_schedule(value: Any, name: str) -> Callable[[Any], jax.Array]:
+def _as_schedule(value: Any, name: str, is_sparsity: bool) -> Callable[[Any], jax.Array]:
     if callable(value):
         return value
+    if is_sparsity and not isinstance(value, jax.core.Tracer):
+        v = np.asarray(value, np.float64)
+        if not (np.all(np.isfinite(v)) and np.all(v >= 0) and np.all(v <= 1)):
+            raise ValueError(f"{name}: a sparsity must lie in [0, 1], got {value!r}")
     try:
         arr = jnp.asarray(value, jnp.float32)
     except TypeError:
@@ -104,7 +108,10 @@ def prune(
     masked (``mask_gradients``), ``inner`` runs, and the returned update of every pruned entry
     is exactly ``-param``, so ``optax.apply_updates`` leaves exact zeros whatever ``inner`` does
     (momentum, Adam, weight decay). Entries kept by the mask get ``inner``'s update unchanged:
-    with a target of 0 the wrapper is bit-identical to ``inner``.
+    with a target of 0 the wrapper adds no arithmetic, and op by op its updates are
+    bit-identical to ``inner``'s. (Under ``jit`` XLA compiles every program's arithmetic on its
+    own — on CPU even ``jit(optax.adam(...).update)`` and the eager ``update`` differ in the last
+    bit — so two different compiled programs agree to float32 rounding, not bit for bit.)
 
     Masks are recomputed from the current weights, which already hold zeros where pruned, so
     with a non-decreasing magnitude schedule pruned weights stay pruned; a lower target (e.g.
@@ -167,10 +174,13 @@ def prune(
             "criterion='global' ranks all layers together and needs one scalar schedule, "
             "not a per-layer mapping"
         )
+    is_sparsity = criterion in ("magnitude", "global")
     if per_layer:
-        schedules = {str(k): _as_schedule(v, f"schedule[{k!r}]") for k, v in schedule.items()}
+        schedules = {
+            str(k): _as_schedule(v, f"schedule[{k!r}]", is_sparsity) for k, v in schedule.items()
+        }
     else:
-        one = _as_schedule(schedule, "schedule")
+        one = _as_schedule(schedule, "schedule", is_sparsity)
     inner_x = optax.with_extra_args_support(inner)
 
     def select(params: PyTree) -> list[str]:
