@@ -153,6 +153,8 @@ def polynomial(
         t = jnp.clip(c, b, e)
         t = jnp.where(c >= e, e, b + ((t - b) // fr) * fr)
         frac = (t - b).astype(jnp.float32) / jnp.float32(e - b)
-        return jnp.asarray(fi + (ini - fi) * (1.0 - frac) ** pw, jnp.float32)
+        r = 1.0 - frac
+        ramp = jax.lax.integer_pow(r, int(pw)) if pw == int(pw) else r**pw
+        return jnp.asarray(fi + (ini - fi) * ramp, jnp.float32)
 
     return schedule
