@@ -58,7 +58,7 @@ def main(argv=None) -> float:
 
     dense_t, prune_t = [], []
     for r in range(args.rounds):  # interleaved, alternating order; min over rounds (noise)
-        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for which in (0, 1) if r % 2 == 0 else (1, 0):
             if which == 0:
                 t, p_d, s_d = _time(dense_step, p_d, s_d, xs, ys, args.steps)
                 dense_t.append(t)

@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
+    need = (len(STAGES) - 1) * args.epochs_per_stage + 1
+    if args.epochs_per_stage < 1 or args.epochs < need:
+        ap.error(
+            f"--epochs must be >= {need} (all {len(STAGES)} pruning steps plus retraining) "
+            "and --epochs-per-stage >= 1"
+        )
     data = load_mnist(args.data_dir)
     if args.train_limit is not None:
         data = data._replace(

@@ -117,29 +117,32 @@ def sensitivity_sweep(
     leaves = dict(leaves_with_paths(params))
     s32 = jnp.asarray(s, jnp.float32)
 
-    def with_leaf(path: str, w: jax.Array) -> PyTree:
-        return map_with_path_str(lambda p, x: w if p == path else x, params)
+    def with_leaf(tree: PyTree, path: str, w: jax.Array) -> PyTree:
+        return map_with_path_str(lambda p, x: w if p == path else x, tree)
 
     def pruned(w: jax.Array, sp: jax.Array) -> jax.Array:
         return jnp.where(crit(w, sp), w, jnp.zeros_like(w))
 
     def run_vmapped(path: str) -> np.ndarray:
-        w = leaves[path]
+        # params are arguments, not closed-over constants: XLA would otherwise constant-fold
+        # the sort of every layer at compile time
+        def evaluate_all(tree: PyTree, ss: jax.Array) -> jax.Array:
+            w = dict(leaves_with_paths(tree))[path]
 
-        def one(sp: jax.Array) -> jax.Array:
-            return jnp.asarray(eval_fn(with_leaf(path, pruned(w, sp)))).reshape(())
+            def one(sp: jax.Array) -> jax.Array:
+                return jnp.asarray(eval_fn(with_leaf(tree, path, pruned(w, sp)))).reshape(())
 
-        if batch_size is None:
-            fn = jax.jit(jax.vmap(one))
-        else:
-            fn = jax.jit(lambda ss: jax.lax.map(one, ss, batch_size=batch_size))
-        return np.asarray(fn(s32), np.float64)
+            if batch_size is None:
+                return jax.vmap(one)(ss)
+            return jax.lax.map(one, ss, batch_size=batch_size)
+
+        return np.asarray(jax.jit(evaluate_all)(params, s32), np.float64)
 
     def run_loop(path: str) -> np.ndarray:
         w = leaves[path]
         prune_one = jax.jit(pruned)
         return np.array(
-            [float(eval_fn(with_leaf(path, prune_one(w, sp)))) for sp in s32], np.float64
+            [float(eval_fn(with_leaf(params, path, prune_one(w, sp)))) for sp in s32], np.float64
         )
 
     baseline = float(eval_fn(params))

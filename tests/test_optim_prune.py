@@ -278,3 +278,31 @@ def test_l1_l2_transforms_match_autodiff_of_the_penalties():
     np.testing.assert_allclose(u["fc2"]["kernel"], 0.5 * params["fc2"]["kernel"], rtol=1e-6)
     with pytest.raises(ValueError, match="strength"):
         optim.add_l1_regularization(-1.0)
+
+
+def test_prune_lenet300_example_small(mnist_dir, tmp_path, capsys):
+    """The README's example end to end at a small size: exact per-layer targets, exact zeros."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "prune_lenet300.py"
+    spec = importlib.util.spec_from_file_location("prune_lenet300", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(
+        [
+            "--data-dir", str(mnist_dir.parent),
+            "--baseline", str(tmp_path / "baseline"),
+            "--baseline-epochs", "1",
+            "--train-limit", "512",
+            "--epochs", "5",
+            "--epochs-per-stage", "1",
+            "--out", str(tmp_path / "result.json"),
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    kept = {r["layer"]: r["kept"] for r in out["layers"]}
+    assert kept == {"fc1/kernel": 18816, "fc2/kernel": 2700, "fc3/kernel": 260}
+    assert out["exact_zeros"] is True
+    assert (tmp_path / "result.json").exists()
+    assert "| fc1/kernel | 235,200 | 18,816 | 8.00% | 8% |" in capsys.readouterr().out
