@@ -306,3 +306,17 @@ def test_prune_lenet300_example_small(mnist_dir, tmp_path, capsys):
     assert out["exact_zeros"] is True
     assert (tmp_path / "result.json").exists()
     assert "| fc1/kernel | 235,200 | 18,816 | 8.00% | 8% |" in capsys.readouterr().out
+
+
+def test_mask_gradients_off_still_keeps_exact_zeros():
+    tx = optim.prune(optax.adam(1e-2), 0.5, mask_gradients=False)
+    params, state = _run(tx, _params(), 5)
+    m = np.asarray(state.masks["fc1"]["kernel"])
+    assert (np.asarray(params["fc1"]["kernel"])[~m] == 0).all()
+    # the inner moments saw the raw gradients of pruned entries (they are masked by default)
+    mu = np.asarray(state.inner_state[0].mu["fc1"]["kernel"])
+    assert (mu[~m] != 0).any()
+    _, state_default = _run(optim.prune(optax.adam(1e-2), 0.5), _params(), 5)
+    mu_d = np.asarray(state_default.inner_state[0].mu["fc1"]["kernel"])
+    m_d = np.asarray(state_default.masks["fc1"]["kernel"])
+    assert (mu_d[~m_d] == 0).all()
