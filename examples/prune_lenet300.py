@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--epochs-per-stage",
         type=int,
-        default=3,
+        default=6,
         help="retraining epochs between two pruning steps",
     )
     ap.add_argument("--lr", type=float, default=0.05, help="retraining learning rate (cosine)")
