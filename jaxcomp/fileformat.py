@@ -55,6 +55,7 @@ __all__ = [
     "loads_compressed",
     "loads_compressed_codes",
     "save_compressed",
+    "serialize_leaves",
 ]
 
 MAGIC = b"\x89DCZ"
@@ -277,7 +278,8 @@ def encode_leaves(
     return out
 
 
-def _serialize(leaves: list[EncodedLeaf], *, huffman_coding: bool, chunk_size: int) -> bytes:
+def serialize_leaves(leaves: list[EncodedLeaf], *, huffman_coding: bool, chunk_size: int) -> bytes:
+    """The ``.dcz`` bytes of leaves from :func:`encode_leaves` (given the same two options)."""
     manifest = {"v": FORMAT_VERSION, "h": int(huffman_coding), "c": chunk_size}
     manifest["l"] = [leaf.entry for leaf in leaves]
     mbytes = json.dumps(manifest, separators=(",", ":")).encode()
@@ -307,7 +309,7 @@ def dumps_compressed(
         huffman_coding=huffman_coding,
         chunk_size=chunk_size,
     )
-    return _serialize(leaves, huffman_coding=huffman_coding, chunk_size=chunk_size)
+    return serialize_leaves(leaves, huffman_coding=huffman_coding, chunk_size=chunk_size)
 
 
 def _atomic_write(path, data: bytes) -> None:
