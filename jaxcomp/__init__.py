@@ -17,6 +17,42 @@ from jaxcomp.data import load_mnist
 from jaxcomp.data import read_idx
 from jaxcomp.data import resolve_data_dir
 
+# encode
+from jaxcomp.encode import RelativeIndex
+from jaxcomp.encode import decode_relative
+from jaxcomp.encode import encode_relative
+from jaxcomp.encode import matrix_shape
+from jaxcomp.encode import relative_index_counts
+
+# fileformat
+from jaxcomp.fileformat import DczFormatError
+from jaxcomp.fileformat import EncodedLeaf
+from jaxcomp.fileformat import dumps_compressed
+from jaxcomp.fileformat import encode_leaves
+from jaxcomp.fileformat import load_compressed
+from jaxcomp.fileformat import load_compressed_codes
+from jaxcomp.fileformat import loads_compressed
+from jaxcomp.fileformat import loads_compressed_codes
+from jaxcomp.fileformat import save_compressed
+from jaxcomp.fileformat import serialize_leaves
+
+# huffman
+from jaxcomp.huffman import HuffmanStream
+from jaxcomp.huffman import canonical_codes
+from jaxcomp.huffman import code_lengths
+from jaxcomp.huffman import entropy_bits
+from jaxcomp.huffman import huffman_decode
+from jaxcomp.huffman import huffman_encode
+from jaxcomp.huffman import pack_bits
+from jaxcomp.huffman import pack_lengths
+from jaxcomp.huffman import unpack_fixed
+from jaxcomp.huffman import unpack_lengths
+
+# report
+from jaxcomp.report import CompressionReport
+from jaxcomp.report import LayerReport
+from jaxcomp.report import compression_report
+
 # models
 from jaxcomp.models import LeNet5
 from jaxcomp.models import LeNet300100
@@ -49,6 +85,38 @@ __all__ = [
     "load_mnist",
     "read_idx",
     "resolve_data_dir",
+    # encode
+    "RelativeIndex",
+    "decode_relative",
+    "encode_relative",
+    "matrix_shape",
+    "relative_index_counts",
+    # fileformat
+    "DczFormatError",
+    "EncodedLeaf",
+    "dumps_compressed",
+    "encode_leaves",
+    "load_compressed",
+    "load_compressed_codes",
+    "loads_compressed",
+    "loads_compressed_codes",
+    "save_compressed",
+    "serialize_leaves",
+    # huffman
+    "HuffmanStream",
+    "canonical_codes",
+    "code_lengths",
+    "entropy_bits",
+    "huffman_decode",
+    "huffman_encode",
+    "pack_bits",
+    "pack_lengths",
+    "unpack_fixed",
+    "unpack_lengths",
+    # report
+    "CompressionReport",
+    "LayerReport",
+    "compression_report",
     # models
     "LeNet5",
     "LeNet300100",

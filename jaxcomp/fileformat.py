@@ -167,7 +167,7 @@ def _huffman_section(symbols: np.ndarray, alphabet: int, chunk: int) -> tuple[by
     counts = np.bincount(symbols.astype(np.int64), minlength=alphabet)
     lengths = huffman.code_lengths(counts)
     table = huffman.pack_lengths(lengths)
-    stream = huffman.encode(symbols, lengths, chunk_size=chunk)
+    stream = huffman.huffman_encode(symbols, lengths, chunk_size=chunk)
     ow = max(1, stream.nbits.bit_length())
     offs, off_bits = huffman.pack_bits(stream.chunk_offsets[1:], ow)
     payload = table + offs.tobytes() + stream.data.tobytes()
@@ -434,7 +434,7 @@ def _parse_stream(payload: bytes, n: int, nbits: int, alphabet: int, chunk: int)
     offs = huffman.unpack_fixed(obytes, ow, max(nchunks - 1, 0))
     offsets = np.concatenate([[0], offs]).astype(np.int64) if nchunks else np.zeros(0, np.int64)
     data = np.frombuffer(payload, np.uint8, offset=tlen + olen)
-    return huffman.decode(huffman.HuffmanStream(data, nbits, n, offsets, chunk), lengths)
+    return huffman.huffman_decode(huffman.HuffmanStream(data, nbits, n, offsets, chunk), lengths)
 
 
 def _parse(data: bytes) -> list[tuple[str, Any]]:

@@ -7,10 +7,11 @@ layer with Huffman codes (DESIGN §4.3). Everything here runs on the host on Num
   (a Huffman tree, then a length-limiting pass that keeps Kraft's sum exactly 1).
 * :func:`canonical_codes` -- the canonical code of each symbol from the lengths alone, so a code
   table is stored as its lengths only (:func:`pack_lengths` / :func:`unpack_lengths`).
-* :func:`encode` / :func:`decode` -- whole streams at once. Encoding places every code with a few
-  vectorized operations (no per-symbol Python loop). The stream is cut into chunks of
-  ``chunk_size`` symbols whose starting bit offsets are kept (:class:`HuffmanStream`), so decoding
-  walks all chunks in parallel: one vectorized table look-up per step, ``chunk_size`` steps.
+* :func:`huffman_encode` / :func:`huffman_decode` -- whole streams at once. Encoding places every
+  code with a few vectorized operations (no per-symbol Python loop). The stream is cut into
+  chunks of ``chunk_size`` symbols whose starting bit offsets are kept (:class:`HuffmanStream`),
+  so decoding walks all chunks in parallel: one vectorized table look-up per step,
+  ``chunk_size`` steps.
 * :func:`pack_bits` / :func:`unpack_fixed` -- MSB-first bit packing shared with the file format.
 
 Bit order: codes are written most significant bit first, bytes are filled from their most
@@ -30,9 +31,9 @@ __all__ = [
     "HuffmanStream",
     "canonical_codes",
     "code_lengths",
-    "decode",
-    "encode",
     "entropy_bits",
+    "huffman_decode",
+    "huffman_encode",
     "pack_bits",
     "pack_lengths",
     "unpack_fixed",
@@ -386,7 +387,7 @@ def unpack_lengths(blob: bytes, alphabet: int | None = None) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def encode(symbols, lengths, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> HuffmanStream:
+def huffman_encode(symbols, lengths, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> HuffmanStream:
     """Huffman-code a whole stream of symbols with the canonical code of ``lengths``.
 
     Args:
@@ -399,7 +400,7 @@ def encode(symbols, lengths, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Huffman
       a :class:`HuffmanStream`.
 
     Example:
-      >>> s = encode([0, 0, 2, 3], [1, 0, 2, 2])  # '0' '0' '10' '11'
+      >>> s = huffman_encode([0, 0, 2, 3], [1, 0, 2, 2])  # '0' '0' '10' '11'
       >>> s.data.tolist(), s.nbits
       ([44], 6)
     """
@@ -442,7 +443,7 @@ def _decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return tsym, tlen, L
 
 
-def decode(stream: HuffmanStream, lengths) -> np.ndarray:
+def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
     """Decode a whole :class:`HuffmanStream` (table-driven, all chunks in parallel).
 
     Each step looks up the next ``L`` bits (``L`` = longest code) of every chunk in a
@@ -461,7 +462,7 @@ def decode(stream: HuffmanStream, lengths) -> np.ndarray:
       ValueError: the stream is inconsistent with its table, offsets or length.
 
     Example:
-      >>> decode(encode([0, 0, 2, 3], [1, 0, 2, 2]), [1, 0, 2, 2]).tolist()
+      >>> huffman_decode(huffman_encode([0, 0, 2, 3], [1, 0, 2, 2]), [1, 0, 2, 2]).tolist()
       [0, 0, 2, 3]
     """
     lengths = _check_lengths(lengths)
