@@ -4,6 +4,7 @@ Public names are re-exported here one per line; see ``__all__``.
 """
 
 # checkpoint
+from jaxcomp.checkpoint import CompressionTrainState
 from jaxcomp.checkpoint import latest_step
 from jaxcomp.checkpoint import restore_checkpoint
 from jaxcomp.checkpoint import save_checkpoint
@@ -74,6 +75,7 @@ from jaxcomp.tree import path_to_str
 
 __all__ = [
     # checkpoint
+    "CompressionTrainState",
     "latest_step",
     "restore_checkpoint",
     "save_checkpoint",
