@@ -43,10 +43,11 @@ __all__ = [
 DEFAULT_MAX_LENGTH = 16
 """Default code-length limit: decode tables have ``2**16`` entries."""
 
-DEFAULT_CHUNK_SIZE = 2048
+DEFAULT_CHUNK_SIZE = 1024
 """Default number of symbols per independently decodable chunk of a stream."""
 
 _MAX_TABLE_BITS = 24  # decode tables beyond 2**24 entries are refused
+_PACK_BLOCK = 1 << 16
 
 
 class HuffmanStream(NamedTuple):
@@ -269,28 +270,36 @@ def pack_bits(values, widths) -> tuple[np.ndarray, int]:
       >>> data.tolist(), nbits
       ([108], 6)
     """
-    values = np.asarray(values).astype(np.uint64).ravel()
+    values = np.asarray(values).ravel()
     n = values.size
-    widths = np.broadcast_to(np.asarray(widths, np.uint64), (n,))
+    widths = np.broadcast_to(np.asarray(widths), (n,))
     if n == 0:
         return np.zeros(0, np.uint8), 0
     if widths.min() < 1 or widths.max() > 32:
         raise ValueError("pack_bits widths must lie in 1..32")
-    starts = np.cumsum(widths)
-    nbits = int(starts[-1])
-    starts -= widths
-    hi = values << (np.uint64(64) - widths)  # code left-aligned in a 64-bit word
-    r = starts & np.uint64(63)
-    first = hi >> r  # its part in the word where it starts
-    second = hi << (np.uint64(64) - r)  # its spill into the next word (0 if none; 0 for r == 0)
-    # Codes are <= 32 bits, so every word up to the one holding the last code's start holds
-    # some code's start: the codes starting in word k are the k-th group of the sorted words.
-    q = starts >> np.uint64(6)
-    m = int(q[-1]) + 1
-    group = np.searchsorted(q, np.arange(m, dtype=np.uint64))
-    words = np.zeros((nbits + 63) // 64 + 1, np.uint64)
-    words[:m] = np.bitwise_or.reduceat(first, group)
-    words[1 : m + 1] |= np.bitwise_or.reduceat(second, group)
+    nbits = int(widths.sum(dtype=np.int64))
+    words = np.zeros(nbits // 64 + 2, np.uint64)
+    base = 0
+    u64 = np.uint64(64)
+    for i in range(0, n, _PACK_BLOCK):  # blocks keep the temporaries in cache
+        v = values[i : i + _PACK_BLOCK].astype(np.uint64)
+        w = widths[i : i + _PACK_BLOCK].astype(np.uint64)
+        starts = np.cumsum(w)
+        end = base + int(starts[-1])
+        starts -= w
+        starts += np.uint64(base)
+        v <<= u64 - w  # the code left-aligned in a 64-bit word
+        r = starts & np.uint64(63)
+        first = v >> r  # its part in the word where it starts
+        v <<= u64 - r  # its spill into the next word (0 if none; 0 for r == 0)
+        # Codes are <= 32 bits, so every word up to the one holding the last code's start holds
+        # some code's start: the codes starting in word k form the k-th group of word indices.
+        starts >>= np.uint64(6)
+        q0, q1 = int(starts[0]), int(starts[-1]) + 1
+        group = np.searchsorted(starts, np.arange(q0, q1, dtype=np.uint64))
+        words[q0:q1] |= np.bitwise_or.reduceat(first, group)
+        words[q0 + 1 : q1 + 1] |= np.bitwise_or.reduceat(v, group)
+        base = end
     data = words.astype(">u8").view(np.uint8)[: (nbits + 7) // 8].copy()
     return data, nbits
 
@@ -410,19 +419,19 @@ def huffman_encode(symbols, lengths, *, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     symbols = np.asarray(symbols).ravel()
     if symbols.size and not np.issubdtype(symbols.dtype, np.integer):
         raise TypeError(f"symbols must be integers, got dtype {symbols.dtype}")
-    symbols = symbols.astype(np.int64)
     if symbols.size == 0:
         return HuffmanStream(np.zeros(0, np.uint8), 0, 0, np.zeros(0, np.int64), chunk_size)
     if symbols.min() < 0 or symbols.max() >= lengths.size:
         raise ValueError(f"symbols must lie in 0..{lengths.size - 1} (the code table's alphabet)")
-    widths = lengths[symbols]
+    widths = lengths.astype(np.uint8)[symbols]
     if widths.min() == 0:
         bad = int(symbols[np.argmin(widths)])
         raise ValueError(f"symbol {bad} has no code (length 0); build lengths from these counts")
     codes = canonical_codes(lengths)[symbols]
     data, nbits = pack_bits(codes, widths)
-    starts = np.cumsum(widths) - widths
-    return HuffmanStream(data, nbits, int(symbols.size), starts[::chunk_size].copy(), chunk_size)
+    chunk_bits = np.add.reduceat(widths, np.arange(0, symbols.size, chunk_size), dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(chunk_bits)[:-1]]).astype(np.int64)
+    return HuffmanStream(data, nbits, int(symbols.size), offsets, chunk_size)
 
 
 def _decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -443,6 +452,10 @@ def _decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return tsym, tlen, L
 
 
+def _symbol_dtype(alphabet: int):
+    return np.uint8 if alphabet <= 1 << 8 else np.uint16 if alphabet <= 1 << 16 else np.uint32
+
+
 def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
     """Decode a whole :class:`HuffmanStream` (table-driven, all chunks in parallel).
 
@@ -456,7 +469,8 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
       lengths: the code lengths it was coded with.
 
     Returns:
-      ``(num_symbols,)`` int64 symbols.
+      ``(num_symbols,)`` symbols, the smallest of uint8 / uint16 / uint32 that holds the
+      alphabet ``len(lengths)``.
 
     Raises:
       ValueError: the stream is inconsistent with its table, offsets or length.
@@ -479,44 +493,53 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
     if n == 0:
         if nbits:
             raise ValueError("an empty stream must have 0 bits")
-        return np.zeros(0, np.int64)
+        return np.zeros(0, _symbol_dtype(lengths.size))
     if not lengths.any():
         raise ValueError("a non-empty stream needs a non-empty code table")
     if offsets[0] != 0 or np.any(np.diff(offsets) < 1) or offsets[-1] >= max(nbits, 1):
         raise ValueError("chunk offsets must start at 0 and increase within the stream")
     tsym, tlen, L = _decode_table(lengths)
-    table = (tsym << 5 | tlen).astype(np.uint64)  # one look-up gives symbol and length
+    if nbits >= 1 << 32:
+        raise ValueError("streams of 2**32 bits or more are not supported")
+    alphabet = lengths.size
+    # one look-up gives symbol and length; a window no code starts gets the symbol `alphabet`
+    table = (np.where(tlen > 0, tsym, alphabet) << 5 | tlen).astype(np.uint32)
     steps = min(cs, n)
     pad = (steps * L) // 8 + 8
-    b = np.concatenate([data, np.zeros(pad, np.uint8)]).astype(np.uint64)
-    # the 4 bytes from each byte on, in the top half of a 64-bit word: shifting left by the bit
-    # offset (<= 7) and right by 64 - L leaves exactly the next L bits.
-    w64 = (b[:-3] << 56) | (b[1:-2] << 48) | (b[2:-1] << 40) | (b[3:] << 32)
-    shift = np.uint64(64 - L)
-    p = offsets.astype(np.uint64)
+    b = np.zeros(data.size + pad, np.uint32)
+    b[: data.size] = data
+    # the 4 bytes from each byte on as a big-endian uint32; shifting it left by the bit offset
+    # (<= 7, the top bits fall off) and right by 32 - L leaves exactly the next L bits.
+    w32 = b[:-3] << 24
+    w32 |= b[1:-2] << 16
+    w32 |= b[2:-1] << 8
+    w32 |= b[3:]
+    del b
+    shift = np.uint32(32 - L)
+    p = offsets.astype(np.uint32)
     q = np.empty_like(p)
     s = np.empty_like(p)
     w = np.empty_like(p)
-    qi = q.view(np.int64)
-    wi = w.view(np.int64)
-    ents = np.empty((steps, nchunks), np.uint64)
-    three, seven, mask5 = np.uint64(3), np.uint64(7), np.uint64(31)
+    ents = np.empty((steps, nchunks), np.uint32)
+    three, seven, mask5 = np.uint32(3), np.uint32(7), np.uint32(31)
     for t in range(steps):
         np.right_shift(p, three, out=q)
-        np.take(w64, qi, out=w)
+        np.take(w32, q, out=w, mode="clip")  # in bounds by construction (padding)
         np.bitwise_and(p, seven, out=s)
         np.left_shift(w, s, out=w)
         np.right_shift(w, shift, out=w)
-        np.take(table, wi, out=w)
-        ents[t] = w
-        np.bitwise_and(w, mask5, out=s)
+        e = ents[t]
+        np.take(table, w, out=e, mode="clip")
+        np.bitwise_and(e, mask5, out=s)
         p += s
     last = n - (nchunks - 1) * cs  # symbols in the last chunk
+    last_bits = int(np.sum(ents[:last, -1] & mask5, dtype=np.int64))
     ent = ents.T.reshape(-1)[:n]
-    lens = (ent & mask5).astype(np.int64)
-    if lens.min() == 0:
+    del ents
+    ent >>= np.uint32(5)
+    if int(ent.max()) >= alphabet:
         raise ValueError("stream holds a bit pattern that is no code of its table")
-    ends = np.append(p[:-1].astype(np.int64), offsets[-1] + lens[n - last :].sum())
+    ends = np.append(p[:-1].astype(np.int64), offsets[-1] + last_bits)
     if not np.array_equal(ends, np.append(offsets[1:], nbits)):
         raise ValueError("stream chunks do not end where the next one starts")
-    return (ent >> np.uint64(5)).astype(np.int64)
+    return ent.astype(_symbol_dtype(alphabet))
