@@ -94,3 +94,28 @@ def test_bad_inputs_are_reported():
     params, cbs, codes = _lenet_like_layer()
     with pytest.raises(ValueError, match="index_bits"):
         compression_report(params, cbs, codes, index_bits={"other": 3})
+
+
+def test_real_eie_layer_report_and_file(eie_layer_path, tmp_path):
+    """The shared real layer (AlexNet fc8-like, 25.7% dense, 4-bit codes) stored as a .dcz."""
+    z = np.load(eie_layer_path)
+    kernel_codes = np.ascontiguousarray(z["codes"].T)  # Flax (in, out) = EIE's (m, n) transposed
+    codebook = z["codebook"]
+    params = {
+        "fc8": {
+            "kernel": np.zeros(kernel_codes.shape, np.float32),
+            "bias": codebook[z["bias_codes"]],
+        }
+    }
+    cbs, codes = {"fc8/kernel": codebook}, {"fc8/kernel": kernel_codes}
+    path = tmp_path / "fc8.dcz"
+    size = ff.save_compressed(path, params, cbs, codes, index_bits=4)
+    rep = compression_report(params, cbs, codes, index_bits=4)
+    assert rep.file_bytes == size == os.path.getsize(path)
+    assert abs(size - rep.total_bytes) <= 0.01 * size
+    k = rep.layers[1]
+    assert k.nonzero == 1_051_032 and k.bits == 4
+    assert rep.original / rep.total_pqh > 5  # 25.7% density x 4+4 bits, then Huffman
+    out = ff.load_compressed(path)
+    w = np.asarray(out["fc8"]["kernel"])
+    assert np.array_equal(w.view(np.uint32), codebook[kernel_codes].view(np.uint32))
