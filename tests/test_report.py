@@ -115,6 +115,8 @@ def test_real_eie_layer_report_and_file(eie_layer_path, tmp_path):
     assert abs(size - rep.total_bytes) <= 0.01 * size
     k = rep.layers[1]
     assert k.nonzero == 1_051_032 and k.bits == 4
+    # the data's README counts 17,879 fillers for EIE's CSC at N = 1 PE: the same entries
+    assert k.fillers == 17_879
     assert rep.original / rep.total_pqh > 5  # 25.7% density x 4+4 bits, then Huffman
     out = ff.load_compressed(path)
     w = np.asarray(out["fc8"]["kernel"])
