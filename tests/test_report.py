@@ -121,3 +121,12 @@ def test_real_eie_layer_report_and_file(eie_layer_path, tmp_path):
     out = ff.load_compressed(path)
     w = np.asarray(out["fc8"]["kernel"])
     assert np.array_equal(w.view(np.uint32), codebook[kernel_codes].view(np.uint32))
+
+
+@pytest.mark.parametrize("module", ["encode", "huffman", "fileformat", "report", "checkpoint"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"jaxcomp.{module}"), raise_on_error=False)
+    assert result.attempted > 0 and result.failed == 0
