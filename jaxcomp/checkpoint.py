@@ -53,14 +53,21 @@ def _is_key(x) -> bool:
 
 
 def _storable(tree: Any) -> Any:
-    """Typed PRNG keys become their uint32 key data (orbax stores plain arrays)."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    """Typed PRNG keys become their uint32 key data, NumPy scalars 0-d arrays (orbax stores
+    plain arrays and Python scalars)."""
+
+    def one(x):
+        if _is_key(x):
+            return jax.random.key_data(x)
+        return np.asarray(x) if isinstance(x, np.number) else x
+
+    return jax.tree.map(one, tree)
 
 
 def _abstract(x):
     if _is_key(x):
         x = jax.random.key_data(x)
-    if isinstance(x, int | float | bool | np.number) and not isinstance(x, np.ndarray):
+    if isinstance(x, int | float | bool):
         return x
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
 
@@ -68,7 +75,9 @@ def _abstract(x):
 def _like(restored, target):
     if _is_key(target):
         return jax.random.wrap_key_data(restored, impl=jax.random.key_impl(target))
-    if isinstance(target, np.ndarray | np.number):
+    if isinstance(target, np.number):
+        return target.dtype.type(restored)
+    if isinstance(target, np.ndarray):
         return np.asarray(restored, dtype=target.dtype)
     if isinstance(target, bool | int | float):
         return type(target)(restored)

@@ -499,12 +499,12 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
     if offsets[0] != 0 or np.any(np.diff(offsets) < 1) or offsets[-1] >= max(nbits, 1):
         raise ValueError("chunk offsets must start at 0 and increase within the stream")
     tsym, tlen, L = _decode_table(lengths)
-    if nbits >= 1 << 32:
+    steps = min(cs, n)
+    if nbits + steps * L >= 1 << 32:
         raise ValueError("streams of 2**32 bits or more are not supported")
     alphabet = lengths.size
     # one look-up gives symbol and length; a window no code starts gets the symbol `alphabet`
     table = (np.where(tlen > 0, tsym, alphabet) << 5 | tlen).astype(np.uint32)
-    steps = min(cs, n)
     pad = (steps * L) // 8 + 8
     b = np.zeros(data.size + pad, np.uint32)
     b[: data.size] = data

@@ -124,13 +124,15 @@ def test_whole_state_round_trips_exactly(tmp_path):
         "np_codes": np.arange(12, dtype=np.uint16).reshape(3, 4),
         "epoch": 7,
         "lr": 0.25,
+        "np_scalar": np.float32(1.5),
     }
     save_checkpoint(tmp_path, extra, step=1)
     save_checkpoint(tmp_path, jax.tree.map(lambda x: x, extra), step=2)
-    target = {**extra, "state": _fresh_state(4), "epoch": 0, "lr": 0.0}
+    target = {**extra, "state": _fresh_state(4), "epoch": 0, "lr": 0.0, "np_scalar": np.float32(0)}
     back = restore_checkpoint(tmp_path, target, step=1)
     _assert_identical(back, extra)
     assert isinstance(back["np_codes"], np.ndarray) and isinstance(back["epoch"], int)
+    assert isinstance(back["np_scalar"], np.float32) and back["np_scalar"] == 1.5
     assert back["state"].masks["fc2"]["bias"] is None
     assert back["state"].codes["fc2/kernel"].dtype == jnp.uint16
     assert latest_step(tmp_path) == 2
