@@ -210,7 +210,12 @@ class CompressionReport:
         return buf.getvalue()
 
     def to_markdown(self) -> str:
-        """Deep Compression's table (its Table 2 columns, then the parts they are made of)."""
+        """Deep Compression's table (its Table 2 columns, then the parts they are made of).
+
+        "weight bits (P+Q+H)" and "index bits (P+Q+H)" are the Huffman streams' average bits per
+        entry (fillers included); the code tables and chunk offsets are their own column, and
+        every column adds up to the totals line.
+        """
         head = (
             "| layer | #weights | weights% (P) | weight bits (P+Q) | weight bits (P+Q+H) "
             "| index bits (P+Q) | index bits (P+Q+H) | compress rate (P+Q) "
