@@ -49,16 +49,16 @@ from jaxcomp.huffman import pack_lengths
 from jaxcomp.huffman import unpack_fixed
 from jaxcomp.huffman import unpack_lengths
 
-# report
-from jaxcomp.report import CompressionReport
-from jaxcomp.report import LayerReport
-from jaxcomp.report import compression_report
-
 # models
 from jaxcomp.models import LeNet5
 from jaxcomp.models import LeNet300100
 from jaxcomp.models import make_model
 from jaxcomp.models import param_count
+
+# report
+from jaxcomp.report import CompressionReport
+from jaxcomp.report import LayerReport
+from jaxcomp.report import compression_report
 
 # train
 from jaxcomp.train import default_optimizer
@@ -115,15 +115,15 @@ __all__ = [
     "pack_lengths",
     "unpack_fixed",
     "unpack_lengths",
-    # report
-    "CompressionReport",
-    "LayerReport",
-    "compression_report",
     # models
     "LeNet5",
     "LeNet300100",
     "make_model",
     "param_count",
+    # report
+    "CompressionReport",
+    "LayerReport",
+    "compression_report",
     # train
     "default_optimizer",
     "evaluate",
