@@ -504,7 +504,8 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
         raise ValueError("streams of 2**32 bits or more are not supported")
     alphabet = lengths.size
     # one look-up gives symbol and length; a window no code starts gets the symbol `alphabet`
-    table = (np.where(tlen > 0, tsym, alphabet) << 5 | tlen).astype(np.uint32)
+    edtype = np.uint16 if alphabet < 1 << 11 else np.uint32  # entries: symbol << 5 | length
+    table = (np.where(tlen > 0, tsym, alphabet) << 5 | tlen).astype(edtype)
     pad = (steps * L) // 8 + 8
     b = np.zeros(data.size + pad, np.uint32)
     b[: data.size] = data
@@ -520,7 +521,7 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
     q = np.empty_like(p)
     s = np.empty_like(p)
     w = np.empty_like(p)
-    ents = np.empty((steps, nchunks), np.uint32)
+    ents = np.empty((steps, nchunks), edtype)
     three, seven, mask5 = np.uint32(3), np.uint32(7), np.uint32(31)
     for t in range(steps):
         np.right_shift(p, three, out=q)
@@ -536,7 +537,7 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
     last_bits = int(np.sum(ents[:last, -1] & mask5, dtype=np.int64))
     ent = ents.T.reshape(-1)[:n]
     del ents
-    ent >>= np.uint32(5)
+    ent >>= edtype(5)
     if int(ent.max()) >= alphabet:
         raise ValueError("stream holds a bit pattern that is no code of its table")
     ends = np.append(p[:-1].astype(np.int64), offsets[-1] + last_bits)
