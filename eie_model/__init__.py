@@ -3,4 +3,26 @@
 Public names are re-exported here one per line; see ``__all__``.
 """
 
-__all__: list[str] = []
+# config
+from eie_model.config import EIEConfig, stack_configs
+
+# format
+from eie_model.format import (
+    EncodedLayer,
+    StorageBits,
+    decode_layer,
+    encode_layer,
+    storage_bits,
+)
+
+__all__: list[str] = [
+    # config
+    "EIEConfig",
+    "stack_configs",
+    # format
+    "EncodedLayer",
+    "StorageBits",
+    "decode_layer",
+    "encode_layer",
+    "storage_bits",
+]
