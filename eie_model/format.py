@@ -116,6 +116,23 @@ class EncodedLayer:
         a, b = self.pe_offset[i], self.pe_offset[i + 1]
         return self.code[a:b], self.rel_index[a:b]
 
+    def entry_rows(self) -> np.ndarray:
+        """``(T,)`` int64: the local row each entry sits on (fillers: the row they cover last).
+
+        Example:
+            >>> import numpy as np
+            >>> from eie_model.format import encode_layer
+            >>> codes = np.zeros((40, 1), np.uint8); codes[37, 0] = 5
+            >>> encode_layer(codes, n_pes=1).entry_rows().tolist()
+            [15, 31, 37]
+        """
+        counts = self.entries_per_col.reshape(-1)
+        group = np.repeat(np.arange(counts.size), counts)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        cs = np.cumsum(self.rel_index.astype(np.int64) + 1)
+        base = np.concatenate([[0], cs])[starts]  # cumsum before each group's first entry
+        return cs - base[group] - 1
+
     def padded(self) -> tuple[np.ndarray, np.ndarray]:
         """Entries as dense ``(N, max_entries)`` arrays, padded with code 0 / z 0.
 
@@ -295,12 +312,8 @@ def decode_layer(enc: EncodedLayer) -> tuple[np.ndarray, np.ndarray | None]:
     N, n_cols = enc.n_pes, enc.n_cols
     m, n = enc.shape
     L = enc.local_rows
-    counts = enc.entries_per_col.reshape(-1)
-    group = np.repeat(np.arange(N * n_cols), counts)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    cs = np.cumsum(enc.rel_index.astype(np.int64) + 1)
-    base = np.concatenate([[0], cs])[starts]  # cumsum before each group's first entry
-    lrow = cs - base[group] - 1
+    group = np.repeat(np.arange(N * n_cols), enc.entries_per_col.reshape(-1))
+    lrow = enc.entry_rows()
     keep = enc.code != 0
     if lrow.size and (lrow.min() < 0 or lrow[keep].max(initial=-1) >= L):
         raise ValueError("decode_layer: an entry addresses a row beyond the layer (corrupt)")
