@@ -15,6 +15,15 @@ from eie_model.format import (
     storage_bits,
 )
 
+# functional
+from eie_model.functional import (
+    FixedResult,
+    frac_bits_for,
+    quantize_fixed,
+    spmv_fixed,
+    spmv_float,
+)
+
 # layers
 from eie_model.layers import Layer, load_npz_layer, validate_layer
 
@@ -41,6 +50,12 @@ __all__: list[str] = [
     "decode_layer",
     "encode_layer",
     "storage_bits",
+    # functional
+    "FixedResult",
+    "frac_bits_for",
+    "quantize_fixed",
+    "spmv_fixed",
+    "spmv_float",
     # layers
     "Layer",
     "load_npz_layer",
