@@ -6,6 +6,9 @@ Public names are re-exported here one per line; see ``__all__``.
 # config
 from eie_model.config import EIEConfig, stack_configs
 
+# energy
+from eie_model.energy import EnergyReport, energy_report, full_load_counters, pe_area_mm2
+
 # format
 from eie_model.format import (
     EncodedLayer,
@@ -44,6 +47,11 @@ __all__: list[str] = [
     # config
     "EIEConfig",
     "stack_configs",
+    # energy
+    "EnergyReport",
+    "energy_report",
+    "full_load_counters",
+    "pe_area_mm2",
     # format
     "EncodedLayer",
     "StorageBits",
