@@ -28,7 +28,17 @@ from eie_model.functional import (
 )
 
 # layers
-from eie_model.layers import Layer, load_npz_layer, validate_layer
+from eie_model.layers import (
+    BENCHMARKS,
+    BenchmarkSpec,
+    Layer,
+    benchmark_layer,
+    fit_spread,
+    load_layer,
+    load_npz_layer,
+    synthetic_layer,
+    validate_layer,
+)
 
 # reference: imported lazily (module __getattr__ below), so that
 # `python -m eie_model.reference` runs without runpy's "found in sys.modules" warning.
@@ -65,8 +75,14 @@ __all__: list[str] = [
     "spmv_fixed",
     "spmv_float",
     # layers
+    "BENCHMARKS",
+    "BenchmarkSpec",
     "Layer",
+    "benchmark_layer",
+    "fit_spread",
+    "load_layer",
     "load_npz_layer",
+    "synthetic_layer",
     "validate_layer",
     # reference
     "Counters",
