@@ -3,4 +3,66 @@
 Public names are re-exported here one per line; see ``__all__``.
 """
 
-__all__: list[str] = []
+# checkpoint
+from jaxcomp.checkpoint import latest_step
+from jaxcomp.checkpoint import restore_checkpoint
+from jaxcomp.checkpoint import save_checkpoint
+
+# data
+from jaxcomp.data import MNIST
+from jaxcomp.data import MNISTFormatError
+from jaxcomp.data import batches
+from jaxcomp.data import download_mnist
+from jaxcomp.data import load_mnist
+from jaxcomp.data import read_idx
+from jaxcomp.data import resolve_data_dir
+
+# models
+from jaxcomp.models import LeNet5
+from jaxcomp.models import LeNet300100
+from jaxcomp.models import make_model
+from jaxcomp.models import param_count
+
+# train
+from jaxcomp.train import default_optimizer
+from jaxcomp.train import evaluate
+from jaxcomp.train import fit
+from jaxcomp.train import functional
+from jaxcomp.train import load_baseline
+from jaxcomp.train import make_train_step
+from jaxcomp.train import train_baseline
+
+# tree
+from jaxcomp.tree import leaves_with_paths
+from jaxcomp.tree import path_to_str
+
+__all__ = [
+    # checkpoint
+    "latest_step",
+    "restore_checkpoint",
+    "save_checkpoint",
+    # data
+    "MNIST",
+    "MNISTFormatError",
+    "batches",
+    "download_mnist",
+    "load_mnist",
+    "read_idx",
+    "resolve_data_dir",
+    # models
+    "LeNet5",
+    "LeNet300100",
+    "make_model",
+    "param_count",
+    # train
+    "default_optimizer",
+    "evaluate",
+    "fit",
+    "functional",
+    "load_baseline",
+    "make_train_step",
+    "train_baseline",
+    # tree
+    "leaves_with_paths",
+    "path_to_str",
+]
