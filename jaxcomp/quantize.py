@@ -256,7 +256,6 @@ def _lloyd_setup(xs, n, k):
 
 def _segment_means(xs, n, c, xz2, prefix):
     """One Lloyd update of sorted centroids ``c`` (empty clusters keep their centroid)."""
-    k = c.shape[0]
     bsz = xz2.shape[1]
     inner = jnp.searchsorted(xs, _mids(c), side="right", method="scan_unrolled").astype(jnp.int32)
     inner = jnp.minimum(inner, n)
@@ -354,8 +353,10 @@ def kmeans_fit(
 
     bsz = _block_size(k)
     total = (wf.shape[0] // bsz + 1) * bsz
-    xs = jnp.full((total,), jnp.inf, jnp.float32).at[: wf.shape[0]].set(
-        jnp.where(kf & jnp.isfinite(wf), wf, jnp.inf)
+    xs = (
+        jnp.full((total,), jnp.inf, jnp.float32)
+        .at[: wf.shape[0]]
+        .set(jnp.where(kf & jnp.isfinite(wf), wf, jnp.inf))
     )
     xs = _sort(xs)
     idx = jnp.arange(total)
@@ -363,6 +364,7 @@ def kmeans_fit(
     is_start = valid & jnp.concatenate([jnp.ones((1,), bool), xs[1:] != xs[:-1]])
     n_distinct = jnp.sum(is_start, dtype=jnp.int32)
     lossless = n_distinct <= k
+
     # Lossless case: the sorted distinct values (walked with searchsorted, n_distinct <= k
     # steps; no step at all otherwise), padded with the largest; Lloyd is then skipped.
     def dcond(carry):
@@ -570,8 +572,14 @@ def plot_codebook(
     ax.plot(before, np.full_like(before, 0.04 * top), "x", color="tab:green", label="k-means")
     if codebook_after is not None:
         after = np.asarray(codebook_after, np.float32)[1:]
-        ax.plot(after, np.full_like(after, 0.10 * top), "o", mfc="none", color="tab:red",
-                label="fine-tuned")
+        ax.plot(
+            after,
+            np.full_like(after, 0.10 * top),
+            "o",
+            mfc="none",
+            color="tab:red",
+            label="fine-tuned",
+        )
     ax.set_xlabel("weight value")
     ax.set_ylabel("count")
     if title:
