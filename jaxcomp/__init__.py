@@ -26,6 +26,7 @@ from jaxcomp.models import param_count
 # optim (weight sharing)
 from jaxcomp.optim import ShareState
 from jaxcomp.optim import share_weights
+from jaxcomp.optim import shared_params
 
 # quantize
 from jaxcomp.quantize import KMeansInfo
@@ -72,6 +73,7 @@ __all__ = [
     # optim (weight sharing)
     "ShareState",
     "share_weights",
+    "shared_params",
     # quantize
     "KMeansInfo",
     "centroid_grads",

@@ -30,6 +30,7 @@ from jaxcomp.tree import path_to_str
 __all__ = [
     "ShareState",
     "share_weights",
+    "shared_params",
 ]
 
 # --- weight sharing (issue 4) ---
@@ -72,15 +73,38 @@ def _leaf_bits(bits: Any, path: str, leaf: Any) -> int | None:
     return None if b is None else _check_bits(b)
 
 
-def _exact_delta(p: jax.Array, t: jax.Array) -> jax.Array:
-    """An update ``u`` with ``p + u == t`` in ``p``'s dtype (one correction step).
+def shared_params(params: Any, state: ShareState) -> Any:
+    """Return ``params`` with every shared leaf replaced by exactly ``codebook[codes]``.
 
-    Exact whenever such a float exists (always when ``|t - p| <= |t|``, e.g. once a weight sits
-    on its centroid and the centroid moves by less than its own magnitude); otherwise within
-    rounding of ``t - p``.
+    Use it to evaluate or export the shared model bit-exactly, or to start fine-tuning from
+    weights that already sit on their centroids:
+    ``params = shared_params(params, tx.init(params))`` (then the updates of
+    :func:`share_weights` land exactly on the centroids, see there).
+
+    Args:
+      params: the params pytree the state was made for.
+      state: a :class:`ShareState` (e.g. ``state`` or ``state[i]`` inside ``optax.chain``).
+
+    Returns:
+      a pytree like ``params``; shared leaves in the leaf's dtype, other leaves unchanged.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = {"w": jnp.array([[0.0, 1.0], [2.0, 3.0]])}
+      >>> state = share_weights(optax.sgd(0.1), bits=1).init(params)
+      >>> shared_params(params, state)["w"].tolist()
+      [[0.0, 2.0], [2.0, 2.0]]
     """
-    u = t - p
-    return u + (t - (p + u))
+    if not isinstance(state, ShareState):
+        raise TypeError(f"state must be a ShareState, got {type(state).__name__}")
+    flat_p, treedef = jax.tree_util.tree_flatten(params)
+    cbs = treedef.flatten_up_to(state.codebooks)
+    cds = treedef.flatten_up_to(state.codes)
+    out = [
+        p if cb is None else shared_weight(cb, cd).astype(jnp.asarray(p).dtype)
+        for p, cb, cd in zip(flat_p, cbs, cds, strict=True)
+    ]
+    return treedef.unflatten(out)
 
 
 def share_weights(
@@ -106,12 +130,14 @@ def share_weights(
     2. runs ``inner`` (any optax optimizer: SGD, momentum, Adam, weight decay ...) on the params
        with each shared leaf replaced by its codebook (entry 0 is kept at 0.0), so the inner
        state is per centroid; leaves that are not shared get ``inner``'s ordinary update;
-    3. returns, for a shared leaf, ``codebook_new[codes] - param`` corrected so that
-       ``optax.apply_updates`` puts every weight exactly on its centroid and pruned weights at
-       exactly 0. (The correction is exact whenever a float32 update with that property exists,
-       which holds once weights sit on centroids; the very first update, which snaps dense
-       weights onto their centroids, can leave a weight whose centroid is much closer to 0 than
-       to the weight one rounding step off; the next update puts it exactly on the centroid.)
+    3. returns, for a shared leaf, ``codebook_new[codes] - param``, so that
+       ``optax.apply_updates`` puts pruned weights at exactly 0 and every kept weight on its
+       centroid. In float32 ``p + (t - p) == t`` holds exactly whenever ``t / 2 <= p <= 2 t``
+       (Sterbenz), i.e. once weights sit on their centroids and a centroid moves by less than
+       half its magnitude per step. The very first update snaps dense weights onto centroids;
+       a weight far from a centroid close to 0 can then end one rounding step
+       (``ulp(param - centroid)``) off it, and no float32 update can do better. For a bit-exact
+       start call :func:`shared_params` on the params after ``init``.
 
     Codes stay fixed (the thesis' default). With ``reassign_every = R > 0`` (the "-c+l"
     variant of Table 4.9) dense latent weights are trained alongside (by ``inner``, on the raw
@@ -261,7 +287,7 @@ def share_weights(
                     lambda cd=cd: cd,
                 )
             t = shared_weight(cb, cd).astype(p.dtype)
-            out_u.append(_exact_delta(p, t))
+            out_u.append(t - p)
             new_cbs.append(cb)
             new_cds.append(cd)
             new_lts.append(lt)

@@ -332,9 +332,9 @@ def kmeans_fit(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> cb, codes = kmeans_fit(jnp.array([0.0, 1.0, 1.2, -2.0, -2.2]), 2)
+      >>> cb, codes = kmeans_fit(jnp.array([0.0, 1.0, 1.5, -2.0, -2.5, 0.5]), 2)
       >>> cb.tolist(), codes.tolist()
-      ([0.0, -2.0999999046325684, 0.0, 1.100000023841858], [0, 3, 3, 1, 1])
+      ([0.0, -2.25, 0.5, 1.25], [0, 3, 3, 1, 1, 2])
     """
     bits = _check_bits(bits)
     if init not in INITS:
