@@ -23,6 +23,22 @@ from jaxcomp.models import LeNet300100
 from jaxcomp.models import make_model
 from jaxcomp.models import param_count
 
+# optim (weight sharing)
+from jaxcomp.optim import ShareState
+from jaxcomp.optim import share_weights
+from jaxcomp.optim import shared_params
+
+# quantize
+from jaxcomp.quantize import KMeansInfo
+from jaxcomp.quantize import centroid_grads
+from jaxcomp.quantize import codes_dtype
+from jaxcomp.quantize import kmeans_fit
+from jaxcomp.quantize import kmeans_inertia
+from jaxcomp.quantize import nearest_codes
+from jaxcomp.quantize import plot_codebook
+from jaxcomp.quantize import shared_weight
+from jaxcomp.quantize import uniform_fit
+
 # train
 from jaxcomp.train import default_optimizer
 from jaxcomp.train import evaluate
@@ -54,6 +70,20 @@ __all__ = [
     "LeNet300100",
     "make_model",
     "param_count",
+    # optim (weight sharing)
+    "ShareState",
+    "share_weights",
+    "shared_params",
+    # quantize
+    "KMeansInfo",
+    "centroid_grads",
+    "codes_dtype",
+    "kmeans_fit",
+    "kmeans_inertia",
+    "nearest_codes",
+    "plot_codebook",
+    "shared_weight",
+    "uniform_fit",
     # train
     "default_optimizer",
     "evaluate",
