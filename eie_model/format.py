@@ -238,23 +238,19 @@ def encode_layer(
     n_cols = n_pad + int(has_bias)
     run = 1 << index_bits
 
-    # Non-zeros column by column (transpose once), then a stable radix sort by PE: the order
-    # becomes (pe, col, row), and within one PE row order is local-row order.
-    cols_major = codes.T  # (n, m)
+    # Dense (N, n_cols, L) view: [pe, col, local row]; row i = l*N + pe. One transposed copy
+    # and one flatnonzero give every non-zero already in (pe, col, local row) order (faster
+    # than sorting the non-zeros' coordinates).
+    L = -(-m // N)  # local rows per PE
+    full = np.zeros((L * N, n_cols), _uint(code_bits))
+    full[:m, :n] = codes
     if has_bias:
-        cols_major = np.concatenate([cols_major, bias_codes[None, :]], axis=0)
-    cols_major = np.ascontiguousarray(cols_major)
-    j, i = np.nonzero(cols_major)
-    vals = cols_major[j, i].astype(_uint(code_bits), copy=False)
-    if has_bias:
-        j[j == n] = n_pad  # the bias column sits at ceil(n/N)*N
-    pe_dt = np.uint8 if N <= 256 else np.uint16 if N <= 65536 else np.int64
-    pe = (i % N).astype(pe_dt)
-    order = np.argsort(pe, kind="stable")
-    j, i, vals = j[order], i[order], vals[order]
-    pe = pe[order].astype(np.int64)
-    lrow = i // N
-    group = pe * n_cols + j
+        full[:m, n_pad] = bias_codes
+    cube = np.ascontiguousarray(full.reshape(L, N, n_cols).transpose(1, 2, 0)).reshape(-1)
+    flat = np.flatnonzero(cube)  # sorted by (pe, col, l)
+    vals = cube[flat]
+    group = flat // max(L, 1)
+    lrow = flat - group * L
     prev = np.empty_like(lrow)
     prev[:1] = -1
     prev[1:] = np.where(group[1:] == group[:-1], lrow[:-1], -1)
