@@ -59,6 +59,21 @@ from jaxcomp.models import param_count
 from jaxcomp.report import CompressionReport
 from jaxcomp.report import LayerReport
 from jaxcomp.report import compression_report
+# optim (weight sharing)
+from jaxcomp.optim import ShareState
+from jaxcomp.optim import share_weights
+from jaxcomp.optim import shared_params
+
+# quantize
+from jaxcomp.quantize import KMeansInfo
+from jaxcomp.quantize import centroid_grads
+from jaxcomp.quantize import codes_dtype
+from jaxcomp.quantize import kmeans_fit
+from jaxcomp.quantize import kmeans_inertia
+from jaxcomp.quantize import nearest_codes
+from jaxcomp.quantize import plot_codebook
+from jaxcomp.quantize import shared_weight
+from jaxcomp.quantize import uniform_fit
 
 # train
 from jaxcomp.train import default_optimizer
@@ -124,6 +139,20 @@ __all__ = [
     "CompressionReport",
     "LayerReport",
     "compression_report",
+    # optim (weight sharing)
+    "ShareState",
+    "share_weights",
+    "shared_params",
+    # quantize
+    "KMeansInfo",
+    "centroid_grads",
+    "codes_dtype",
+    "kmeans_fit",
+    "kmeans_inertia",
+    "nearest_codes",
+    "plot_codebook",
+    "shared_weight",
+    "uniform_fit",
     # train
     "default_optimizer",
     "evaluate",
