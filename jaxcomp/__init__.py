@@ -59,6 +59,7 @@ from jaxcomp.models import param_count
 from jaxcomp.report import CompressionReport
 from jaxcomp.report import LayerReport
 from jaxcomp.report import compression_report
+
 # optim (weight sharing)
 from jaxcomp.optim import ShareState
 from jaxcomp.optim import share_weights
