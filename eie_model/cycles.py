@@ -59,6 +59,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -132,12 +133,12 @@ class LayerEvents(NamedTuple):
     Attributes:
         rows: ``(Z,) int32`` output row of each non-zero, sorted by (column, row).
         cols: ``(Z,) int32`` input column (the bias is column ``n``).
-        col_bucket: ``(n + 1,) int32`` for each column, the first event whose column is >= it
-            (``K`` past the last broadcast).
-        col_is_bcast: ``(n + 1,) bool`` whether the column is broadcast.
+        col_bucket: ``(n + 2,) int32`` for each column, the first event whose column is >= it
+            (``K`` past the last broadcast; column ``n + 1`` holds padding).
+        col_is_bcast: ``(n + 2,) bool`` whether the column is broadcast.
         ev_col: ``(K,) int32`` the column of each event (``n`` for the bias).
         ev_is_bias: ``(K,) bool``.
-        m: outputs (Python int). n: inputs (Python int).
+        m: outputs. n: inputs (Python ints; traced when the tuple is a jit argument).
     """
 
     rows: np.ndarray
@@ -155,12 +156,15 @@ class LayerEvents(NamedTuple):
         return int(self.ev_col.shape[0])
 
 
-def prepare_layer(layer: Any) -> LayerEvents:
+def prepare_layer(layer: Any, *, pad_nnz: int | None = None) -> LayerEvents:
     """Extract the non-zeros and broadcast events of a layer (host side, once per layer).
 
     Args:
         layer: mapping / ``np.load`` result / object with ``codes`` ``(m, n)`` uint (0 =
             pruned), ``act`` ``(n,)`` float and optional ``bias_codes`` ``(m,)``.
+        pad_nnz: keyword-only; pad the non-zero list to this length with dummy entries in a
+            never-broadcast column ``n + 1`` (so layers of equal ``n`` and ``K`` share one
+            compiled program; ``m`` and ``n`` are traced). ``None``: no padding.
 
     Returns:
         :class:`LayerEvents`. A bias (when given) is always broadcast, as in the authors'
@@ -178,18 +182,19 @@ def prepare_layer(layer: Any) -> LayerEvents:
     if bias is not None:
         full = np.concatenate([codes, bias[:, None]], axis=1)
     cols, rows = np.nonzero(full.T)  # sorted by (col, row)
-    bcast = np.zeros(n + 1, bool)
+    if pad_nnz is not None:
+        if pad_nnz < cols.size:
+            raise ValueError(f"pad_nnz={pad_nnz} is below the layer's {cols.size} non-zeros")
+        extra = pad_nnz - cols.size
+        cols = np.concatenate([cols, np.full(extra, n + 1)])
+        rows = np.concatenate([rows, np.zeros(extra, rows.dtype)])
+    bcast = np.zeros(n + 2, bool)  # column n = bias, n + 1 = padding
     bcast[:n] = act != 0
     bcast[n] = bias is not None
     ev_col = np.flatnonzero(bcast).astype(np.int32)
-    col_bucket = np.searchsorted(ev_col, np.arange(n + 1), side="left").astype(np.int32)
+    col_bucket = np.searchsorted(ev_col, np.arange(n + 2), side="left").astype(np.int32)
+    col_bucket[n + 1] = ev_col.size
     ev_is_bias = ev_col == n
-    key_max = (n + 1) * (m + 1 << 16)
-    if key_max >= 2**31:  # pe_work sorts int32 keys col * N * ceil(m/N) + row'
-        raise ValueError(
-            f"layer too large for the int32 event model: (n + 1) * (m + max_pes) must stay "
-            f"below 2**31, got n={n}, m={m}"
-        )
     return LayerEvents(
         rows=rows.astype(np.int32),
         cols=cols.astype(np.int32),
@@ -246,6 +251,11 @@ def pe_work(ev: LayerEvents, n_pes: Any, index_bits: Any, *, max_pes: int) -> PE
     """
     if not isinstance(max_pes, int) or max_pes < 1:
         raise ValueError(f"max_pes must be a positive Python int, got {max_pes!r}")
+    if isinstance(ev.m, int) and (ev.n + 2) * (ev.m + max_pes) >= 2**31:
+        raise ValueError(  # the sort key col * N * ceil(m / N) + row' is int32
+            f"layer too large for the int32 event model: (n + 2) * (m + max_pes) must stay "
+            f"below 2**31, got n={ev.n}, m={ev.m}, max_pes={max_pes}"
+        )
     k_ev = ev.num_events
     n_pes = jnp.asarray(n_pes, jnp.int32)
     r = jnp.asarray(index_bits, jnp.int32)
@@ -550,26 +560,29 @@ def simulate(
             f"{code_bits + index_bits} bits), got {sram_width}"
         )
     ev = layer if isinstance(layer, LayerEvents) else prepare_layer(layer)
+    max_fifo = 1 << max(int(fifo_depth) - 1, 1).bit_length()  # power-of-two bucket
     out = _simulate_jit(
-        ev, int(n_pes), int(index_bits), int(fifo_depth), epl, bcast_latency, write_latency
+        ev,
+        jnp.int32(n_pes),
+        jnp.int32(index_bits),
+        jnp.int32(fifo_depth),
+        jnp.int32(epl),
+        max_pes=int(n_pes),
+        max_fifo=max_fifo,
+        bcast_latency=int(bcast_latency),
+        write_latency=int(write_latency),
     )
     out = jax.tree.map(np.asarray, out)
     out["busy"] = out["busy"][:n_pes]
     return out
 
 
-def _simulate_jit(ev, n_pes, index_bits, fifo_depth, epl, bcast_latency, write_latency):
-    @jax.jit
-    def run(rows, cols, n, r, dd, e):
-        ev2 = ev._replace(rows=rows, cols=cols)
-        w = pe_work(ev2, n, r, max_pes=n_pes)
-        t = timing(
-            w,
-            dd,
-            max_fifo=fifo_depth,
-            bcast_latency=bcast_latency,
-            write_latency=write_latency,
-        )
-        return counters(w, t, e)
-
-    return run(ev.rows, ev.cols, n_pes, index_bits, fifo_depth, epl)
+@functools.partial(
+    jax.jit, static_argnames=("max_pes", "max_fifo", "bcast_latency", "write_latency")
+)
+def _simulate_jit(ev, n, r, dd, epl, *, max_pes, max_fifo, bcast_latency, write_latency):
+    w = pe_work(ev, n, r, max_pes=max_pes)
+    t = timing(
+        w, dd, max_fifo=max_fifo, bcast_latency=bcast_latency, write_latency=write_latency
+    )
+    return counters(w, t, epl)
