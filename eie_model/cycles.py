@@ -30,16 +30,19 @@ Pipeline of one configuration (every stage jittable, PE count and index bits are
 
 Counters (all ``int32`` unless said; per-PE arrays have length ``max_pes``, zero past ``N``):
 
-* ``cycles``: ``1 + max`` accumulator write cycle (``0`` if no entry is ever written).
-* ``busy`` (per PE): ``sum_k d[i,k]`` — cycles PE ``i`` spends on its slices, an empty slice
-  costing its one pointer-read cycle.
+* ``cycles``: ``1 + max`` accumulator write cycle. With no write at all (as the reference
+  simulator decides): the cycle the LNZD would latch the group after the last one.
+* ``busy`` (per PE): entries PE ``i`` reads (fillers included; an empty slice's one cycle is
+  not busy).
 * ``useful_macs``: entries with code != 0 in broadcast columns (bias included), all PEs.
 * ``fillers``: filler entries in broadcast columns (they take a cycle, are never written).
 * ``stall_cycles``: broadcast stall cycles, ``sum_k (e[k] - ready[k])``: cycles in which the
   LNZD unit holds an activation it could broadcast but some PE's queue has no free slot.
 * ``starvation_cycles``: summed over real PEs, ``sum_{k>=1} (s[i,k] - s[i,k-1] - d[i,k-1])``:
-  cycles a PE sits idle with an empty queue between its first and its last column (the wait
-  before the first column and after the last are not counted).
+  cycles a PE sits idle with an empty queue between its first and its last column start (the
+  wait before the first column and after the last are not counted). It telescopes to
+  ``f[i] - s[i,0] - sum_k d[i,k]`` with ``f`` the final free time, so the scan carries no
+  counter for it.
 * ``pointer_reads``: ``N * K`` (every PE reads its column pointers for every broadcast).
 * ``spm_line_reads``: per PE walk the broadcast columns' entries in CSC address order; an entry
   at address ``p`` is on line ``p // entries_per_line``; a read whenever the line changes,
@@ -49,10 +52,10 @@ Counters (all ``int32`` unless said; per-PE arrays have length ``max_pes``, zero
 
 Example:
     >>> import numpy as np
-    >>> from eie_model.cycles import simulate
+    >>> from eie_model.cycles import simulate_layer
     >>> codes = np.array([[1, 0, 2], [0, 3, 0]], np.uint8)
     >>> act = np.array([1.0, 0.0, 2.0], np.float32)
-    >>> out = simulate({"codes": codes, "act": act}, n_pes=2, fifo_depth=2)
+    >>> out = simulate_layer({"codes": codes, "act": act}, n_pes=2, fifo_depth=2)
     >>> int(out["useful_macs"]), int(out["pointer_reads"])
     (2, 4)
 """
@@ -71,11 +74,13 @@ from jax import lax
 __all__ = [
     "LayerEvents",
     "PEWork",
+    "ScanTables",
     "Timing",
     "counters",
     "pe_work",
     "prepare_layer",
-    "simulate",
+    "scan_tables",
+    "simulate_layer",
     "sram_line_reads",
     "timing",
 ]
@@ -189,7 +194,7 @@ def prepare_layer(layer: Any, *, pad_nnz: int | None = None) -> LayerEvents:
         cols = np.concatenate([cols, np.full(extra, n + 1)])
         rows = np.concatenate([rows, np.zeros(extra, rows.dtype)])
     bcast = np.zeros(n + 2, bool)  # column n = bias, n + 1 = padding
-    bcast[:n] = act != 0
+    bcast[:n] = act.astype(np.float32) != 0  # the activation SRAM holds float32
     bcast[n] = bias is not None
     ev_col = np.flatnonzero(bcast).astype(np.int32)
     col_bucket = np.searchsorted(ev_col, np.arange(n + 2), side="left").astype(np.int32)
@@ -215,6 +220,9 @@ class PEWork(NamedTuple):
         nnz: ``(max_pes, K) int32`` non-zero entries of that slice.
         base: ``(max_pes, K) int32`` CSC address of the slice's first entry in PE i's array.
         ready_gap: ``(K,) int32`` ``c[k]`` of the LNZD schedule (see module docstring).
+        tail_gap: ``() int32`` cycles from the last broadcast to the latch of the group after
+            the last group (from cycle 0 when there is no broadcast): the end of a layer with
+            no accumulator write.
         n_pes: ``() int32`` the PE count N (PEs ``>= N`` are padding, all zero).
     """
 
@@ -222,6 +230,7 @@ class PEWork(NamedTuple):
     nnz: jax.Array
     base: jax.Array
     ready_gap: jax.Array
+    tail_gap: jax.Array
     n_pes: jax.Array
 
 
@@ -301,12 +310,18 @@ def pe_work(ev: LayerEvents, n_pes: Any, index_bits: Any, *, max_pes: int) -> PE
         ready_gap = gap.at[0].set(1 + group[0])
     else:
         ready_gap = jnp.zeros(0, jnp.int32)
+    n_groups = (ev.n + n_pes - 1) // n_pes + jnp.any(jnp.asarray(ev.ev_is_bias)).astype(jnp.int32)
+    if k_ev:
+        tail_gap = jnp.where(lane[-1] == n_pes - 1, 1, 2) + n_groups - 1 - group[-1]
+    else:
+        tail_gap = 1 + n_groups
     valid = (pe_idx < n_pes)[:, None]
     return PEWork(
         entries=jnp.where(valid, entries, 0).astype(jnp.int32),
         nnz=jnp.where(valid, nnz, 0).astype(jnp.int32),
         base=jnp.where(valid, base, 0).astype(jnp.int32),
         ready_gap=ready_gap.astype(jnp.int32),
+        tail_gap=jnp.asarray(tail_gap, jnp.int32),
         n_pes=n_pes,
     )
 
@@ -329,23 +344,67 @@ class Timing(NamedTuple):
     last_broadcast: jax.Array
 
 
-def _scan_tables(work: PEWork, bcast_latency: int, write_latency: int):
-    """Event-major tables for the scan: d, w ``(K, max_pes)``; c ``(K,)``."""
-    valid = (jnp.arange(work.entries.shape[0]) < work.n_pes)[:, None]
-    d = jnp.where(valid, jnp.maximum(work.entries, 1), 0)
-    w = jnp.where(work.entries > 0, work.entries + write_latency, NEG)
-    return d.T, w.T, work.ready_gap
+class ScanTables(NamedTuple):
+    """Event-major tables of ``P`` work tables, the scan's read-only input.
 
-
-def _timing_core(
-    d_all, w_all, c_all, pair, fifo_depth, n_pes, *, max_fifo, bcast_latency, unroll=1
-):
-    """Scan for one config; ``d_all``/``w_all`` are ``(K, P, max_pes)``, ``c_all`` ``(K, P)``.
-
-    ``pair`` selects the work table, so that a vmap over configs gathers one ``(max_pes,)`` row
-    per step instead of materializing a ``(K, max_pes)`` table per configuration.
+    Attributes:
+        d: ``(K, P, max_pes) int32`` cycles of each slice, ``max(1, entries)`` (0 on padding).
+        w: ``(K, P, max_pes) int32`` ``entries + write_latency`` (end of layer if this slice
+            holds the last write), ``NEG`` for empty slices.
+        c: ``(K, P) int32`` LNZD ready gaps.
+        busy: ``(P, max_pes) int32`` entries per PE. dsum: ``(P, max_pes)`` ``sum_k d``.
+        tail: ``(P,) int32`` tail gaps. n_pes: ``(P,) int32``.
     """
-    k_ev, _, max_pes = d_all.shape
+
+    d: jax.Array
+    w: jax.Array
+    c: jax.Array
+    busy: jax.Array
+    dsum: jax.Array
+    tail: jax.Array
+    n_pes: jax.Array
+
+
+def scan_tables(work: PEWork, *, write_latency: int = 5) -> ScanTables:
+    """Turn a :class:`PEWork` (or one batched over a leading ``P`` axis) into scan tables.
+
+    Args:
+        work: :func:`pe_work` result, unbatched or with a leading pair axis ``P``.
+        write_latency: keyword-only static pipeline depth to the accumulator write (5).
+
+    Returns:
+        :class:`ScanTables` with a pair axis (``P = 1`` for an unbatched ``work``).
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)})
+        >>> scan_tables(pe_work(ev, 2, 4, max_pes=2)).d.shape
+        (2, 1, 2)
+    """
+    if work.entries.ndim == 2:
+        work = jax.tree.map(lambda x: x[None], work)
+    ent = work.entries  # (P, max_pes, K)
+    valid = jnp.arange(ent.shape[1])[None, :, None] < work.n_pes[:, None, None]
+    d = jnp.where(valid, jnp.maximum(ent, 1), 0)
+    w = jnp.where(ent > 0, ent + write_latency, NEG)
+    return ScanTables(
+        d=jnp.transpose(d, (2, 0, 1)),
+        w=jnp.transpose(w, (2, 0, 1)),
+        c=work.ready_gap.T,
+        busy=ent.sum(-1).astype(jnp.int32),
+        dsum=d.sum(-1).astype(jnp.int32),
+        tail=work.tail_gap,
+        n_pes=work.n_pes,
+    )
+
+
+def _timing_core(tab: ScanTables, pair, fifo_depth, *, max_fifo, bcast_latency, unroll=1):
+    """The scan for one config reading row ``pair`` of the tables.
+
+    A ``jax.vmap`` over configs (``pair``, ``fifo_depth`` batched, ``tab`` not) then gathers a
+    ``(configs, max_pes)`` slab per step instead of materializing a table per configuration.
+    """
+    k_ev, _, max_pes = tab.d.shape
     ring_len = max(int(max_fifo), 2)
     fifo_depth = jnp.asarray(fifo_depth, jnp.int32)
     lookback = jnp.maximum(fifo_depth - 1, 1)
@@ -355,15 +414,12 @@ def _timing_core(
         f, ring, e_prev, g, stall = carry
         d_k, w_k, c_k, k = x
         d = d_k[pair]
-        w = w_k[pair]
         ready = e_prev + c_k[pair]
-        bound = ring[(k - lookback) % ring_len]
-        e = jnp.maximum(ready, bound)
+        e = jnp.maximum(ready, ring[(k - lookback) % ring_len])
         s = jnp.maximum(e + bcast_latency, f)
         f_new = s + d
-        r_val = jnp.max(jnp.where(is_d1, f_new, s))
-        ring = ring.at[k % ring_len].set(r_val)
-        g = jnp.maximum(g, s + w)
+        ring = ring.at[k % ring_len].set(jnp.max(jnp.where(is_d1, f_new, s)))
+        g = jnp.maximum(g, s + w_k[pair])
         return (f_new, ring, e, g, stall + (e - ready)), None
 
     init = (
@@ -374,21 +430,19 @@ def _timing_core(
         jnp.int32(0),
     )
     ks = jnp.arange(k_ev, dtype=jnp.int32)
-    (f, _, e_last, g, stall), _ = lax.scan(
-        step, init, (d_all, w_all, c_all, ks), unroll=unroll
-    )
-    valid = jnp.arange(max_pes) < n_pes
-    busy = jnp.sum(d_all[:, pair, :], axis=0) if k_ev else jnp.zeros(max_pes, jnp.int32)
-    last_write = jnp.max(g)
-    cycles = jnp.where(last_write > NEG // 2, last_write, 0)  # w = entries + 5: last write + 1
+    (f, _, e_last, g, stall), _ = lax.scan(step, init, (tab.d, tab.w, tab.c, ks), unroll=unroll)
+    valid = jnp.arange(max_pes) < tab.n_pes[pair]
+    busy = jnp.where(valid, tab.busy[pair], 0)
+    last = jnp.max(g)
+    cycles = jnp.where(last > NEG // 2, last, e_last + tab.tail[pair])
     if k_ev:
-        s0 = c_all[0, pair] + bcast_latency  # e[0] = c[0] (no stall possible), s[i,0] = e0+2
-        starv = jnp.where(valid, f - s0 - busy, 0).sum()
+        s0 = tab.c[0, pair] + bcast_latency  # e[0] = c[0] (no stall possible), s[i,0] = e0 + 2
+        starv = jnp.where(valid, f - s0 - tab.dsum[pair], 0).sum()
     else:
         starv = jnp.int32(0)
     return Timing(
         cycles=cycles.astype(jnp.int32),
-        busy=jnp.where(valid, busy, 0).astype(jnp.int32),
+        busy=busy.astype(jnp.int32),
         stall_cycles=stall,
         starvation_cycles=starv.astype(jnp.int32),
         last_broadcast=e_last,
@@ -421,20 +475,12 @@ def timing(
         >>> import numpy as np
         >>> ev = prepare_layer({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)})
         >>> t = timing(pe_work(ev, 2, 4, max_pes=2), 2, max_fifo=2)
-        >>> int(t.cycles), t.busy.tolist()  # e = 1, 2; s = 3, 4; last write 4 + 5
-        (10, [2, 2])
+        >>> int(t.cycles), t.busy.tolist()  # e = 1, 3 (slot room); s = 3, 5; last write 10
+        (11, [2, 2])
     """
-    d, w, c = _scan_tables(work, bcast_latency, write_latency)
+    tab = scan_tables(work, write_latency=write_latency)
     return _timing_core(
-        d[:, None],
-        w[:, None],
-        c[:, None],
-        0,
-        fifo_depth,
-        work.n_pes,
-        max_fifo=max_fifo,
-        bcast_latency=bcast_latency,
-        unroll=unroll,
+        tab, 0, fifo_depth, max_fifo=max_fifo, bcast_latency=bcast_latency, unroll=unroll
     )
 
 
@@ -517,7 +563,7 @@ def counters(
     }
 
 
-def simulate(
+def simulate_layer(
     layer: Any,
     *,
     n_pes: int = 64,
@@ -541,9 +587,9 @@ def simulate(
 
     Example:
         >>> import numpy as np
-        >>> out = simulate({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)}, n_pes=2)
+        >>> out = simulate_layer({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)}, n_pes=2)
         >>> int(out["cycles"]), out["busy"].tolist()
-        (10, [2, 2])
+        (11, [2, 2])
     """
     for name, v, lo in (
         ("n_pes", n_pes, 1),

@@ -12,6 +12,26 @@ import numpy as np
 import pytest
 
 from eie_model import cycles
+from eie_model.config import EIEConfig
+
+try:
+    from eie_model import reference
+except ImportError:  # issue 8's simulator not merged yet
+    reference = None
+
+
+def reference_counters(codes, act, bias, n_pes, index_bits, fifo_depth, epl):
+    """Issue 8's cycle-by-cycle simulator, with the SRAM width giving ``epl`` entries a line."""
+    cfg = EIEConfig(
+        n_pes=n_pes,
+        index_bits=index_bits,
+        fifo_depth=fifo_depth,
+        sram_width=epl * (4 + index_bits),
+    )
+    c = reference.simulate(codes, act, bias, config=cfg)
+    out = {k: int(getattr(c, k)) for k in SCALARS}
+    out["busy"] = list(c.busy)
+    return out
 
 # ---------------------------------------------------------------------------------------------
 # Oracle: DESIGN §4.4 written out with loops.
@@ -66,7 +86,7 @@ def oracle(codes, act, bias, n_pes, index_bits, fifo_depth, epl):
             prev = s[i][k - 1] + d[i][k - 1] if k else big
             s[i].append(max(e[k] + 2, prev))
     last_write, useful, fillers, lines = big, 0, 0, 0
-    busy = [sum(d[i]) for i in range(n_pes)]
+    busy = [sum(len(slices[i][j][1]) for j in ev) for i in range(n_pes)]
     starv = sum(s[i][k] - s[i][k - 1] - d[i][k - 1] for i in range(n_pes) for k in range(1, len(ev)))
     for i in range(n_pes):
         cur = None
@@ -82,7 +102,14 @@ def oracle(codes, act, bias, n_pes, index_bits, fifo_depth, epl):
                 if line != cur:
                     lines += 1
                     cur = line
-    cyc = last_write + 1 if last_write > big else 0
+    n_groups = -(-n // n_pes) + (bias is not None)
+    if last_write > big:
+        cyc = last_write + 1
+    elif ev:  # no write: the LNZD has scanned every group
+        g, lane = divmod(ext[-1], n_pes)
+        cyc = e[-1] + (1 if lane == n_pes - 1 else 2) + n_groups - 1 - g
+    else:
+        cyc = 1 + n_groups
     return {
         "cycles": cyc,
         "useful_macs": useful,
@@ -154,10 +181,14 @@ def test_property_random_layers_match_oracle():
         out = _batched(ev, *cfg, max_pes=8, max_fifo=6)
         out = jax.tree.map(np.asarray, out)
         for b in range(cfg.shape[1]):
-            want = oracle(codes, act, bias, *(int(v) for v in cfg[:, b]))
+            args = (codes, act, bias, *(int(v) for v in cfg[:, b]))
             got = {k: int(out[k][b]) for k in SCALARS}
-            assert got == {k: want[k] for k in SCALARS}, (trial, cfg[:, b])
-            np.testing.assert_array_equal(out["busy"][b][: cfg[0, b]], want["busy"])
+            wants = [oracle(*args)]
+            if reference is not None:
+                wants.append(reference_counters(*args))
+            for want in wants:
+                assert got == {k: want[k] for k in SCALARS}, (trial, cfg[:, b])
+                np.testing.assert_array_equal(out["busy"][b][: cfg[0, b]], want["busy"])
             assert not out["busy"][b][cfg[0, b] :].any()
             checked += 1
     assert checked >= 500
@@ -170,7 +201,7 @@ def test_hand_sized_layer_matches_oracle_eager_and_jit(n_pes, fifo, r):
     codes, act, bias = _random_layer(rng, 37, 23, 0.3, 0.5, True)
     layer = {"codes": codes, "act": act, "bias_codes": bias}
     want = oracle(codes, act, bias, n_pes, r, fifo, 8 // (4 + r) or 1)
-    got = cycles.simulate(layer, n_pes=n_pes, fifo_depth=fifo, index_bits=r, sram_width=8)
+    got = cycles.simulate_layer(layer, n_pes=n_pes, fifo_depth=fifo, index_bits=r, sram_width=8)
     for k in SCALARS:
         assert int(got[k]) == want[k], k
     # the work tables and line reads eagerly (no jit) give the same
@@ -201,7 +232,7 @@ def test_invariants_fifo_monotone_and_work_bound():
     layer = {"codes": codes, "act": act, "bias_codes": bias}
     prev = None
     for d in (1, 2, 3, 4, 8, 16):
-        out = cycles.simulate(layer, n_pes=8, fifo_depth=d)
+        out = cycles.simulate_layer(layer, n_pes=8, fifo_depth=d)
         assert int(out["cycles"]) >= int(out["busy_max"])
         assert int(out["useful_macs"]) == int(np.count_nonzero(codes[:, act != 0])) + int(
             np.count_nonzero(bias)
@@ -226,12 +257,14 @@ def test_pe_work_matches_encoding_counts():
 
 
 def test_empty_layer_and_no_broadcast():
+    """No write at all: the layer ends when the LNZD has scanned every group."""
     codes = np.zeros((4, 3), np.uint8)
-    out = cycles.simulate({"codes": codes, "act": np.zeros(3)}, n_pes=2, fifo_depth=2)
-    assert int(out["cycles"]) == 0 and int(out["pointer_reads"]) == 0
-    out = cycles.simulate({"codes": codes, "act": np.ones(3)}, n_pes=2, fifo_depth=1)
-    assert int(out["cycles"]) == 0 and int(out["pointer_reads"]) == 6
-    assert int(out["busy_total"]) == 6
+    out = cycles.simulate_layer({"codes": codes, "act": np.zeros(3)}, n_pes=2, fifo_depth=2)
+    assert int(out["cycles"]) == 3 and int(out["pointer_reads"]) == 0  # 2 empty groups
+    out = cycles.simulate_layer({"codes": codes, "act": np.ones(3)}, n_pes=2, fifo_depth=1)
+    assert int(out["pointer_reads"]) == 6 and int(out["busy_total"]) == 0
+    want = oracle(codes, np.ones(3), None, 2, 4, 1, 1)["cycles"]
+    assert int(out["cycles"]) == want
 
 
 def test_bad_inputs():
@@ -240,9 +273,9 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="act"):
         cycles.prepare_layer({"codes": np.ones((2, 3), np.uint8), "act": np.ones(2)})
     with pytest.raises(ValueError, match="fifo_depth"):
-        cycles.simulate({"codes": np.ones((2, 3), np.uint8), "act": np.ones(3)}, fifo_depth=0)
+        cycles.simulate_layer({"codes": np.ones((2, 3), np.uint8), "act": np.ones(3)}, fifo_depth=0)
     with pytest.raises(ValueError, match="sram_width"):
-        cycles.simulate({"codes": np.ones((2, 3), np.uint8), "act": np.ones(3)}, sram_width=4)
+        cycles.simulate_layer({"codes": np.ones((2, 3), np.uint8), "act": np.ones(3)}, sram_width=4)
     with pytest.raises(ValueError, match="max_pes"):
         cycles.pe_work(cycles.prepare_layer({"codes": np.ones((1, 1)), "act": np.ones(1)}), 1, 4,
                        max_pes=0)
