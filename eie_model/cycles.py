@@ -75,12 +75,14 @@ __all__ = [
     "LayerEvents",
     "PEWork",
     "ScanTables",
+    "SliceGaps",
     "Timing",
     "counters",
     "pe_work",
     "prepare_layer",
     "scan_tables",
     "simulate_layer",
+    "slice_gaps",
     "sram_line_reads",
     "timing",
 ]
@@ -234,18 +236,87 @@ class PEWork(NamedTuple):
     n_pes: jax.Array
 
 
-def pe_work(ev: LayerEvents, n_pes: Any, index_bits: Any, *, max_pes: int) -> PEWork:
+class SliceGaps(NamedTuple):
+    """What the per-PE work needs from the PE count N alone (one sort), per non-zero.
+
+    Attributes:
+        seg: ``(Z,) int32`` ``pe * (K + 1) + bucket``: the (PE, event bucket) the non-zero's
+            entries count toward (bucket ``K`` = after the last broadcast, dropped).
+        gap: ``(Z,) int32`` zero local rows ``z`` skipped before it in its (column, PE) slice.
+        bcast: ``(Z,) int32`` 1 where its column is broadcast.
+    """
+
+    seg: jax.Array
+    gap: jax.Array
+    bcast: jax.Array
+
+
+def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
+    """Sort the non-zeros by (column, PE, local row) for N PEs and read off their gaps.
+
+    The only sort of the model (``O(Z log Z)``); shared by every ``index_bits`` of one N.
+
+    Args:
+        ev: :func:`prepare_layer` result (may be a traced pytree).
+        n_pes: ``() int`` N (traced OK).
+
+    Returns:
+        :class:`SliceGaps`.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.array([[1], [0], [0], [2]], np.uint8),
+        ...                     "act": np.ones(1)})
+        >>> slice_gaps(ev, 1).gap.tolist(), slice_gaps(ev, 2).gap.tolist()  # rows 0, 3
+        ([0, 2], [0, 1])
+    """
+    k_ev = ev.num_events
+    n_pes = jnp.asarray(n_pes, jnp.int32)
+    lr_count = (ev.m + n_pes - 1) // n_pes  # local rows per PE
+    rows = jnp.asarray(ev.rows)
+    cols = jnp.asarray(ev.cols)
+    if not rows.shape[0]:
+        z = jnp.zeros(0, jnp.int32)
+        return SliceGaps(z, z, z)
+    row_p = (rows % n_pes) * lr_count + rows // n_pes  # PE-major row order within a column
+    key = jnp.sort(cols * (n_pes * lr_count) + row_p)
+    grp = key // lr_count  # (column, PE) slice id
+    lr = key % lr_count
+    pe = grp % n_pes
+    col = grp // n_pes
+    same = jnp.concatenate([jnp.zeros(1, bool), grp[1:] == grp[:-1]])
+    prev = jnp.concatenate([jnp.zeros(1, jnp.int32), lr[:-1] + 1])
+    gap = lr - jnp.where(same, prev, 0)
+    bucket = jnp.asarray(ev.col_bucket)[col]
+    isb = jnp.asarray(ev.col_is_bcast)[col].astype(jnp.int32)
+    return SliceGaps(
+        seg=(pe * (k_ev + 1) + bucket).astype(jnp.int32),
+        gap=gap.astype(jnp.int32),
+        bcast=isb,
+    )
+
+
+def pe_work(
+    ev: LayerEvents,
+    n_pes: Any,
+    index_bits: Any,
+    *,
+    max_pes: int,
+    gaps: SliceGaps | None = None,
+) -> PEWork:
     """Per-PE, per-event work for ``n_pes`` PEs and ``index_bits`` relative-index bits.
 
-    Computed on device from the non-zero coordinates: one sort by (column, PE, local row),
-    fillers ``z >> index_bits`` from the zero run ``z`` before each non-zero, segment sums.
-    ``n_pes`` and ``index_bits`` may be traced (vmappable); ``max_pes`` is the static bound.
+    Computed on device from the non-zero coordinates: one sort by (column, PE, local row)
+    (:func:`slice_gaps`), fillers ``z >> index_bits`` from the zero run ``z`` before each
+    non-zero, segment sums. ``n_pes`` and ``index_bits`` may be traced (vmappable); ``max_pes``
+    is the static bound.
 
     Args:
         ev: :func:`prepare_layer` result.
         n_pes: ``() int`` PE count N, ``1 <= N <= max_pes``.
         index_bits: ``() int`` relative-index bits r (a run of g zeros costs ``g >> r`` fillers).
         max_pes: keyword-only static upper bound of N (sets the PE axis).
+        gaps: keyword-only :func:`slice_gaps` ``(ev, n_pes)`` when already computed.
 
     Returns:
         :class:`PEWork` with ``(max_pes, K)`` tables.
@@ -268,29 +339,14 @@ def pe_work(ev: LayerEvents, n_pes: Any, index_bits: Any, *, max_pes: int) -> PE
     k_ev = ev.num_events
     n_pes = jnp.asarray(n_pes, jnp.int32)
     r = jnp.asarray(index_bits, jnp.int32)
-    m = ev.m
-    lr_count = (m + n_pes - 1) // n_pes  # local rows per PE
-    rows = jnp.asarray(ev.rows)
-    cols = jnp.asarray(ev.cols)
     pe_idx = jnp.arange(max_pes, dtype=jnp.int32)
 
-    if rows.shape[0]:
-        row_p = (rows % n_pes) * lr_count + rows // n_pes  # PE-major row order within a column
-        key = jnp.sort(cols * (n_pes * lr_count) + row_p)
-        grp = key // lr_count  # (column, PE) slice id
-        lr = key % lr_count
-        pe = grp % n_pes
-        col = grp // n_pes
-        same = jnp.concatenate([jnp.zeros(1, bool), grp[1:] == grp[:-1]])
-        prev = jnp.concatenate([jnp.zeros(1, jnp.int32), lr[:-1] + 1])
-        z = lr - jnp.where(same, prev, 0)
-        fill = jnp.right_shift(z, r)
-        ent = 1 + fill
-        bucket = jnp.asarray(ev.col_bucket)[col]
-        isb = jnp.asarray(ev.col_is_bcast)[col].astype(jnp.int32)
-        seg = pe * (k_ev + 1) + bucket
-        data = jnp.stack([ent, ent * isb, isb], axis=1)
-        sums = jax.ops.segment_sum(data, seg, num_segments=max_pes * (k_ev + 1))
+    if ev.rows.shape[0]:
+        if gaps is None:
+            gaps = slice_gaps(ev, n_pes)
+        ent = 1 + jnp.right_shift(gaps.gap, r)
+        data = jnp.stack([ent, ent * gaps.bcast, gaps.bcast], axis=1)
+        sums = jax.ops.segment_sum(data, gaps.seg, num_segments=max_pes * (k_ev + 1))
         sums = sums.reshape(max_pes, k_ev + 1, 3)[:, :k_ev]
         total, entries, nnz = sums[..., 0], sums[..., 1], sums[..., 2]
         base = jnp.cumsum(total, axis=1) - entries
