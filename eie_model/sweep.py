@@ -219,6 +219,7 @@ def _timing_batch_impl(tab, pair, fifo, *, max_fifo, bcast_latency, unroll, mesh
         mesh=mesh,
         in_specs=(rep, P("configs"), P("configs")),
         out_specs=(P("configs"), P("configs"), P("configs"), P("configs")),
+        check_vma=False,  # the scan carry starts replicated and becomes per-device
     )(tab, pair, fifo)
 
 
