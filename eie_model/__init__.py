@@ -6,6 +6,23 @@ Public names are re-exported here one per line; see ``__all__``.
 # config
 from eie_model.config import EIEConfig, stack_configs
 
+# cycles
+from eie_model.cycles import (
+    LayerEvents,
+    PEWork,
+    ScanTables,
+    SliceGaps,
+    Timing,
+    counters,
+    pe_work,
+    prepare_layer,
+    scan_tables,
+    simulate_layer,
+    slice_gaps,
+    sram_line_reads,
+    timing,
+)
+
 # energy
 from eie_model.energy import EnergyReport, energy_report, full_load_counters, pe_area_mm2
 
@@ -40,6 +57,19 @@ from eie_model.layers import (
     validate_layer,
 )
 
+# sweep
+from eie_model.sweep import (
+    CONFIG_FIELDS,
+    DEFAULTS,
+    ENERGY_COLUMNS,
+    grid,
+    pareto_front,
+    sweep,
+    to_records,
+    write_csv,
+    write_json,
+)
+
 # reference: imported lazily (module __getattr__ below), so that
 # `python -m eie_model.reference` runs without runpy's "found in sys.modules" warning.
 _LAZY = {"Counters": "reference", "simulate": "reference", "simulate_encoded": "reference"}
@@ -57,6 +87,20 @@ __all__: list[str] = [
     # config
     "EIEConfig",
     "stack_configs",
+    # cycles
+    "LayerEvents",
+    "PEWork",
+    "ScanTables",
+    "SliceGaps",
+    "Timing",
+    "counters",
+    "pe_work",
+    "prepare_layer",
+    "scan_tables",
+    "simulate_layer",
+    "slice_gaps",
+    "sram_line_reads",
+    "timing",
     # energy
     "EnergyReport",
     "energy_report",
@@ -88,4 +132,14 @@ __all__: list[str] = [
     "Counters",
     "simulate",
     "simulate_encoded",
+    # sweep
+    "CONFIG_FIELDS",
+    "DEFAULTS",
+    "ENERGY_COLUMNS",
+    "grid",
+    "pareto_front",
+    "sweep",
+    "to_records",
+    "write_csv",
+    "write_json",
 ]

@@ -56,6 +56,7 @@ from eie_model import cycles
 __all__ = [
     "CONFIG_FIELDS",
     "DEFAULTS",
+    "ENERGY_COLUMNS",
     "grid",
     "pareto_front",
     "sweep",
@@ -253,16 +254,57 @@ def _gather(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _energy_columns(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Energy, power and area per configuration from the counters (eie_model.energy)."""
-    try:
-        from eie_model import energy
-    except ImportError:  # issue 8's energy model absent: leave the columns out
-        return {}
-    fn = getattr(energy, "energy_from_table", None)
-    if fn is None:
-        return {}
-    return {k: np.asarray(v) for k, v in fn(table).items()}
+#: Columns that :mod:`eie_model.energy` adds to a sweep table.
+ENERGY_COLUMNS: tuple[str, ...] = (
+    "energy_j",
+    "power_w",
+    "area_mm2",
+    "gops",
+    "gops_per_w",
+    "frames_per_s",
+    "frames_per_s_per_mm2",
+    "spmat_j",
+    "pointer_j",
+    "arith_j",
+    "actrw_j",
+    "queue_j",
+    "broadcast_j",
+    "static_j",
+)
+
+
+def _energy_columns(table: dict[str, np.ndarray], code_bits: int) -> dict[str, np.ndarray]:
+    """Energy, power, area and throughput per configuration (:func:`energy.energy_report`).
+
+    ``energy_report`` takes an ``EIEConfig`` whose ``n_pes`` / ``index_bits`` are static, so
+    it is called once per distinct (N, r) with the other knobs as arrays (vectorized).
+    """
+    from eie_model.config import EIEConfig
+    from eie_model.energy import energy_report
+
+    n_rows = table["n_pes"].shape[0]
+    out = {k: np.zeros(n_rows) for k in ENERGY_COLUMNS}
+    keys = np.stack([table["n_pes"], table["index_bits"]], 1)
+    for n, r in np.unique(keys, axis=0):
+        sel = np.flatnonzero((keys[:, 0] == n) & (keys[:, 1] == r))
+        cfg = EIEConfig(
+            n_pes=int(n),
+            index_bits=int(r),
+            code_bits=int(code_bits),
+            fifo_depth=table["fifo_depth"][sel],
+            sram_width=table["sram_width"][sel],
+            act_bits=table["act_bits"][sel],
+            weight_bits=table["weight_bits"][sel],
+            clock_hz=table["clock_hz"][sel],
+        )
+        cnt = {
+            k: table[k][sel]
+            for k in ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads")
+        }
+        rep = energy_report(cnt, cfg)._asdict()
+        for k in ENERGY_COLUMNS:
+            out[k][sel] = np.asarray(rep[k], np.float64)
+    return out
 
 
 def sweep(
@@ -299,8 +341,8 @@ def sweep(
         dict of 1-D NumPy arrays, one row per configuration: the :data:`CONFIG_FIELDS`, then
         ``cycles, latency_us, useful_macs, fillers, pointer_reads, spm_line_reads,
         stall_cycles, starvation_cycles, busy_total, busy_max, load_balance,
-        mac_efficiency, load_efficiency`` and, with :mod:`eie_model.energy`, its columns
-        (``energy_j`` ...).
+        mac_efficiency, load_efficiency`` and the :data:`ENERGY_COLUMNS` of
+        :func:`eie_model.energy.energy_report` (``energy_j``, ``power_w``, ``area_mm2`` ...).
 
     Example:
         >>> import numpy as np
@@ -415,7 +457,7 @@ def sweep(
         mac_efficiency=useful[pair_of] / denom,
         load_efficiency=busy_total / denom,
     )
-    out.update(_energy_columns(out))
+    out.update(_energy_columns(out, cb))
     assert all(v.shape[0] == n_cfg for v in out.values())
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import subprocess
@@ -14,7 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from eie_model import cycles, sweep
+from eie_model import cycles
+
+# the package re-exports the function `sweep`, which shadows the module attribute
+sweep = importlib.import_module("eie_model.sweep")
 
 COUNTERS = (
     "cycles",
@@ -56,6 +60,14 @@ def test_batch_equals_reference_per_config():
         assert int(table["busy_max"][i]) == int(ref.busy.max())
         assert table["mac_efficiency"][i] == pytest.approx(ref.mac_efficiency, 1e-9)
         assert table["load_efficiency"][i] == pytest.approx(ref.load_efficiency, 1e-9)
+    # energy columns come from eie_model.energy on the same counters
+    from eie_model.energy import energy_report
+
+    cfg = EIEConfig(n_pes=8, fifo_depth=5, index_bits=4)
+    i = int(np.flatnonzero((g["n_pes"] == 8) & (g["fifo_depth"] == 5) & (g["index_bits"] == 4))[0])
+    rep = energy_report({k: table[k][i] for k in COUNTERS[:5]}, cfg)
+    assert table["energy_j"][i] == pytest.approx(float(rep.energy_j), rel=1e-6)
+    assert table["area_mm2"][i] == pytest.approx(float(rep.area_mm2), rel=1e-6)
 
 
 def test_compiles_do_not_grow_with_configs(monkeypatch):
@@ -137,7 +149,8 @@ _SHARD_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
-    from eie_model import sweep
+    import importlib
+    sweep = importlib.import_module("eie_model.sweep")
     sys.path.insert(0, {tests!r})
     from test_eie_sweep import _layer
     assert len(jax.devices()) == 4, jax.devices()
