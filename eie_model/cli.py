@@ -184,12 +184,18 @@ def _simulate(args: argparse.Namespace) -> int:
     print(f"cycles           {row['cycles']:,}  ({row['latency_us']:.2f} us)")
     print(f"useful MACs      {row['useful_macs']:,}  (fillers {row['fillers']:,})")
     print(f"efficiency       MAC {row['mac_efficiency']:.3f}, load {row['load_efficiency']:.3f}")
-    print(f"stalls           broadcast {row['stall_cycles']:,}, "
-          f"starvation {row['starvation_cycles']:,} PE-cycles")
-    print(f"memory           {row['pointer_reads']:,} pointer reads, "
-          f"{row['spm_line_reads']:,} SpMat line reads")
-    print(f"energy           {row['energy_j'] * 1e6:.3f} uJ at {row['power_w'] * 1e3:.1f} mW, "
-          f"{row['area_mm2']:.1f} mm^2")
+    print(
+        f"stalls           broadcast {row['stall_cycles']:,}, "
+        f"starvation {row['starvation_cycles']:,} PE-cycles"
+    )
+    print(
+        f"memory           {row['pointer_reads']:,} pointer reads, "
+        f"{row['spm_line_reads']:,} SpMat line reads"
+    )
+    print(
+        f"energy           {row['energy_j'] * 1e6:.3f} uJ at {row['power_w'] * 1e3:.1f} mW, "
+        f"{row['area_mm2']:.1f} mm^2"
+    )
     return 0
 
 
@@ -215,8 +221,10 @@ def _sweep(args: argparse.Namespace) -> int:
         write_json(table, args.out)
     else:
         write_csv(table, args.out)
-    print(f"{n} configurations ({trips} distinct timing runs) in {dt:.2f} s -> {args.out}",
-          file=sys.stderr)
+    print(
+        f"{n} configurations ({trips} distinct timing runs) in {dt:.2f} s -> {args.out}",
+        file=sys.stderr,
+    )
     if args.plots:
         from eie_model import plots
 
@@ -235,8 +243,9 @@ def _time(fn, repeats: int) -> float:
     return best * 1e6
 
 
-def cpu_timings(codes: np.ndarray, codebook: np.ndarray, act: np.ndarray, *, batch: int,
-                repeats: int = 3) -> dict[str, float]:
+def cpu_timings(
+    codes: np.ndarray, codebook: np.ndarray, act: np.ndarray, *, batch: int, repeats: int = 3
+) -> dict[str, float]:
     """Microseconds of one dense / sparse matrix-vector (or matrix-matrix) product on the CPU.
 
     NumPy dense, JAX dense (jit), SciPy CSR and ``jax.experimental.sparse`` BCOO (jit), each
@@ -248,8 +257,10 @@ def cpu_timings(codes: np.ndarray, codebook: np.ndarray, act: np.ndarray, *, bat
     from jax.experimental import sparse as jsparse
 
     w = codebook[codes].astype(np.float32)
-    x = np.repeat(act.astype(np.float32)[:, None], batch, 1) if batch > 1 else act.astype(
-        np.float32
+    x = (
+        np.repeat(act.astype(np.float32)[:, None], batch, 1)
+        if batch > 1
+        else act.astype(np.float32)
     )
     csr = sp.csr_matrix(w)
     wj, xj = jnp.asarray(w), jnp.asarray(x)
@@ -274,15 +285,20 @@ def _table(args: argparse.Namespace) -> int:
         spec = BENCHMARKS[name]
         m = max(1, round(spec.n_out * args.scale))
         n = max(1, round(spec.n_in * args.scale))
-        layer = synthetic_layer(m, n, spec.weight_density, spec.act_density, seed=args.seed,
-                                name=name)
-        t = sweep(layer, {"n_pes": args.pes, "fifo_depth": args.fifo,
-                          "clock_hz": args.clock_mhz * 1e6})
-        row = {"layer": name, "shape": f"{n}x{m}", "eie_us": float(t["latency_us"][0]),
-               "eie_cycles": int(t["cycles"][0])}
+        layer = synthetic_layer(
+            m, n, spec.weight_density, spec.act_density, seed=args.seed, name=name
+        )
+        t = sweep(
+            layer, {"n_pes": args.pes, "fifo_depth": args.fifo, "clock_hz": args.clock_mhz * 1e6}
+        )
+        row = {
+            "layer": name,
+            "shape": f"{n}x{m}",
+            "eie_us": float(t["latency_us"][0]),
+            "eie_cycles": int(t["cycles"][0]),
+        }
         for b in (1, 64):
-            tim = cpu_timings(layer.codes, layer.codebook, layer.act, batch=b,
-                              repeats=args.repeats)
+            tim = cpu_timings(layer.codes, layer.codebook, layer.act, batch=b, repeats=args.repeats)
             for k, v in tim.items():
                 row[f"{k}_b{b}_us"] = v
         rows.append(row)
@@ -292,17 +308,21 @@ def _table(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
         return 0
     cols = ["numpy_dense", "jax_dense", "scipy_csr", "jax_bcoo"]
-    head = "| layer | in x out | EIE us | " + " | ".join(
-        f"{c} b{b} us" for b in (1, 64) for c in cols
-    ) + " |"
+    head = (
+        "| layer | in x out | EIE us | "
+        + " | ".join(f"{c} b{b} us" for b in (1, 64) for c in cols)
+        + " |"
+    )
     print(head)
     print("|" + "---|" * (3 + 2 * len(cols)))
     for r in rows:
         cells = [r["layer"], r["shape"], f"{r['eie_us']:.2f}"]
         cells += [f"{r[f'{c}_b{b}_us']:.1f}" for b in (1, 64) for c in cols]
         print("| " + " | ".join(cells) + " |")
-    print(f"(EIE: {args.pes} PEs, FIFO {args.fifo}, {args.clock_mhz:g} MHz, batch 1; CPU times "
-          f"best of {args.repeats}; layers scaled x{args.scale:g}; batch-64 times are for all 64)")
+    print(
+        f"(EIE: {args.pes} PEs, FIFO {args.fifo}, {args.clock_mhz:g} MHz, batch 1; CPU times "
+        f"best of {args.repeats}; layers scaled x{args.scale:g}; batch-64 times are for all 64)"
+    )
     return 0
 
 
@@ -321,8 +341,10 @@ def _figures(args: argparse.Namespace) -> int:
     from eie_model import plots
 
     for p in plots.design_space_figures(
-        args.out, layers=parse_list_names(args.layers) if args.layers else None,
-        real_layer=args.real_layer, scale=args.scale,
+        args.out,
+        layers=parse_list_names(args.layers) if args.layers else None,
+        real_layer=args.real_layer,
+        scale=args.scale,
     ):
         print(f"figure {p}")
     return 0
@@ -348,8 +370,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--layer", required=True, help="benchmark name or .npz file")
     w.add_argument("--config", help="JSON or TOML file of axis -> list/range (flags override)")
     for flag in _AXES:
-        w.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None,
-                       help="comma list / a:b range")
+        w.add_argument(
+            f"--{flag.replace('_', '-')}", dest=flag, default=None, help="comma list / a:b range"
+        )
     w.add_argument("--out", required=True, help="output .csv (or .json)")
     w.add_argument("--plots", help="folder for the design-space figures of this sweep")
     w.add_argument("--chunk", type=int, default=None, help="timing runs per device call")

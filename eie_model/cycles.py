@@ -574,9 +574,7 @@ def sram_line_reads(work: PEWork, entries_per_line: Any) -> jax.Array:
     return jnp.sum(reads, axis=1).astype(jnp.int32)
 
 
-def counters(
-    work: PEWork, t: Timing, entries_per_line: Any
-) -> dict[str, jax.Array]:
+def counters(work: PEWork, t: Timing, entries_per_line: Any) -> dict[str, jax.Array]:
     """All §4.4 counters of one configuration from its work tables and timing.
 
     Args:
@@ -684,7 +682,5 @@ def simulate_layer(
 )
 def _simulate_jit(ev, n, r, dd, epl, *, max_pes, max_fifo, bcast_latency, write_latency):
     w = pe_work(ev, n, r, max_pes=max_pes)
-    t = timing(
-        w, dd, max_fifo=max_fifo, bcast_latency=bcast_latency, write_latency=write_latency
-    )
+    t = timing(w, dd, max_fifo=max_fifo, bcast_latency=bcast_latency, write_latency=write_latency)
     return counters(w, t, epl)

@@ -120,8 +120,7 @@ def fig_balance(tables: Tables):
 def fig_width(tables: Tables):
     """SpMat SRAM line reads (left) and energy (right) vs SRAM width (Figures 6.12 / 6.13)."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4), dpi=100)
-    for ax, col, lab in ((a1, "spm_line_reads", "SpMat line reads"),
-                         (a2, "energy_j", "energy per layer (uJ)")):
+    for ax, lab in ((a1, "SpMat line reads"), (a2, "energy per layer (uJ)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("SRAM width (bits)")
         ax.set_ylabel(lab)
@@ -152,8 +151,15 @@ def fig_pareto(table: Mapping[str, np.ndarray], *, title: str = "Pareto front"):
     order = np.argsort(lat[f2])
     ax.plot(lat[f2][order], en[f2][order], "r-", lw=1, label="latency-energy front")
     f3 = pareto_front(table, ("latency_us", "energy_j", "area_mm2"))
-    ax.scatter(lat[f3], en[f3], s=30, facecolors="none", edgecolors="k", lw=0.6,
-               label="latency-energy-area front")
+    ax.scatter(
+        lat[f3],
+        en[f3],
+        s=30,
+        facecolors="none",
+        edgecolors="k",
+        lw=0.6,
+        label="latency-energy-area front",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     _legend(ax)
@@ -171,6 +177,7 @@ def save_figure(fig, path: str | os.PathLike) -> str:
             fig.savefig(f, format="png", dpi=100)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -181,8 +188,9 @@ def save_figure(fig, path: str | os.PathLike) -> str:
     return path
 
 
-def plot_sweep(table: Mapping[str, np.ndarray], out_dir: str | os.PathLike, *,
-               label: str = "layer") -> list[str]:
+def plot_sweep(
+    table: Mapping[str, np.ndarray], out_dir: str | os.PathLike, *, label: str = "layer"
+) -> list[str]:
     """Write the figures a sweep's varying axes support (for ``eie-model sweep --plots``).
 
     Returns:
@@ -246,8 +254,9 @@ def design_space_figures(
     for name in names:
         s = BENCHMARKS[name]
         m, n = max(1, round(s.n_out * scale)), max(1, round(s.n_in * scale))
-        items.append((name, synthetic_layer(m, n, s.weight_density, s.act_density, seed=seed,
-                                            name=name)))
+        items.append(
+            (name, synthetic_layer(m, n, s.weight_density, s.act_density, seed=seed, name=name))
+        )
     if real_layer is not None:
         items.append(("real", load_npz_layer(real_layer)))
     fifo, pes, width = {}, {}, {}
@@ -256,9 +265,16 @@ def design_space_figures(
         pes[label] = sweep(layer, grid(n_pes=PE_COUNTS, fifo_depth=8))
         width[label] = sweep(layer, grid(n_pes=64, fifo_depth=8, sram_width=SRAM_WIDTHS))
     p_label, p_layer = items[-1]
-    pareto = sweep(p_layer, grid(n_pes=[16, 32, 64, 128, 256], fifo_depth=[2, 4, 8, 16],
-                                 sram_width=[32, 64, 128, 256], act_bits=[8, 16],
-                                 weight_bits=[8, 16]))
+    pareto = sweep(
+        p_layer,
+        grid(
+            n_pes=[16, 32, 64, 128, 256],
+            fifo_depth=[2, 4, 8, 16],
+            sram_width=[32, 64, 128, 256],
+            act_bits=[8, 16],
+            weight_bits=[8, 16],
+        ),
+    )
     j = os.path.join
     return [
         save_figure(fig_fifo(fifo), j(out_dir, "fifo.png")),
@@ -266,6 +282,7 @@ def design_space_figures(
         save_figure(fig_fillers(pes), j(out_dir, "fillers.png")),
         save_figure(fig_balance(pes), j(out_dir, "balance.png")),
         save_figure(fig_width(width), j(out_dir, "width.png")),
-        save_figure(fig_pareto(pareto, title=f"Pareto front ({p_label})"),
-                    j(out_dir, "pareto.png")),
+        save_figure(
+            fig_pareto(pareto, title=f"Pareto front ({p_label})"), j(out_dir, "pareto.png")
+        ),
     ]

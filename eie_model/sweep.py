@@ -179,7 +179,9 @@ def _bucket(n: int, multiple: int = 1) -> int:
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
-    return np.concatenate([a, np.repeat(a[:1], size - a.shape[0], axis=0)]) if size > a.shape[0] else a
+    return (
+        np.concatenate([a, np.repeat(a[:1], size - a.shape[0], axis=0)]) if size > a.shape[0] else a
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("max_pes", "write_latency"))
@@ -428,7 +430,9 @@ def sweep(
             progress(done, n_trip)
     if bar is not None:
         bar.close()
-    t_cycles, t_busy, t_stall, t_starv = (np.concatenate(x)[:n_trip] for x in zip(*outs))
+    t_cycles, t_busy, t_stall, t_starv = (
+        np.concatenate(x)[:n_trip] for x in zip(*outs, strict=True)
+    )
 
     lp = _pad(lines.astype(np.int32), _bucket(len(lines)))
     line_reads = np.asarray(_line_table(works, lp[:, 0], lp[:, 1]))[: len(lines)]
@@ -482,6 +486,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -33,6 +33,7 @@ def reference_counters(codes, act, bias, n_pes, index_bits, fifo_depth, epl):
     out["busy"] = list(c.busy)
     return out
 
+
 # ---------------------------------------------------------------------------------------------
 # Oracle: DESIGN §4.4 written out with loops.
 
@@ -87,7 +88,9 @@ def oracle(codes, act, bias, n_pes, index_bits, fifo_depth, epl):
             s[i].append(max(e[k] + 2, prev))
     last_write, useful, fillers, lines = big, 0, 0, 0
     busy = [sum(len(slices[i][j][1]) for j in ev) for i in range(n_pes)]
-    starv = sum(s[i][k] - s[i][k - 1] - d[i][k - 1] for i in range(n_pes) for k in range(1, len(ev)))
+    starv = sum(
+        s[i][k] - s[i][k - 1] - d[i][k - 1] for i in range(n_pes) for k in range(1, len(ev))
+    )
     for i in range(n_pes):
         cur = None
         for k, j in enumerate(ev):
@@ -277,5 +280,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="sram_width"):
         cycles.simulate_layer({"codes": np.ones((2, 3), np.uint8), "act": np.ones(3)}, sram_width=4)
     with pytest.raises(ValueError, match="max_pes"):
-        cycles.pe_work(cycles.prepare_layer({"codes": np.ones((1, 1)), "act": np.ones(1)}), 1, 4,
-                       max_pes=0)
+        cycles.pe_work(
+            cycles.prepare_layer({"codes": np.ones((1, 1)), "act": np.ones(1)}), 1, 4, max_pes=0
+        )
