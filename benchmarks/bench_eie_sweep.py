@@ -64,7 +64,7 @@ def part_a(quick: bool) -> float:
         "16,384 grid": grid(
             n_pes=64,
             fifo_depth=range(1, 65),
-            index_bits=[2, 3, 4, 5],
+            index_bits=range(1, 9),
             sram_width=[32, 64, 128, 256],
             act_bits=[8, 16],
             weight_bits=[8, 16],

@@ -72,7 +72,21 @@ from eie_model.sweep import (
 
 # reference: imported lazily (module __getattr__ below), so that
 # `python -m eie_model.reference` runs without runpy's "found in sys.modules" warning.
-_LAZY = {"Counters": "reference", "simulate": "reference", "simulate_encoded": "reference"}
+# plots: imported lazily too (matplotlib is slow to import and not needed by the models).
+_LAZY = {
+    "Counters": "reference",
+    "simulate": "reference",
+    "simulate_encoded": "reference",
+    "design_space_figures": "plots",
+    "fig_balance": "plots",
+    "fig_fifo": "plots",
+    "fig_fillers": "plots",
+    "fig_pareto": "plots",
+    "fig_speedup": "plots",
+    "fig_width": "plots",
+    "plot_sweep": "plots",
+    "save_figure": "plots",
+}
 
 
 def __getattr__(name: str):
@@ -128,6 +142,16 @@ __all__: list[str] = [
     "load_npz_layer",
     "synthetic_layer",
     "validate_layer",
+    # plots
+    "design_space_figures",
+    "fig_balance",
+    "fig_fifo",
+    "fig_fillers",
+    "fig_pareto",
+    "fig_speedup",
+    "fig_width",
+    "plot_sweep",
+    "save_figure",
     # reference
     "Counters",
     "simulate",
