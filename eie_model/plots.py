@@ -33,6 +33,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = [
@@ -162,6 +163,9 @@ def fig_pareto(table: Mapping[str, np.ndarray], *, title: str = "Pareto front"):
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     _legend(ax)
     return fig
 
@@ -173,6 +177,7 @@ def save_figure(fig, path: str | os.PathLike) -> str:
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".png")
     try:
+        fig.tight_layout()
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=100)
             f.flush()
