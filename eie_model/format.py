@@ -234,12 +234,14 @@ def encode_layer(
         if bias_codes.shape != (m,):
             raise ValueError(f"bias_codes must have shape ({m},) = (m,), got {bias_codes.shape}")
     N = n_pes
-    L = -(-m // N)  # local rows per PE
     n_pad = -(-n // N) * N
     n_cols = n_pad + int(has_bias)
     run = 1 << index_bits
 
-    # Dense (N, n_cols, L) view: [pe, col, local row]; row i = l*N + pe.
+    # Dense (N, n_cols, L) view: [pe, col, local row]; row i = l*N + pe. One transposed copy
+    # and one flatnonzero give every non-zero already in (pe, col, local row) order (faster
+    # than sorting the non-zeros' coordinates).
+    L = -(-m // N)  # local rows per PE
     full = np.zeros((L * N, n_cols), _uint(code_bits))
     full[:m, :n] = codes
     if has_bias:

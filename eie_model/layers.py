@@ -88,6 +88,13 @@ def validate_layer(layer: Layer) -> Layer:
 
     Raises:
         ValueError, TypeError: naming the offending field.
+
+    Example:
+        >>> import numpy as np
+        >>> from eie_model.layers import Layer, validate_layer
+        >>> ok = validate_layer(Layer(np.ones((2, 3), np.int64), np.arange(4.0), np.ones(3)))
+        >>> ok.codes.dtype, ok.codebook.dtype, ok.act.dtype
+        (dtype('uint8'), dtype('float32'), dtype('float32'))
     """
     codes = np.asarray(layer.codes)
     codebook = np.asarray(layer.codebook)

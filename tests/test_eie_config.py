@@ -93,3 +93,15 @@ def test_traced_fields_are_not_validated():
     out = jax.jit(lambda cfg: cfg.replace(sram_width=cfg.sram_width * 2).sram_width)(c)
     assert int(out) == 128
     assert isinstance(jnp.asarray(out), jax.Array)
+
+
+@pytest.mark.parametrize(
+    "module", ["config", "format", "functional", "reference", "energy", "layers"]
+)
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"eie_model.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

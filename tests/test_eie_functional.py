@@ -201,3 +201,22 @@ def test_bad_input():
         spmv_fixed(codes, cb, np.ones(4), act_bits=12)
     with pytest.raises(ValueError, match="bits"):
         quantize_fixed([1.0], 4, 0)
+
+
+@pytest.mark.slow
+def test_precision_example_runs(mnist_dir):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "eie_precision.py"
+    spec = importlib.util.spec_from_file_location("eie_precision", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # "allow": jaxcomp.quantize.kmeans_fit (issue 4, as merged here) broadcasts (n,) against
+    # (k, 1) in _segment_means, which the suite's rank-promotion="raise" rejects.
+    with jax.numpy_rank_promotion("allow"):
+        r = mod.main(["--quick", "--n-train", "3000", "--n-test", "300", "--json"])
+    assert r["n_test"] == 300
+    # 32-bit fixed point is as good as float32 within a couple of test images
+    assert abs(r["eie_fixed32_error"] - r["eie_float32_error"]) <= 2 / 300
+    assert 0 <= r["eie_fixed8_error"] <= 1
