@@ -642,8 +642,8 @@ def simulate_layer(
     Example:
         >>> import numpy as np
         >>> out = simulate_layer({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)}, n_pes=2)
-        >>> int(out["cycles"]), out["busy"].tolist()
-        (11, [2, 2])
+        >>> int(out["cycles"]), out["busy"].tolist()  # e = 1, 2; s = 3, 4; last write 9
+        (10, [2, 2])
     """
     for name, v, lo in (
         ("n_pes", n_pes, 1),

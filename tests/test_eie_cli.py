@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -172,3 +173,11 @@ def test_console_script_declared():
         proj = tomllib.load(f)
     assert proj["project"]["scripts"]["eie-model"] == "eie_model.cli:main"
     assert callable(cli.main) and sys.version_info >= (3, 10)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    mod = importlib.import_module("eie_model.cli")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -5,6 +5,7 @@ where issue 8's cycle-by-cycle simulator is present, against eie_model.reference
 from __future__ import annotations
 
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -286,3 +287,11 @@ def test_bad_inputs():
         cycles.pe_work(
             cycles.prepare_layer({"codes": np.ones((1, 1)), "act": np.ones(1)}), 1, 4, max_pes=0
         )
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    mod = importlib.import_module("eie_model.cycles")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

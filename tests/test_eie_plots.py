@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,11 @@ def test_pareto_figure_marks_front():
     from eie_model.sweep import pareto_front
 
     assert len(front_line.get_xdata()) == int(pareto_front(t).sum())
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    mod = importlib.import_module("eie_model.plots")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -177,3 +177,11 @@ def test_sharded_over_four_devices_equals_one_device():
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out == {"same": True, "n": 24}
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    mod = importlib.import_module("eie_model.sweep")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
