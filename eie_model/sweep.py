@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -185,16 +186,32 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("max_pes", "write_latency"))
-def _work_tables(ev, uniq_n, pair_u, pair_r, *, max_pes, write_latency):
-    """Work tables of every (N, r) pair: one sort per distinct N (``lax.map``, sequential to
-    keep memory at one ``(Z,)`` sort at a time), then a cheap segment sum per pair."""
-    gaps = jax.lax.map(lambda n: cycles.slice_gaps(ev, n), uniq_n)
+def _work_tables(ev, pair_n, pair_r, n_pairs, *, max_pes, write_latency):
+    """Work tables of every (N, r) pair, pairs sorted by N: a ``lax.scan`` that sorts the
+    non-zeros only when N changes (one sort per distinct N, one ``(Z,)`` sort in memory) and
+    skips the padding pairs (index >= ``n_pairs``) with ``lax.cond``."""
 
-    def one(u, r):
-        g = jax.tree.map(lambda x: x[u], gaps)
-        return cycles.pe_work(ev, uniq_n[u], r, max_pes=max_pes, gaps=g)
+    def gaps_of(n):
+        return cycles.slice_gaps(ev, n)
 
-    works = jax.lax.map(lambda a: one(*a), (pair_u, pair_r))
+    def work_of(n, r, g):
+        return cycles.pe_work(ev, n, r, max_pes=max_pes, gaps=g)
+
+    g_shape = jax.eval_shape(gaps_of, pair_n[0])
+    w_shape = jax.eval_shape(work_of, pair_n[0], pair_r[0], g_shape)
+    zeros = functools.partial(jax.tree.map, lambda a: jnp.zeros(a.shape, a.dtype))
+
+    def body(carry, x):
+        gaps, prev_n = carry
+        i, n, r = x
+        valid = i < n_pairs
+        gaps = jax.lax.cond(valid & (n != prev_n), gaps_of, lambda _: gaps, n)
+        work = jax.lax.cond(valid, lambda: work_of(n, r, gaps), lambda: zeros(w_shape))
+        return (gaps, jnp.where(valid, n, prev_n)), work
+
+    idx = jnp.arange(pair_n.shape[0], dtype=jnp.int32)
+    init = (zeros(g_shape), jnp.int32(-1))
+    _, works = jax.lax.scan(body, init, (idx, pair_n, pair_r))
     tab = cycles.scan_tables(works, write_latency=write_latency)
     useful = works.nnz.sum((1, 2))
     fillers = works.entries.sum((1, 2)) - useful
@@ -388,11 +405,14 @@ def sweep(
     lines, line_of = np.unique(np.stack([pair_of, epl], 1), axis=0, return_inverse=True)
     pair_of, trip_of, line_of = pair_of.ravel(), trip_of.ravel(), line_of.ravel()
 
-    uniq_n, pair_u = np.unique(pairs[:, 0], return_inverse=True)
-    pp = _pad(np.stack([pair_u.ravel(), pairs[:, 1]], 1).astype(np.int32), _bucket(len(pairs)))
-    un = _pad(uniq_n.astype(np.int32), _bucket(len(uniq_n)))
+    pp = _pad(pairs.astype(np.int32), _bucket(len(pairs)))  # np.unique: sorted by N, then r
     works, tab, useful, fillers = _work_tables(
-        ev, un, pp[:, 0], pp[:, 1], max_pes=max_pes, write_latency=write_latency
+        ev,
+        pp[:, 0],
+        pp[:, 1],
+        np.int32(len(pairs)),
+        max_pes=max_pes,
+        write_latency=write_latency,
     )
 
     mesh = _mesh(devices)
