@@ -241,8 +241,8 @@ def design_space_figures(
     (else the first layer) over PEs 16..256 x FIFO 2..16 x width 32..256 x 8/16-bit.
 
     Args:
-        out_dir: folder for ``fifo.png speedup.png fillers.png balance.png width.png
-            pareto.png``.
+        out_dir: folder for ``eie_fifo.png eie_speedup.png eie_fillers.png eie_balance.png
+            eie_width.png eie_pareto.png``.
         layers: benchmark names (default: all nine).
         real_layer: optional ``.npz`` of the shared real layer, plotted as ``real``.
         scale: scale the synthetic layers' sizes (for quick tests).
@@ -282,12 +282,12 @@ def design_space_figures(
     )
     j = os.path.join
     return [
-        save_figure(fig_fifo(fifo), j(out_dir, "fifo.png")),
-        save_figure(fig_speedup(pes), j(out_dir, "speedup.png")),
-        save_figure(fig_fillers(pes), j(out_dir, "fillers.png")),
-        save_figure(fig_balance(pes), j(out_dir, "balance.png")),
-        save_figure(fig_width(width), j(out_dir, "width.png")),
+        save_figure(fig_fifo(fifo), j(out_dir, "eie_fifo.png")),
+        save_figure(fig_speedup(pes), j(out_dir, "eie_speedup.png")),
+        save_figure(fig_fillers(pes), j(out_dir, "eie_fillers.png")),
+        save_figure(fig_balance(pes), j(out_dir, "eie_balance.png")),
+        save_figure(fig_width(width), j(out_dir, "eie_width.png")),
         save_figure(
-            fig_pareto(pareto, title=f"Pareto front ({p_label})"), j(out_dir, "pareto.png")
+            fig_pareto(pareto, title=f"Pareto front ({p_label})"), j(out_dir, "eie_pareto.png")
         ),
     ]
