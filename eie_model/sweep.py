@@ -523,10 +523,10 @@ def write_csv(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     """Write the table as CSV (header = column names), atomically.
 
     Example:
-        >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
         >>> write_csv({"cycles": np.array([3, 4])}, p)
-        >>> open(p).read().split()
+        >>> p.read_text().split()
         ['cycles', '3', '4']
     """
     names = list(table)
@@ -544,10 +544,10 @@ def write_json(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None
     """Write the table as a JSON list of row objects, atomically.
 
     Example:
-        >>> import tempfile, os, json
-        >>> p = os.path.join(tempfile.mkdtemp(), "t.json")
+        >>> import tempfile, pathlib, json
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.json"
         >>> write_json({"cycles": np.array([3])}, p)
-        >>> json.load(open(p))
+        >>> json.loads(p.read_text())
         [{'cycles': 3}]
     """
     names = list(table)
