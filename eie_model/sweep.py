@@ -126,6 +126,16 @@ def _normalize(configs: Any) -> dict[str, np.ndarray]:
         for c in configs:
             if not (hasattr(c, "static") and hasattr(c, "arrays")):
                 raise TypeError(f"configs: expected EIEConfig items, got {type(c).__name__}")
+            if getattr(c, "acc_regs", None) is not None:
+                raise ValueError(
+                    "configs: acc_regs (extra output passes) is not modelled by the fast "
+                    "model; use eie_model.reference.simulate for it, or leave acc_regs=None"
+                )
+            if (c.bcast_latency, c.write_latency) != (2, 5):
+                raise ValueError(
+                    "configs: give non-default pipeline latencies as sweep(..., "
+                    "bcast_latency=, write_latency=), not per EIEConfig"
+                )
             shape = c.batch_shape
             for k in CONFIG_FIELDS:
                 v = getattr(c, k)

@@ -295,3 +295,33 @@ def test_docstring_examples_run():
     mod = importlib.import_module("eie_model.cycles")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_real_layer_equals_reference(eie_layer_path):
+    """The shared real layer (1000 x 4096, 64 PEs, FIFO 8, 64-bit lines): every counter equal
+    to the cycle-by-cycle simulator's."""
+    from eie_model.layers import load_npz_layer
+
+    layer = load_npz_layer(eie_layer_path)
+    got = cycles.simulate_layer(layer, n_pes=64, fifo_depth=8, sram_width=64)
+    ref = reference.simulate(
+        layer.codes, layer.act, layer.bias_codes, config=EIEConfig(n_pes=64, fifo_depth=8)
+    )
+    for k in SCALARS:
+        assert int(got[k]) == int(getattr(ref, k)), k
+    np.testing.assert_array_equal(got["busy"], ref.busy)
+
+
+@pytest.mark.slow
+def test_real_layer_equals_reference_many_configs(eie_layer_path):
+    from eie_model.layers import load_npz_layer
+    from eie_model.sweep import sweep
+
+    layer = load_npz_layer(eie_layer_path)
+    cfg = {"n_pes": [1, 8, 32, 256], "fifo_depth": [1, 2, 4, 512], "sram_width": [16, 32, 128, 512]}
+    table = sweep(layer, cfg)
+    for i in range(4):
+        c = EIEConfig(**{k: int(v[i]) for k, v in cfg.items()})
+        ref = reference.simulate(layer.codes, layer.act, layer.bias_codes, config=c)
+        for k in SCALARS:
+            assert int(table[k][i]) == int(getattr(ref, k)), (k, i)

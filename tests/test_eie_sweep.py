@@ -109,6 +109,8 @@ def test_configs_from_eieconfig_and_validation():
     a = sweep.sweep(layer, [EIEConfig(n_pes=4, fifo_depth=2), EIEConfig(n_pes=4, fifo_depth=3)])
     b = sweep.sweep(layer, {"n_pes": 4, "fifo_depth": [2, 3]})
     np.testing.assert_array_equal(a["cycles"], b["cycles"])
+    with pytest.raises(ValueError, match="acc_regs"):
+        sweep.sweep(layer, [EIEConfig(n_pes=4, acc_regs=2)])
     with pytest.raises(ValueError, match="unknown field"):
         sweep.sweep(layer, {"pes": [1]})
     with pytest.raises(ValueError, match="fifo_depth"):
