@@ -6,6 +6,23 @@ Public names are re-exported here one per line; see ``__all__``.
 # config
 from eie_model.config import EIEConfig, stack_configs
 
+# cycles
+from eie_model.cycles import (
+    LayerEvents,
+    PEWork,
+    ScanTables,
+    SliceGaps,
+    Timing,
+    counters,
+    pe_work,
+    prepare_layer,
+    scan_tables,
+    simulate_layer,
+    slice_gaps,
+    sram_line_reads,
+    timing,
+)
+
 # energy
 from eie_model.energy import EnergyReport, energy_report, full_load_counters, pe_area_mm2
 
@@ -40,9 +57,36 @@ from eie_model.layers import (
     validate_layer,
 )
 
+# sweep
+from eie_model.sweep import (
+    CONFIG_FIELDS,
+    DEFAULTS,
+    ENERGY_COLUMNS,
+    grid,
+    pareto_front,
+    sweep,
+    to_records,
+    write_csv,
+    write_json,
+)
+
 # reference: imported lazily (module __getattr__ below), so that
 # `python -m eie_model.reference` runs without runpy's "found in sys.modules" warning.
-_LAZY = {"Counters": "reference", "simulate": "reference", "simulate_encoded": "reference"}
+# plots: imported lazily too (matplotlib is slow to import and not needed by the models).
+_LAZY = {
+    "Counters": "reference",
+    "simulate": "reference",
+    "simulate_encoded": "reference",
+    "design_space_figures": "plots",
+    "fig_balance": "plots",
+    "fig_fifo": "plots",
+    "fig_fillers": "plots",
+    "fig_pareto": "plots",
+    "fig_speedup": "plots",
+    "fig_width": "plots",
+    "plot_sweep": "plots",
+    "save_figure": "plots",
+}
 
 
 def __getattr__(name: str):
@@ -57,6 +101,20 @@ __all__: list[str] = [
     # config
     "EIEConfig",
     "stack_configs",
+    # cycles
+    "LayerEvents",
+    "PEWork",
+    "ScanTables",
+    "SliceGaps",
+    "Timing",
+    "counters",
+    "pe_work",
+    "prepare_layer",
+    "scan_tables",
+    "simulate_layer",
+    "slice_gaps",
+    "sram_line_reads",
+    "timing",
     # energy
     "EnergyReport",
     "energy_report",
@@ -84,8 +142,28 @@ __all__: list[str] = [
     "load_npz_layer",
     "synthetic_layer",
     "validate_layer",
+    # plots
+    "design_space_figures",
+    "fig_balance",
+    "fig_fifo",
+    "fig_fillers",
+    "fig_pareto",
+    "fig_speedup",
+    "fig_width",
+    "plot_sweep",
+    "save_figure",
     # reference
     "Counters",
     "simulate",
     "simulate_encoded",
+    # sweep
+    "CONFIG_FIELDS",
+    "DEFAULTS",
+    "ENERGY_COLUMNS",
+    "grid",
+    "pareto_front",
+    "sweep",
+    "to_records",
+    "write_csv",
+    "write_json",
 ]

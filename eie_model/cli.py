@@ -1,0 +1,420 @@
+"""The ``eie-model`` command: simulate one configuration, sweep a grid, print Table IV, figures.
+
+::
+
+    eie-model simulate --layer alex7 --pes 64 --fifo 8 --json
+    eie-model sweep --layer layer.npz --pes 1,2,4:8 --fifo 1:16 --sram-width 32,64 --out s.csv
+    eie-model table --pes 64 --fifo 8
+    eie-model figures --out docs/figures
+
+``--layer`` is a benchmark name (``alex6 alex7 alex8 vgg6 vgg7 vgg8 nt-we nt-wd nt-lstm``,
+seeded synthetic layers of the EIE paper's Table III) or an ``.npz`` with the keys of
+``shared/data/eie-layer`` (``codes``, ``codebook``, ``act``, optional ``bias_codes``).
+Lists are comma separated; ``a:b`` is the inclusive range ``a..b`` and ``a:b:s`` steps by ``s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "parse_list"]
+
+#: CLI flag -> sweep field.
+_AXES = {
+    "pes": "n_pes",
+    "fifo": "fifo_depth",
+    "index_bits": "index_bits",
+    "sram_width": "sram_width",
+    "act_bits": "act_bits",
+    "weight_bits": "weight_bits",
+    "clock_mhz": "clock_hz",
+}
+
+#: Keys of ``simulate --json``, in output order (the contract other tools rely on first).
+SIMULATE_KEYS = (
+    "cycles",
+    "useful_macs",
+    "fillers",
+    "pointer_reads",
+    "spm_line_reads",
+    "mac_efficiency",
+    "load_efficiency",
+    "energy_j",
+    "latency_us",
+    "stall_cycles",
+    "starvation_cycles",
+    "busy_total",
+    "busy_max",
+    "load_balance",
+    "power_w",
+    "area_mm2",
+    "gops",
+    "gops_per_w",
+)
+
+
+def parse_list(text: str | int | float | Sequence[Any], *, name: str = "value") -> list[float]:
+    """Parse ``"1,2,8:16"`` (comma list; ``a:b`` inclusive range; ``a:b:s`` with step s).
+
+    Args:
+        text: the string (or an already-parsed number / sequence, passed through).
+        name: the flag's name, for error messages.
+
+    Returns:
+        list of numbers (ints where whole).
+
+    Example:
+        >>> parse_list("1,2,8:10")
+        [1, 2, 8, 9, 10]
+        >>> parse_list("16:64:16")
+        [16, 32, 48, 64]
+    """
+    if isinstance(text, (int, float)):
+        return [text]
+    if not isinstance(text, str):
+        out: list[float] = []
+        for t in text:
+            out += parse_list(t, name=name)
+        return out
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if ":" in part:
+                bits = [float(b) for b in part.split(":")]
+                if len(bits) not in (2, 3):
+                    raise ValueError
+                lo, hi = bits[0], bits[1]
+                step = bits[2] if len(bits) == 3 else 1.0
+                if step <= 0 or hi < lo:
+                    raise ValueError
+                vals = np.arange(lo, hi + step / 2, step).tolist()
+            else:
+                vals = [float(part)]
+        except ValueError:
+            raise ValueError(
+                f"--{name.replace('_', '-')}: cannot parse {part!r}; use a comma list of numbers "
+                "and inclusive ranges a:b or a:b:step (e.g. 1,2,8:16)"
+            ) from None
+        out += [int(v) if float(v).is_integer() else v for v in vals]
+    if not out:
+        raise ValueError(f"--{name.replace('_', '-')}: no values in {text!r}")
+    return out
+
+
+def _load(name: str):
+    from eie_model.layers import load_layer
+
+    return load_layer(name)
+
+
+def _config_file(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if path.endswith(".toml"):
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        data = tomllib.loads(raw.decode())
+    else:
+        data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected an object of axis -> values")
+    out = {}
+    for k, v in data.items():
+        key = k.replace("-", "_")
+        if key not in _AXES:
+            raise ValueError(f"--config {path}: unknown axis {k!r}; axes are {sorted(_AXES)}")
+        out[key] = v
+    return out
+
+
+def _axes_to_grid(axes: dict[str, Any]) -> dict[str, np.ndarray]:
+    from eie_model.sweep import grid
+
+    kw = {}
+    for flag, val in axes.items():
+        if val is None:
+            continue
+        vals = parse_list(val, name=flag)
+        if flag == "clock_mhz":
+            vals = [v * 1e6 for v in vals]
+        kw[_AXES[flag]] = vals
+    return grid(**kw)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from eie_model.sweep import sweep
+
+    layer = _load(args.layer)
+    cfg = {
+        "n_pes": [args.pes],
+        "fifo_depth": [args.fifo],
+        "index_bits": [args.index_bits],
+        "sram_width": [args.sram_width],
+        "act_bits": [args.act_bits],
+        "weight_bits": [args.weight_bits],
+        "clock_hz": [args.clock_mhz * 1e6],
+    }
+    t = sweep(layer, cfg, devices=[__import__("jax").devices()[0]])
+    row = {k: t[k][0].item() for k in t}
+    if args.json:
+        out = {k: row[k] for k in SIMULATE_KEYS}
+        out.update({k: row[k] for k in ("n_pes", "fifo_depth", "index_bits", "sram_width")})
+        out["layer"] = str(args.layer)
+        print(json.dumps(out))
+        return 0
+    print(f"layer {args.layer}: {layer.codes.shape[0]} x {layer.codes.shape[1]} (out x in)")
+    print(
+        f"config: {args.pes} PEs, FIFO {args.fifo}, {args.index_bits}-bit index, "
+        f"{args.sram_width}-bit SRAM, {args.act_bits}/{args.weight_bits}-bit, "
+        f"{args.clock_mhz:g} MHz"
+    )
+    print(f"cycles           {row['cycles']:,}  ({row['latency_us']:.2f} us)")
+    print(f"useful MACs      {row['useful_macs']:,}  (fillers {row['fillers']:,})")
+    print(f"efficiency       MAC {row['mac_efficiency']:.3f}, load {row['load_efficiency']:.3f}")
+    print(
+        f"stalls           broadcast {row['stall_cycles']:,}, "
+        f"starvation {row['starvation_cycles']:,} PE-cycles"
+    )
+    print(
+        f"memory           {row['pointer_reads']:,} pointer reads, "
+        f"{row['spm_line_reads']:,} SpMat line reads"
+    )
+    print(
+        f"energy           {row['energy_j'] * 1e6:.3f} uJ at {row['power_w'] * 1e3:.1f} mW, "
+        f"{row['area_mm2']:.1f} mm^2"
+    )
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from eie_model.sweep import _bucket, sweep, write_csv, write_json
+
+    axes = _config_file(args.config) if args.config else {}
+    for flag in _AXES:
+        v = getattr(args, flag)
+        if v is not None:
+            axes[flag] = v
+    if "pes" not in axes or "fifo" not in axes:
+        raise ValueError("sweep: give --pes and --fifo (flags or in --config)")
+    cfg = _axes_to_grid(axes)
+    layer = _load(args.layer)
+    n = len(cfg["n_pes"])
+    trips = len(np.unique(np.stack([cfg["n_pes"], cfg["index_bits"], cfg["fifo_depth"]]), axis=1).T)
+    chunk = args.chunk or max(8, _bucket(-(-trips // 10)))
+    t0 = time.perf_counter()
+    table = sweep(layer, cfg, chunk=chunk, progress=not args.quiet)
+    dt = time.perf_counter() - t0
+    if args.out.endswith(".json"):
+        write_json(table, args.out)
+    else:
+        write_csv(table, args.out)
+    print(
+        f"{n} configurations ({trips} distinct timing runs) in {dt:.2f} s -> {args.out}",
+        file=sys.stderr,
+    )
+    if args.plots:
+        from eie_model import plots
+
+        for p in plots.plot_sweep(table, args.plots, label=str(args.layer)):
+            print(f"figure {p}", file=sys.stderr)
+    return 0
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up (and compile)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e6
+
+
+def cpu_timings(
+    codes: np.ndarray, codebook: np.ndarray, act: np.ndarray, *, batch: int, repeats: int = 3
+) -> dict[str, float]:
+    """Microseconds of one dense / sparse matrix-vector (or matrix-matrix) product on the CPU.
+
+    NumPy dense, JAX dense (jit), SciPy CSR and ``jax.experimental.sparse`` BCOO (jit), each
+    the best of ``repeats`` runs after a warm-up, on ``batch`` copies of ``act`` as columns.
+    """
+    import jax
+    import jax.numpy as jnp
+    import scipy.sparse as sp
+    from jax.experimental import sparse as jsparse
+
+    w = codebook[codes].astype(np.float32)
+    x = (
+        np.repeat(act.astype(np.float32)[:, None], batch, 1)
+        if batch > 1
+        else act.astype(np.float32)
+    )
+    csr = sp.csr_matrix(w)
+    wj, xj = jnp.asarray(w), jnp.asarray(x)
+    bcoo = jsparse.BCOO.fromdense(wj)
+    dense_j = jax.jit(lambda a, b: a @ b)
+    sparse_j = jax.jit(lambda a, b: a @ b)
+    return {
+        "numpy_dense": _time(lambda: w @ x, repeats),
+        "jax_dense": _time(lambda: dense_j(wj, xj).block_until_ready(), repeats),
+        "scipy_csr": _time(lambda: csr @ x, repeats),
+        "jax_bcoo": _time(lambda: sparse_j(bcoo, xj).block_until_ready(), repeats),
+    }
+
+
+def _table(args: argparse.Namespace) -> int:
+    from eie_model.layers import BENCHMARKS, synthetic_layer
+    from eie_model.sweep import sweep
+
+    names = parse_list_names(args.layers) if args.layers else list(BENCHMARKS)
+    rows = []
+    for name in names:
+        spec = BENCHMARKS[name]
+        m = max(1, round(spec.n_out * args.scale))
+        n = max(1, round(spec.n_in * args.scale))
+        layer = synthetic_layer(
+            m, n, spec.weight_density, spec.act_density, seed=args.seed, name=name
+        )
+        t = sweep(
+            layer, {"n_pes": args.pes, "fifo_depth": args.fifo, "clock_hz": args.clock_mhz * 1e6}
+        )
+        row = {
+            "layer": name,
+            "shape": f"{n}x{m}",
+            "eie_us": float(t["latency_us"][0]),
+            "eie_cycles": int(t["cycles"][0]),
+        }
+        for b in (1, 64):
+            tim = cpu_timings(layer.codes, layer.codebook, layer.act, batch=b, repeats=args.repeats)
+            for k, v in tim.items():
+                row[f"{k}_b{b}_us"] = v
+        rows.append(row)
+        if not args.json:
+            print(f"{name}: done", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    cols = ["numpy_dense", "jax_dense", "scipy_csr", "jax_bcoo"]
+    head = (
+        "| layer | in x out | EIE us | "
+        + " | ".join(f"{c} b{b} us" for b in (1, 64) for c in cols)
+        + " |"
+    )
+    print(head)
+    print("|" + "---|" * (3 + 2 * len(cols)))
+    for r in rows:
+        cells = [r["layer"], r["shape"], f"{r['eie_us']:.2f}"]
+        cells += [f"{r[f'{c}_b{b}_us']:.1f}" for b in (1, 64) for c in cols]
+        print("| " + " | ".join(cells) + " |")
+    print(
+        f"(EIE: {args.pes} PEs, FIFO {args.fifo}, {args.clock_mhz:g} MHz, batch 1; CPU times "
+        f"best of {args.repeats}; layers scaled x{args.scale:g}; batch-64 times are for all 64)"
+    )
+    return 0
+
+
+def parse_list_names(text: str) -> list[str]:
+    """Comma list of benchmark layer names, validated."""
+    from eie_model.layers import BENCHMARKS
+
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in BENCHMARKS]
+    if bad or not names:
+        raise ValueError(f"--layers: unknown {bad}; choose from {sorted(BENCHMARKS)}")
+    return names
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from eie_model import plots
+
+    for p in plots.design_space_figures(
+        args.out,
+        layers=parse_list_names(args.layers) if args.layers else None,
+        real_layer=args.real_layer,
+        scale=args.scale,
+    ):
+        print(f"figure {p}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="eie-model", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("simulate", help="one layer, one configuration")
+    s.add_argument("--layer", required=True, help="benchmark name or .npz file")
+    s.add_argument("--pes", type=int, default=64, help="number of PEs N (64)")
+    s.add_argument("--fifo", type=int, default=8, help="FIFO depth D (8)")
+    s.add_argument("--index-bits", type=int, default=4, help="relative-index bits (4)")
+    s.add_argument("--sram-width", type=int, default=64, help="SpMat SRAM line bits (64)")
+    s.add_argument("--act-bits", type=int, default=16, help="activation precision (16)")
+    s.add_argument("--weight-bits", type=int, default=16, help="weight precision (16)")
+    s.add_argument("--clock-mhz", type=float, default=800.0, help="clock in MHz (800)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(fn=_simulate)
+
+    w = sub.add_parser("sweep", help="the full grid of the given axes in one batched call")
+    w.add_argument("--layer", required=True, help="benchmark name or .npz file")
+    w.add_argument("--config", help="JSON or TOML file of axis -> list/range (flags override)")
+    for flag in _AXES:
+        w.add_argument(
+            f"--{flag.replace('_', '-')}", dest=flag, default=None, help="comma list / a:b range"
+        )
+    w.add_argument("--out", required=True, help="output .csv (or .json)")
+    w.add_argument("--plots", help="folder for the design-space figures of this sweep")
+    w.add_argument("--chunk", type=int, default=None, help="timing runs per device call")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(fn=_sweep)
+
+    t = sub.add_parser("table", help="Table IV analogue: EIE model vs CPU dense/sparse")
+    t.add_argument("--layers", help="comma list of benchmark names (default: all nine)")
+    t.add_argument("--pes", type=int, default=64)
+    t.add_argument("--fifo", type=int, default=8)
+    t.add_argument("--clock-mhz", type=float, default=800.0)
+    t.add_argument("--scale", type=float, default=1.0, help="scale layer sizes (tests)")
+    t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(fn=_table)
+
+    f = sub.add_parser("figures", help="the README's design-space figures")
+    f.add_argument("--out", default="docs/figures")
+    f.add_argument("--layers", help="comma list of benchmark names (default: all nine)")
+    f.add_argument("--real-layer", help="the shared real layer .npz (added to the figures)")
+    f.add_argument("--scale", type=float, default=1.0, help="scale layer sizes (tests)")
+    f.set_defaults(fn=_figures)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``eie-model``; returns the exit status.
+
+    Example:
+        >>> main(["simulate", "--layer", "nt-lstm", "--pes", "8", "--fifo", "4", "--json"])
+        ... # doctest: +SKIP
+    """
+    ap = _parser()
+    args = ap.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"eie-model {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

@@ -1,0 +1,686 @@
+"""The fast EIE cycle model: DESIGN §4.4 as a ``lax.scan`` over broadcast events.
+
+The authors' C++ simulator ticks every register of every PE once a cycle. This model steps once
+per *broadcast event* (a non-zero activation, then the bias) and keeps the PE state as arrays with
+a leading PE axis, so a whole layer is ``K`` scan steps of ``O(max_pes)`` vector work, and
+thousands of configurations are one ``jax.vmap`` over that scan (see :mod:`eie_model.sweep`).
+
+Pipeline of one configuration (every stage jittable, PE count and index bits are *traced*):
+
+1. :func:`prepare_layer` (host, NumPy, once per layer): the non-zero coordinates of the codes
+   (bias as column ``n``) and which columns are broadcast.
+2. :func:`pe_work` (device): for ``(n_pes, index_bits)`` the per-PE, per-event work table:
+   entries (fillers included), non-zeros, the CSC address of each slice, and the LNZD latch gaps.
+   Rows are interleaved (row ``i`` in PE ``i % N`` at local row ``i // N``); fillers come from
+   the gaps between consecutive non-zero local rows of a (PE, column) slice after one sort.
+3. :func:`timing` (device): the event recurrence, one ``lax.scan`` step per broadcast::
+
+       ready[k] = e[k-1] + c[k]                        (LNZD: latch / one per cycle rules)
+       e[k]     = max(ready[k], R[k - max(D-1, 1)])    (slot room; R = -inf before event 0)
+       s[i,k]   = max(e[k] + 2, s[i,k-1] + d[i,k-1])   (PE i starts column k)
+       R[k]     = max_i s[i,k]          if D >= 2      (the slot frees when the column starts)
+                = max_i s[i,k] + d[i,k] if D == 1      (no queue: every PE must be idle)
+
+   ``d[i,k] = max(1, entries)`` (``0`` on padding PEs ``i >= N``); ``c[0] = 1 + g0`` (first
+   group latched at cycle 1, each empty group before the first broadcast costs one cycle);
+   ``c[k] = 1`` inside a group; across groups ``c[k] = (1 if lane[k-1] == N-1 else 2) + q``
+   with ``q`` the empty groups skipped. Entry ``m`` (code != 0) of a column is written at
+   ``s + m + 5``; the layer ends one cycle after the last write.
+4. :func:`sram_line_reads` (device, no scan): line reads for a W-bit line from the addresses.
+
+Counters (all ``int32`` unless said; per-PE arrays have length ``max_pes``, zero past ``N``):
+
+* ``cycles``: ``1 + max`` accumulator write cycle. With no write at all (as the reference
+  simulator decides): the cycle the LNZD would latch the group after the last one.
+* ``busy`` (per PE): entries PE ``i`` reads (fillers included; an empty slice's one cycle is
+  not busy).
+* ``useful_macs``: entries with code != 0 in broadcast columns (bias included), all PEs.
+* ``fillers``: filler entries in broadcast columns (they take a cycle, are never written).
+* ``stall_cycles``: broadcast stall cycles, ``sum_k (e[k] - ready[k])``: cycles in which the
+  LNZD unit holds an activation it could broadcast but some PE's queue has no free slot.
+* ``starvation_cycles``: summed over real PEs, ``sum_{k>=1} (s[i,k] - s[i,k-1] - d[i,k-1])``:
+  cycles a PE sits idle with an empty queue between its first and its last column start (the
+  wait before the first column and after the last are not counted). It telescopes to
+  ``f[i] - s[i,0] - sum_k d[i,k]`` with ``f`` the final free time, so the scan carries no
+  counter for it.
+* ``pointer_reads``: ``N * K`` (every PE reads its column pointers for every broadcast).
+* ``spm_line_reads``: per PE walk the broadcast columns' entries in CSC address order; an entry
+  at address ``p`` is on line ``p // entries_per_line``; a read whenever the line changes,
+  starting from no line; summed over PEs.
+* ``mac_efficiency = useful_macs / (cycles * N)``, ``load_efficiency = busy / (cycles * N)``
+  (``float32``).
+
+Example:
+    >>> import numpy as np
+    >>> from eie_model.cycles import simulate_layer
+    >>> codes = np.array([[1, 0, 2], [0, 3, 0]], np.uint8)
+    >>> act = np.array([1.0, 0.0, 2.0], np.float32)
+    >>> out = simulate_layer({"codes": codes, "act": act}, n_pes=2, fifo_depth=2)
+    >>> int(out["useful_macs"]), int(out["pointer_reads"])
+    (2, 4)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "LayerEvents",
+    "PEWork",
+    "ScanTables",
+    "SliceGaps",
+    "Timing",
+    "counters",
+    "pe_work",
+    "prepare_layer",
+    "scan_tables",
+    "simulate_layer",
+    "slice_gaps",
+    "sram_line_reads",
+    "timing",
+]
+
+#: "Minus infinity" for int32 cycle arithmetic (far from overflow when a few cycles are added).
+NEG = -(1 << 29)
+
+
+def _layer_fields(layer: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(codes (m, n), act (n,), bias_codes (m,) or None)`` from a mapping, npz or object."""
+    if isinstance(layer, Mapping) or hasattr(layer, "files"):  # dict or np.load result
+
+        def get(k):
+            return layer[k] if k in layer else None
+
+    else:
+
+        def get(k):
+            return getattr(layer, k, None)
+
+    codes = get("codes")
+    act = get("act")
+    if act is None:
+        act = get("activations")
+    bias = get("bias_codes")
+    if codes is None or act is None:
+        raise TypeError(
+            "layer must provide 'codes' (m, n) and 'act' (n,) (a dict, an npz with the keys of "
+            f"shared/data/eie-layer, or an object with those attributes), got {type(layer)!r}"
+        )
+    codes = np.asarray(codes)
+    act = np.asarray(act)
+    if codes.ndim != 2:
+        raise ValueError(f"layer codes must be 2-D (m outputs, n inputs), got shape {codes.shape}")
+    if act.shape != (codes.shape[1],):
+        raise ValueError(
+            f"layer act must have shape ({codes.shape[1]},) to match codes {codes.shape}, "
+            f"got {act.shape}"
+        )
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (codes.shape[0],):
+            raise ValueError(
+                f"layer bias_codes must have shape ({codes.shape[0]},), got {bias.shape}"
+            )
+    return codes, act, bias
+
+
+class LayerEvents(NamedTuple):
+    """Host-side description of a layer's non-zeros and broadcasts (NumPy, static shapes).
+
+    ``Z`` = non-zero codes (bias included), ``K`` = broadcast events (non-zero activations in
+    index order, then the bias when present).
+
+    Attributes:
+        rows: ``(Z,) int32`` output row of each non-zero, sorted by (column, row).
+        cols: ``(Z,) int32`` input column (the bias is column ``n``).
+        col_bucket: ``(n + 2,) int32`` for each column, the first event whose column is >= it
+            (``K`` past the last broadcast; column ``n + 1`` holds padding).
+        col_is_bcast: ``(n + 2,) bool`` whether the column is broadcast.
+        ev_col: ``(K,) int32`` the column of each event (``n`` for the bias).
+        ev_is_bias: ``(K,) bool``.
+        m: outputs. n: inputs (Python ints; traced when the tuple is a jit argument).
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    col_bucket: np.ndarray
+    col_is_bcast: np.ndarray
+    ev_col: np.ndarray
+    ev_is_bias: np.ndarray
+    m: int
+    n: int
+
+    @property
+    def num_events(self) -> int:
+        """``K``, the number of broadcasts (static)."""
+        return int(self.ev_col.shape[0])
+
+
+def prepare_layer(layer: Any, *, pad_nnz: int | None = None) -> LayerEvents:
+    """Extract the non-zeros and broadcast events of a layer (host side, once per layer).
+
+    Args:
+        layer: mapping / ``np.load`` result / object with ``codes`` ``(m, n)`` uint (0 =
+            pruned), ``act`` ``(n,)`` float and optional ``bias_codes`` ``(m,)``.
+        pad_nnz: keyword-only; pad the non-zero list to this length with dummy entries in a
+            never-broadcast column ``n + 1`` (so layers of equal ``n`` and ``K`` share one
+            compiled program; ``m`` and ``n`` are traced). ``None``: no padding.
+
+    Returns:
+        :class:`LayerEvents`. A bias (when given) is always broadcast, as in the authors'
+        simulator; activations broadcast where ``act != 0``.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.eye(2, dtype=np.uint8), "act": np.ones(2)})
+        >>> ev.num_events, ev.rows.tolist()
+        (2, [0, 1])
+    """
+    codes, act, bias = _layer_fields(layer)
+    m, n = codes.shape
+    full = codes
+    if bias is not None:
+        full = np.concatenate([codes, bias[:, None]], axis=1)
+    cols, rows = np.nonzero(full.T)  # sorted by (col, row)
+    if pad_nnz is not None:
+        if pad_nnz < cols.size:
+            raise ValueError(f"pad_nnz={pad_nnz} is below the layer's {cols.size} non-zeros")
+        extra = pad_nnz - cols.size
+        cols = np.concatenate([cols, np.full(extra, n + 1)])
+        rows = np.concatenate([rows, np.zeros(extra, rows.dtype)])
+    bcast = np.zeros(n + 2, bool)  # column n = bias, n + 1 = padding
+    bcast[:n] = act.astype(np.float32) != 0  # the activation SRAM holds float32
+    bcast[n] = bias is not None
+    ev_col = np.flatnonzero(bcast).astype(np.int32)
+    col_bucket = np.searchsorted(ev_col, np.arange(n + 2), side="left").astype(np.int32)
+    col_bucket[n + 1] = ev_col.size
+    ev_is_bias = ev_col == n
+    return LayerEvents(
+        rows=rows.astype(np.int32),
+        cols=cols.astype(np.int32),
+        col_bucket=col_bucket,
+        col_is_bcast=bcast,
+        ev_col=ev_col,
+        ev_is_bias=ev_is_bias,
+        m=int(m),
+        n=int(n),
+    )
+
+
+class PEWork(NamedTuple):
+    """Per-PE work of one ``(n_pes, index_bits)`` pair; leading PE axis of length ``max_pes``.
+
+    Attributes:
+        entries: ``(max_pes, K) int32`` entries (fillers included) of PE i's slice of event k.
+        nnz: ``(max_pes, K) int32`` non-zero entries of that slice.
+        base: ``(max_pes, K) int32`` CSC address of the slice's first entry in PE i's array.
+        ready_gap: ``(K,) int32`` ``c[k]`` of the LNZD schedule (see module docstring).
+        tail_gap: ``() int32`` cycles from the last broadcast to the latch of the group after
+            the last group (from cycle 0 when there is no broadcast): the end of a layer with
+            no accumulator write.
+        n_pes: ``() int32`` the PE count N (PEs ``>= N`` are padding, all zero).
+    """
+
+    entries: jax.Array
+    nnz: jax.Array
+    base: jax.Array
+    ready_gap: jax.Array
+    tail_gap: jax.Array
+    n_pes: jax.Array
+
+
+class SliceGaps(NamedTuple):
+    """What the per-PE work needs from the PE count N alone (one sort), per non-zero.
+
+    Attributes:
+        seg: ``(Z,) int32`` ``pe * (K + 1) + bucket``: the (PE, event bucket) the non-zero's
+            entries count toward (bucket ``K`` = after the last broadcast, dropped).
+        gap: ``(Z,) int32`` zero local rows ``z`` skipped before it in its (column, PE) slice.
+        bcast: ``(Z,) int32`` 1 where its column is broadcast.
+    """
+
+    seg: jax.Array
+    gap: jax.Array
+    bcast: jax.Array
+
+
+def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
+    """Sort the non-zeros by (column, PE, local row) for N PEs and read off their gaps.
+
+    The only sort of the model (``O(Z log Z)``); shared by every ``index_bits`` of one N.
+
+    Args:
+        ev: :func:`prepare_layer` result (may be a traced pytree).
+        n_pes: ``() int`` N (traced OK).
+
+    Returns:
+        :class:`SliceGaps`.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.array([[1], [0], [0], [2]], np.uint8),
+        ...                     "act": np.ones(1)})
+        >>> slice_gaps(ev, 1).gap.tolist(), slice_gaps(ev, 2).gap.tolist()  # rows 0, 3
+        ([0, 2], [0, 1])
+    """
+    k_ev = ev.num_events
+    n_pes = jnp.asarray(n_pes, jnp.int32)
+    lr_count = (ev.m + n_pes - 1) // n_pes  # local rows per PE
+    rows = jnp.asarray(ev.rows)
+    cols = jnp.asarray(ev.cols)
+    if not rows.shape[0]:
+        z = jnp.zeros(0, jnp.int32)
+        return SliceGaps(z, z, z)
+    row_p = (rows % n_pes) * lr_count + rows // n_pes  # PE-major row order within a column
+    key = jnp.sort(cols * (n_pes * lr_count) + row_p)
+    grp = key // lr_count  # (column, PE) slice id
+    lr = key % lr_count
+    pe = grp % n_pes
+    col = grp // n_pes
+    same = jnp.concatenate([jnp.zeros(1, bool), grp[1:] == grp[:-1]])
+    prev = jnp.concatenate([jnp.zeros(1, jnp.int32), lr[:-1] + 1])
+    gap = lr - jnp.where(same, prev, 0)
+    bucket = jnp.asarray(ev.col_bucket)[col]
+    isb = jnp.asarray(ev.col_is_bcast)[col].astype(jnp.int32)
+    return SliceGaps(
+        seg=(pe * (k_ev + 1) + bucket).astype(jnp.int32),
+        gap=gap.astype(jnp.int32),
+        bcast=isb,
+    )
+
+
+def pe_work(
+    ev: LayerEvents,
+    n_pes: Any,
+    index_bits: Any,
+    *,
+    max_pes: int,
+    gaps: SliceGaps | None = None,
+) -> PEWork:
+    """Per-PE, per-event work for ``n_pes`` PEs and ``index_bits`` relative-index bits.
+
+    Computed on device from the non-zero coordinates: one sort by (column, PE, local row)
+    (:func:`slice_gaps`), fillers ``z >> index_bits`` from the zero run ``z`` before each
+    non-zero, segment sums. ``n_pes`` and ``index_bits`` may be traced (vmappable); ``max_pes``
+    is the static bound.
+
+    Args:
+        ev: :func:`prepare_layer` result.
+        n_pes: ``() int`` PE count N, ``1 <= N <= max_pes``.
+        index_bits: ``() int`` relative-index bits r (a run of g zeros costs ``g >> r`` fillers).
+        max_pes: keyword-only static upper bound of N (sets the PE axis).
+        gaps: keyword-only :func:`slice_gaps` ``(ev, n_pes)`` when already computed.
+
+    Returns:
+        :class:`PEWork` with ``(max_pes, K)`` tables.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.array([[1], [0], [0], [2]], np.uint8),
+        ...                     "act": np.ones(1)})
+        >>> w = pe_work(ev, 1, 1, max_pes=2)  # rows 0 and 3 in PE 0: a gap of 2 -> 1 filler
+        >>> w.entries[:, 0].tolist(), w.nnz[:, 0].tolist()
+        ([3, 0], [2, 0])
+    """
+    if not isinstance(max_pes, int) or max_pes < 1:
+        raise ValueError(f"max_pes must be a positive Python int, got {max_pes!r}")
+    if isinstance(ev.m, int) and (ev.n + 2) * (ev.m + max_pes) >= 2**31:
+        raise ValueError(  # the sort key col * N * ceil(m / N) + row' is int32
+            f"layer too large for the int32 event model: (n + 2) * (m + max_pes) must stay "
+            f"below 2**31, got n={ev.n}, m={ev.m}, max_pes={max_pes}"
+        )
+    k_ev = ev.num_events
+    n_pes = jnp.asarray(n_pes, jnp.int32)
+    r = jnp.asarray(index_bits, jnp.int32)
+    pe_idx = jnp.arange(max_pes, dtype=jnp.int32)
+
+    if ev.rows.shape[0]:
+        if gaps is None:
+            gaps = slice_gaps(ev, n_pes)
+        ent = 1 + jnp.right_shift(gaps.gap, r)
+        data = jnp.stack([ent, ent * gaps.bcast, gaps.bcast], axis=1)
+        sums = jax.ops.segment_sum(data, gaps.seg, num_segments=max_pes * (k_ev + 1))
+        sums = sums.reshape(max_pes, k_ev + 1, 3)[:, :k_ev]
+        total, entries, nnz = sums[..., 0], sums[..., 1], sums[..., 2]
+        base = jnp.cumsum(total, axis=1) - entries
+    else:
+        entries = nnz = base = jnp.zeros((max_pes, k_ev), jnp.int32)
+
+    # LNZD: group / lane of each event (the bias sits at column ceil(n/N)*N, lane 0).
+    bias_col = (ev.n + n_pes - 1) // n_pes * n_pes
+    ev_col = jnp.where(jnp.asarray(ev.ev_is_bias), bias_col, jnp.asarray(ev.ev_col))
+    group = ev_col // n_pes
+    lane = ev_col % n_pes
+    if k_ev:
+        gprev = jnp.concatenate([jnp.full(1, -1, jnp.int32), group[:-1]])
+        lprev = jnp.concatenate([jnp.full(1, -1, jnp.int32), lane[:-1]])
+        cross = jnp.where(lprev == n_pes - 1, 1, 2) + group - gprev - 1
+        gap = jnp.where(group == gprev, 1, cross)
+        ready_gap = gap.at[0].set(1 + group[0])
+    else:
+        ready_gap = jnp.zeros(0, jnp.int32)
+    n_groups = (ev.n + n_pes - 1) // n_pes + jnp.any(jnp.asarray(ev.ev_is_bias)).astype(jnp.int32)
+    if k_ev:
+        tail_gap = jnp.where(lane[-1] == n_pes - 1, 1, 2) + n_groups - 1 - group[-1]
+    else:
+        tail_gap = 1 + n_groups
+    valid = (pe_idx < n_pes)[:, None]
+    return PEWork(
+        entries=jnp.where(valid, entries, 0).astype(jnp.int32),
+        nnz=jnp.where(valid, nnz, 0).astype(jnp.int32),
+        base=jnp.where(valid, base, 0).astype(jnp.int32),
+        ready_gap=ready_gap.astype(jnp.int32),
+        tail_gap=jnp.asarray(tail_gap, jnp.int32),
+        n_pes=n_pes,
+    )
+
+
+class Timing(NamedTuple):
+    """Result of :func:`timing` for one configuration.
+
+    Attributes:
+        cycles: ``() int32``.
+        busy: ``(max_pes,) int32`` per-PE busy cycles.
+        stall_cycles: ``() int32`` broadcast stall cycles.
+        starvation_cycles: ``() int32`` (summed over PEs).
+        last_broadcast: ``() int32`` cycle of the last broadcast (``0`` when none).
+    """
+
+    cycles: jax.Array
+    busy: jax.Array
+    stall_cycles: jax.Array
+    starvation_cycles: jax.Array
+    last_broadcast: jax.Array
+
+
+class ScanTables(NamedTuple):
+    """Event-major tables of ``P`` work tables, the scan's read-only input.
+
+    Attributes:
+        d: ``(K, P, max_pes) int32`` cycles of each slice, ``max(1, entries)`` (0 on padding).
+        w: ``(K, P, max_pes) int32`` ``entries + write_latency`` (end of layer if this slice
+            holds the last write), ``NEG`` for empty slices.
+        c: ``(K, P) int32`` LNZD ready gaps.
+        busy: ``(P, max_pes) int32`` entries per PE. dsum: ``(P, max_pes)`` ``sum_k d``.
+        tail: ``(P,) int32`` tail gaps. n_pes: ``(P,) int32``.
+    """
+
+    d: jax.Array
+    w: jax.Array
+    c: jax.Array
+    busy: jax.Array
+    dsum: jax.Array
+    tail: jax.Array
+    n_pes: jax.Array
+
+
+def scan_tables(work: PEWork, *, write_latency: int = 5) -> ScanTables:
+    """Turn a :class:`PEWork` (or one batched over a leading ``P`` axis) into scan tables.
+
+    Args:
+        work: :func:`pe_work` result, unbatched or with a leading pair axis ``P``.
+        write_latency: keyword-only static pipeline depth to the accumulator write (5).
+
+    Returns:
+        :class:`ScanTables` with a pair axis (``P = 1`` for an unbatched ``work``).
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)})
+        >>> scan_tables(pe_work(ev, 2, 4, max_pes=2)).d.shape
+        (2, 1, 2)
+    """
+    if work.entries.ndim == 2:
+        work = jax.tree.map(lambda x: x[None], work)
+    ent = work.entries  # (P, max_pes, K)
+    valid = jnp.arange(ent.shape[1])[None, :, None] < work.n_pes[:, None, None]
+    d = jnp.where(valid, jnp.maximum(ent, 1), 0)
+    w = jnp.where(ent > 0, ent + write_latency, NEG)
+    return ScanTables(
+        d=jnp.transpose(d, (2, 0, 1)),
+        w=jnp.transpose(w, (2, 0, 1)),
+        c=work.ready_gap.T,
+        busy=ent.sum(-1).astype(jnp.int32),
+        dsum=d.sum(-1).astype(jnp.int32),
+        tail=work.tail_gap,
+        n_pes=work.n_pes,
+    )
+
+
+def _timing_core(tab: ScanTables, pair, fifo_depth, *, max_fifo, bcast_latency, unroll=1):
+    """The scan for one config reading row ``pair`` of the tables.
+
+    A ``jax.vmap`` over configs (``pair``, ``fifo_depth`` batched, ``tab`` not) then gathers a
+    ``(configs, max_pes)`` slab per step instead of materializing a table per configuration.
+    """
+    k_ev, _, max_pes = tab.d.shape
+    ring_len = max(int(max_fifo), 2)
+    fifo_depth = jnp.asarray(fifo_depth, jnp.int32)
+    lookback = jnp.maximum(fifo_depth - 1, 1)
+    is_d1 = fifo_depth == 1
+
+    def step(carry, x):
+        f, ring, e_prev, g, stall = carry
+        d_k, w_k, c_k, k = x
+        d = d_k[pair]
+        ready = e_prev + c_k[pair]
+        e = jnp.maximum(ready, ring[(k - lookback) % ring_len])
+        s = jnp.maximum(e + bcast_latency, f)
+        f_new = s + d
+        ring = ring.at[k % ring_len].set(jnp.max(jnp.where(is_d1, f_new, s)))
+        g = jnp.maximum(g, s + w_k[pair])
+        return (f_new, ring, e, g, stall + (e - ready)), None
+
+    init = (
+        jnp.full(max_pes, NEG, jnp.int32),
+        jnp.full(ring_len, NEG, jnp.int32),
+        jnp.int32(0),
+        jnp.full(max_pes, NEG, jnp.int32),
+        jnp.int32(0),
+    )
+    ks = jnp.arange(k_ev, dtype=jnp.int32)
+    (f, _, e_last, g, stall), _ = lax.scan(step, init, (tab.d, tab.w, tab.c, ks), unroll=unroll)
+    valid = jnp.arange(max_pes) < tab.n_pes[pair]
+    busy = jnp.where(valid, tab.busy[pair], 0)
+    last = jnp.max(g)
+    cycles = jnp.where(last > NEG // 2, last, e_last + tab.tail[pair])
+    if k_ev:
+        s0 = tab.c[0, pair] + bcast_latency  # e[0] = c[0] (no stall possible), s[i,0] = e0 + 2
+        starv = jnp.where(valid, f - s0 - tab.dsum[pair], 0).sum()
+    else:
+        starv = jnp.int32(0)
+    return Timing(
+        cycles=cycles.astype(jnp.int32),
+        busy=busy.astype(jnp.int32),
+        stall_cycles=stall,
+        starvation_cycles=starv.astype(jnp.int32),
+        last_broadcast=e_last,
+    )
+
+
+def timing(
+    work: PEWork,
+    fifo_depth: Any,
+    *,
+    max_fifo: int,
+    bcast_latency: int = 2,
+    write_latency: int = 5,
+    unroll: int = 1,
+) -> Timing:
+    """Run the event recurrence of DESIGN §4.4 for one configuration (``lax.scan`` over K).
+
+    Args:
+        work: :func:`pe_work` result (tables with a leading PE axis).
+        fifo_depth: ``() int`` D >= 1 (traced OK), at most ``max_fifo``.
+        max_fifo: keyword-only static bound of D (ring length of the slot-room history).
+        bcast_latency: cycles from broadcast to earliest column start (2).
+        write_latency: cycles from an entry's read to its accumulator write (5).
+        unroll: ``lax.scan`` unroll factor (speed only).
+
+    Returns:
+        :class:`Timing`.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)})
+        >>> t = timing(pe_work(ev, 2, 4, max_pes=2), 2, max_fifo=2)
+        >>> int(t.cycles), t.busy.tolist()  # e = 1, 3 (slot room); s = 3, 5; last write 10
+        (11, [2, 2])
+    """
+    tab = scan_tables(work, write_latency=write_latency)
+    return _timing_core(
+        tab, 0, fifo_depth, max_fifo=max_fifo, bcast_latency=bcast_latency, unroll=unroll
+    )
+
+
+def sram_line_reads(work: PEWork, entries_per_line: Any) -> jax.Array:
+    """Sparse-matrix SRAM line reads per PE (no scan: addresses are known up front).
+
+    Per PE, the broadcast slices are visited in event order; their entries occupy CSC addresses
+    ``base .. base + entries - 1``; line ``p // entries_per_line``; a read whenever the line
+    differs from the previous entry's, starting from no line.
+
+    Args:
+        work: :func:`pe_work` result.
+        entries_per_line: ``() int`` entries per SRAM line (``W // entry_bits``), >= 1.
+
+    Returns:
+        ``(max_pes,) int32`` line reads per PE.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.ones((1, 3), np.uint8), "act": np.ones(3)})
+        >>> sram_line_reads(pe_work(ev, 1, 4, max_pes=1), 2).tolist()  # addrs 0,1 | 2
+        [2]
+    """
+    epl = jnp.maximum(jnp.asarray(entries_per_line, jnp.int32), 1)
+    ne = work.entries > 0
+    first = work.base // epl
+    last = (work.base + work.entries - 1) // epl
+    last_m = jnp.where(ne, last, -1)
+    if work.entries.shape[1]:
+        prev = lax.cummax(last_m, axis=1)
+        prev = jnp.concatenate([jnp.full((prev.shape[0], 1), -1, prev.dtype), prev[:, :-1]], 1)
+    else:
+        prev = last_m
+    reads = jnp.where(ne, last - first + 1 - (first == prev).astype(jnp.int32), 0)
+    return jnp.sum(reads, axis=1).astype(jnp.int32)
+
+
+def counters(work: PEWork, t: Timing, entries_per_line: Any) -> dict[str, jax.Array]:
+    """All §4.4 counters of one configuration from its work tables and timing.
+
+    Args:
+        work: :func:`pe_work` result.
+        t: :func:`timing` result.
+        entries_per_line: ``() int`` SRAM entries per line.
+
+    Returns:
+        dict of scalars (``int32``; efficiencies ``float32``) plus ``busy`` ``(max_pes,)``:
+        ``cycles, useful_macs, fillers, pointer_reads, spm_line_reads, stall_cycles,
+        starvation_cycles, busy_total, busy_max, mac_efficiency, load_efficiency``.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)})
+        >>> w = pe_work(ev, 2, 4, max_pes=2)
+        >>> int(counters(w, timing(w, 2, max_fifo=2), 8)["spm_line_reads"])
+        2
+    """
+    k_ev = work.entries.shape[1]
+    n = work.n_pes
+    useful = jnp.sum(work.nnz)
+    fillers = jnp.sum(work.entries) - useful
+    cyc = jnp.maximum(t.cycles, 1).astype(jnp.float32)
+    nf = n.astype(jnp.float32)
+    busy_total = jnp.sum(t.busy)
+    return {
+        "cycles": t.cycles,
+        "useful_macs": useful.astype(jnp.int32),
+        "fillers": fillers.astype(jnp.int32),
+        "pointer_reads": (n * k_ev).astype(jnp.int32),
+        "spm_line_reads": jnp.sum(sram_line_reads(work, entries_per_line)),
+        "stall_cycles": t.stall_cycles,
+        "starvation_cycles": t.starvation_cycles,
+        "busy_total": busy_total.astype(jnp.int32),
+        "busy_max": jnp.max(t.busy),
+        "mac_efficiency": useful.astype(jnp.float32) / (cyc * nf),
+        "load_efficiency": busy_total.astype(jnp.float32) / (cyc * nf),
+        "busy": t.busy,
+    }
+
+
+def simulate_layer(
+    layer: Any,
+    *,
+    n_pes: int = 64,
+    fifo_depth: int = 8,
+    index_bits: int = 4,
+    sram_width: int = 64,
+    code_bits: int = 4,
+    bcast_latency: int = 2,
+    write_latency: int = 5,
+) -> dict[str, Any]:
+    """Counters of one layer on one configuration (convenience wrapper, NumPy out).
+
+    Args:
+        layer: see :func:`prepare_layer` (or a :class:`LayerEvents`).
+        n_pes: N. fifo_depth: D. index_bits: r. sram_width: W bits; ``entries_per_line =
+            W // (code_bits + index_bits)``. code_bits: weight-code bits.
+        bcast_latency, write_latency: pipeline latencies (2 and 5 in DESIGN §4.4).
+
+    Returns:
+        dict of NumPy scalars (``busy`` a ``(n_pes,)`` array), keys of :func:`counters`.
+
+    Example:
+        >>> import numpy as np
+        >>> out = simulate_layer({"codes": np.ones((2, 2), np.uint8), "act": np.ones(2)}, n_pes=2)
+        >>> int(out["cycles"]), out["busy"].tolist()  # e = 1, 2; s = 3, 4; last write 9
+        (10, [2, 2])
+    """
+    for name, v, lo in (
+        ("n_pes", n_pes, 1),
+        ("fifo_depth", fifo_depth, 1),
+        ("index_bits", index_bits, 1),
+        ("code_bits", code_bits, 1),
+    ):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    epl = int(sram_width) // (code_bits + index_bits)
+    if epl < 1:
+        raise ValueError(
+            f"sram_width must hold one entry (>= code_bits + index_bits = "
+            f"{code_bits + index_bits} bits), got {sram_width}"
+        )
+    ev = layer if isinstance(layer, LayerEvents) else prepare_layer(layer)
+    max_fifo = 1 << max(int(fifo_depth) - 1, 1).bit_length()  # power-of-two bucket
+    out = _simulate_jit(
+        ev,
+        jnp.int32(n_pes),
+        jnp.int32(index_bits),
+        jnp.int32(fifo_depth),
+        jnp.int32(epl),
+        max_pes=int(n_pes),
+        max_fifo=max_fifo,
+        bcast_latency=int(bcast_latency),
+        write_latency=int(write_latency),
+    )
+    out = jax.tree.map(np.asarray, out)
+    out["busy"] = out["busy"][:n_pes]
+    return out
+
+
+@functools.partial(
+    jax.jit, static_argnames=("max_pes", "max_fifo", "bcast_latency", "write_latency")
+)
+def _simulate_jit(ev, n, r, dd, epl, *, max_pes, max_fifo, bcast_latency, write_latency):
+    w = pe_work(ev, n, r, max_pes=max_pes)
+    t = timing(w, dd, max_fifo=max_fifo, bcast_latency=bcast_latency, write_latency=write_latency)
+    return counters(w, t, epl)

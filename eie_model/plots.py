@@ -1,0 +1,293 @@
+"""Design-space figures from sweep tables (matplotlib, Agg backend; thesis chapter 6).
+
+Each ``fig_*`` function takes ``tables``: a mapping label -> :func:`eie_model.sweep.sweep`
+table (one curve per label) and returns a ``matplotlib.figure.Figure``:
+
+* :func:`fig_fifo`: load efficiency vs FIFO depth (thesis Figure 6.10);
+* :func:`fig_speedup`: speedup over one PE vs number of PEs 1..256 (Figure 6.14);
+* :func:`fig_fillers`: filler fraction of the entries vs number of PEs (Figure 6.15);
+* :func:`fig_balance`: load efficiency and load balance (mean / max busy PE) vs PEs (6.16);
+* :func:`fig_width`: SpMat SRAM line reads and energy vs SRAM width (Figures 6.12 / 6.13);
+* :func:`fig_pareto`: latency-energy-area Pareto front of one table.
+
+:func:`design_space_figures` runs the sweeps and writes all of them (the README's figures).
+
+Example:
+    >>> import numpy as np
+    >>> from eie_model.sweep import grid, sweep
+    >>> from eie_model.plots import fig_fifo
+    >>> layer = {"codes": np.ones((8, 8), np.uint8), "act": np.ones(8, np.float32)}
+    >>> fig = fig_fifo({"ones": sweep(layer, grid(n_pes=4, fifo_depth=[1, 2, 4]))})
+    >>> len(fig.axes)
+    1
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = [
+    "design_space_figures",
+    "fig_balance",
+    "fig_fifo",
+    "fig_fillers",
+    "fig_pareto",
+    "fig_speedup",
+    "fig_width",
+    "plot_sweep",
+    "save_figure",
+]
+
+Tables = Mapping[str, Mapping[str, np.ndarray]]
+
+
+def _curve(t: Mapping[str, np.ndarray], x: str, y: np.ndarray | str):
+    """Mean of ``y`` for each distinct ``x`` (other knobs should be fixed)."""
+    yv = np.asarray(t[y] if isinstance(y, str) else y, np.float64)
+    xs = np.unique(t[x])
+    return xs, np.array([yv[t[x] == v].mean() for v in xs])
+
+
+def _fig(title: str, xlabel: str, ylabel: str, *, logx: bool = False):
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
+
+
+def fig_fifo(tables: Tables):
+    """Load efficiency vs FIFO depth, one curve per table (Figure 6.10)."""
+    fig, ax = _fig("Load efficiency vs FIFO depth", "FIFO depth", "load efficiency", logx=True)
+    for label, t in tables.items():
+        ax.plot(*_curve(t, "fifo_depth", "load_efficiency"), marker="o", ms=3, label=label)
+    _legend(ax)
+    return fig
+
+
+def fig_speedup(tables: Tables):
+    """Speedup over the smallest PE count vs number of PEs, with the ideal line (Figure 6.14)."""
+    fig, ax = _fig("Speedup vs number of PEs", "PEs", "speedup over 1 PE", logx=True)
+    ax.set_yscale("log", base=2)
+    xs = None
+    for label, t in tables.items():
+        xs, cyc = _curve(t, "n_pes", "cycles")
+        ax.plot(xs, cyc[0] / cyc * xs[0], marker="o", ms=3, label=label)
+    if xs is not None:
+        ax.plot(xs, xs / xs[0], "k--", lw=1, label="ideal")
+    _legend(ax)
+    return fig
+
+
+def fig_fillers(tables: Tables):
+    """Filler entries / all entries read vs number of PEs (Figure 6.15)."""
+    fig, ax = _fig("Filler zeros vs number of PEs", "PEs", "filler fraction", logx=True)
+    for label, t in tables.items():
+        frac = t["fillers"] / np.maximum(t["fillers"] + t["useful_macs"], 1)
+        ax.plot(*_curve(t, "n_pes", frac), marker="o", ms=3, label=label)
+    _legend(ax)
+    return fig
+
+
+def fig_balance(tables: Tables):
+    """Load efficiency (solid) and load balance = mean/max busy PE (dashed) vs PEs (6.16)."""
+    fig, ax = _fig("Load balance vs number of PEs", "PEs", "efficiency", logx=True)
+    for label, t in tables.items():
+        (line,) = ax.plot(*_curve(t, "n_pes", "load_efficiency"), marker="o", ms=3, label=label)
+        ax.plot(*_curve(t, "n_pes", "load_balance"), ls="--", color=line.get_color(), lw=1)
+    ax.set_ylim(0, 1.02)
+    _legend(ax)
+    return fig
+
+
+def fig_width(tables: Tables):
+    """SpMat SRAM line reads (left) and energy (right) vs SRAM width (Figures 6.12 / 6.13)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4), dpi=100)
+    for ax, lab in ((a1, "SpMat line reads"), (a2, "energy per layer (uJ)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("SRAM width (bits)")
+        ax.set_ylabel(lab)
+        ax.grid(True, alpha=0.3)
+    for label, t in tables.items():
+        a1.plot(*_curve(t, "sram_width", "spm_line_reads"), marker="o", ms=3, label=label)
+        if "energy_j" in t:
+            xs, e = _curve(t, "sram_width", "energy_j")
+            a2.plot(xs, e * 1e6, marker="o", ms=3, label=label)
+    a1.set_yscale("log")
+    a1.set_title("SRAM reads vs width")
+    a2.set_title("Energy vs width")
+    _legend(a2)
+    fig.tight_layout()
+    return fig
+
+
+def fig_pareto(table: Mapping[str, np.ndarray], *, title: str = "Pareto front"):
+    """Latency vs energy of every configuration, coloured by area; the latency-energy front
+    (line) and the latency-energy-area front (ringed)."""
+    from eie_model.sweep import pareto_front
+
+    fig, ax = _fig(title, "latency (us)", "energy (uJ)")
+    lat, en, area = table["latency_us"], table["energy_j"] * 1e6, table["area_mm2"]
+    sc = ax.scatter(lat, en, c=area, s=8, cmap="viridis")
+    fig.colorbar(sc, ax=ax, label="area (mm^2)")
+    f2 = pareto_front(table, ("latency_us", "energy_j"))
+    order = np.argsort(lat[f2])
+    ax.plot(lat[f2][order], en[f2][order], "r-", lw=1, label="latency-energy front")
+    f3 = pareto_front(table, ("latency_us", "energy_j", "area_mm2"))
+    ax.scatter(
+        lat[f3],
+        en[f3],
+        s=30,
+        facecolors="none",
+        edgecolors="k",
+        lw=0.6,
+        label="latency-energy-area front",
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _legend(ax)
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike) -> str:
+    """Save a figure as PNG atomically (temp file + fsync + rename) and close it."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".png")
+    try:
+        fig.tight_layout()
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_sweep(
+    table: Mapping[str, np.ndarray], out_dir: str | os.PathLike, *, label: str = "layer"
+) -> list[str]:
+    """Write the figures a sweep's varying axes support (for ``eie-model sweep --plots``).
+
+    Returns:
+        the paths written.
+    """
+    paths = []
+    tabs = {label: table}
+
+    def varies(k):
+        return len(np.unique(table[k])) > 1
+
+    if varies("fifo_depth"):
+        paths.append(save_figure(fig_fifo(tabs), os.path.join(out_dir, "fifo.png")))
+    if varies("n_pes"):
+        paths.append(save_figure(fig_speedup(tabs), os.path.join(out_dir, "speedup.png")))
+        paths.append(save_figure(fig_fillers(tabs), os.path.join(out_dir, "fillers.png")))
+        paths.append(save_figure(fig_balance(tabs), os.path.join(out_dir, "balance.png")))
+    if varies("sram_width"):
+        paths.append(save_figure(fig_width(tabs), os.path.join(out_dir, "width.png")))
+    if "energy_j" in table and len(table["cycles"]) > 1:
+        paths.append(save_figure(fig_pareto(table), os.path.join(out_dir, "pareto.png")))
+    return paths
+
+
+#: Axes of the README's design-space sweeps (the thesis' ranges).
+FIFO_DEPTHS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 64, 128, 256)
+PE_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SRAM_WIDTHS = (16, 32, 64, 128, 256, 512)
+
+
+def design_space_figures(
+    out_dir: str | os.PathLike,
+    *,
+    layers: Sequence[str] | None = None,
+    real_layer: str | os.PathLike | None = None,
+    scale: float = 1.0,
+    seed: int = 0,
+) -> list[str]:
+    """Sweep the nine benchmark layers (and the real layer) and write the six figures.
+
+    Sweeps per layer: FIFO depth :data:`FIFO_DEPTHS` at 64 PEs; PEs :data:`PE_COUNTS` at
+    FIFO 8; SRAM width :data:`SRAM_WIDTHS` at 64 PEs, FIFO 8. Pareto front: the real layer
+    (else the first layer) over PEs 16..256 x FIFO 2..16 x width 32..256 x 8/16-bit.
+
+    Args:
+        out_dir: folder for ``eie_fifo.png eie_speedup.png eie_fillers.png eie_balance.png
+            eie_width.png eie_pareto.png``.
+        layers: benchmark names (default: all nine).
+        real_layer: optional ``.npz`` of the shared real layer, plotted as ``real``.
+        scale: scale the synthetic layers' sizes (for quick tests).
+        seed: synthetic layers' seed.
+
+    Returns:
+        the paths written.
+    """
+    from eie_model.layers import BENCHMARKS, load_npz_layer, synthetic_layer
+    from eie_model.sweep import grid, sweep
+
+    names = list(layers) if layers else list(BENCHMARKS)
+    items: list[tuple[str, Any]] = []
+    for name in names:
+        s = BENCHMARKS[name]
+        m, n = max(1, round(s.n_out * scale)), max(1, round(s.n_in * scale))
+        items.append(
+            (name, synthetic_layer(m, n, s.weight_density, s.act_density, seed=seed, name=name))
+        )
+    if real_layer is not None:
+        items.append(("real", load_npz_layer(real_layer)))
+    fifo, pes, width = {}, {}, {}
+    for label, layer in items:
+        fifo[label] = sweep(layer, grid(n_pes=64, fifo_depth=FIFO_DEPTHS))
+        pes[label] = sweep(layer, grid(n_pes=PE_COUNTS, fifo_depth=8))
+        width[label] = sweep(layer, grid(n_pes=64, fifo_depth=8, sram_width=SRAM_WIDTHS))
+    p_label, p_layer = items[-1]
+    pareto = sweep(
+        p_layer,
+        grid(
+            n_pes=[16, 32, 64, 128, 256],
+            fifo_depth=[2, 4, 8, 16],
+            sram_width=[32, 64, 128, 256],
+            act_bits=[8, 16],
+            weight_bits=[8, 16],
+        ),
+    )
+    j = os.path.join
+    return [
+        save_figure(fig_fifo(fifo), j(out_dir, "eie_fifo.png")),
+        save_figure(fig_speedup(pes), j(out_dir, "eie_speedup.png")),
+        save_figure(fig_fillers(pes), j(out_dir, "eie_fillers.png")),
+        save_figure(fig_balance(pes), j(out_dir, "eie_balance.png")),
+        save_figure(fig_width(width), j(out_dir, "eie_width.png")),
+        save_figure(
+            fig_pareto(pareto, title=f"Pareto front ({p_label})"), j(out_dir, "eie_pareto.png")
+        ),
+    ]

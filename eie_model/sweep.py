@@ -1,0 +1,604 @@
+"""Design-space sweeps: thousands of EIE configurations of one layer in one compiled call.
+
+``sweep(layer, configs)`` evaluates a batch of configurations — PE count ``n_pes``, FIFO depth
+``fifo_depth``, relative-index bits ``index_bits``, SRAM line width ``sram_width``, precisions
+``act_bits`` / ``weight_bits`` and ``clock_hz`` — and returns a table (dict of 1-D NumPy
+arrays, one row per configuration) with every counter of DESIGN §4.4, the latency, energy and
+area.
+
+How the batch is evaluated (each counter depends on a few knobs only, so each stage runs once per
+distinct value of those knobs, found on the host):
+
+1. per distinct ``(n_pes, index_bits)`` pair: the per-PE work tables (:func:`cycles.pe_work`,
+   on device, ``jax.vmap`` over pairs — one sort of the non-zeros per pair);
+2. per distinct ``(n_pes, index_bits, fifo_depth)`` triple: the timing scan
+   (:func:`cycles.timing`'s core), ``jax.vmap`` over triples, **sharded over every local device**
+   with a 1-D :class:`jax.sharding.Mesh` (``jax.shard_map``; the batch is padded to a multiple
+   of the device count);
+3. per distinct ``(pair, entries per line)``: the SRAM line reads (no scan);
+4. per configuration: gathers, then energy and area (:mod:`eie_model.energy`).
+
+Shapes are padded to power-of-two buckets, so the number of compilations does not grow with the
+number of configurations (a sweep of 10 or 10,000 configurations of one layer compiles the
+timing scan at most once per bucket; ``chunk=`` fixes the shape completely).
+
+Multi-host: call ``jax.distributed.initialize()`` on every host first (same script, same
+configurations on every host); :func:`sweep` then builds its mesh over ``jax.devices()`` (all
+hosts' devices) and gathers the result on every host.
+
+Example:
+    >>> import numpy as np
+    >>> from eie_model.sweep import grid, sweep
+    >>> layer = {"codes": np.eye(4, dtype=np.uint8), "act": np.ones(4, np.float32)}
+    >>> t = sweep(layer, grid(n_pes=[1, 2], fifo_depth=[1, 4]))
+    >>> t["cycles"].tolist()
+    [18, 12, 18, 12]
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from eie_model import cycles
+
+__all__ = [
+    "CONFIG_FIELDS",
+    "DEFAULTS",
+    "ENERGY_COLUMNS",
+    "grid",
+    "pareto_front",
+    "sweep",
+    "to_records",
+    "write_csv",
+    "write_json",
+]
+
+#: The configuration columns of a sweep, in table order.
+CONFIG_FIELDS: tuple[str, ...] = (
+    "n_pes",
+    "fifo_depth",
+    "index_bits",
+    "sram_width",
+    "act_bits",
+    "weight_bits",
+    "clock_hz",
+)
+#: Defaults of the configuration columns (EIE as built: 64 PEs, 8-deep FIFO, 4-bit index,
+#: 64-bit SpMat line, 16-bit arithmetic, 800 MHz).
+DEFAULTS: dict[str, float] = {
+    "n_pes": 64,
+    "fifo_depth": 8,
+    "index_bits": 4,
+    "sram_width": 64,
+    "act_bits": 16,
+    "weight_bits": 16,
+    "clock_hz": 800e6,
+}
+_INT_FIELDS = CONFIG_FIELDS[:-1]
+
+
+def grid(**axes: Any) -> dict[str, np.ndarray]:
+    """The full Cartesian grid of the given axes (others take :data:`DEFAULTS`).
+
+    Args:
+        **axes: field name -> value or sequence of values (fields of :data:`CONFIG_FIELDS`).
+
+    Returns:
+        dict of 1-D arrays of equal length (``int32``; ``clock_hz`` ``float64``), the last
+        axis varying fastest.
+
+    Example:
+        >>> g = grid(n_pes=[1, 2], fifo_depth=[2, 4, 8])
+        >>> g["n_pes"].tolist(), g["fifo_depth"].tolist()
+        ([1, 1, 1, 2, 2, 2], [2, 4, 8, 2, 4, 8])
+    """
+    for k in axes:
+        if k not in CONFIG_FIELDS:
+            raise ValueError(f"grid: unknown field {k!r}; fields are {CONFIG_FIELDS}")
+    lists = [np.atleast_1d(np.asarray(v)).ravel() for v in axes.values()]
+    for k, v in zip(axes, lists, strict=True):
+        if v.size == 0:
+            raise ValueError(f"grid: axis {k!r} is empty; give at least one value")
+    combos = list(itertools.product(*[v.tolist() for v in lists]))
+    out = {k: np.array([c[i] for c in combos]) for i, k in enumerate(axes)}
+    return _normalize(out)
+
+
+def _normalize(configs: Any) -> dict[str, np.ndarray]:
+    """Configs (mapping, EIEConfig or sequence of them) -> validated dict of 1-D columns."""
+    if hasattr(configs, "static") and hasattr(configs, "arrays"):  # an EIEConfig (batched OK)
+        configs = [configs]
+    if isinstance(configs, Sequence) and not isinstance(configs, (str, bytes)):
+        rows: dict[str, list] = {k: [] for k in CONFIG_FIELDS}
+        for c in configs:
+            if not (hasattr(c, "static") and hasattr(c, "arrays")):
+                raise TypeError(f"configs: expected EIEConfig items, got {type(c).__name__}")
+            if getattr(c, "acc_regs", None) is not None:
+                raise ValueError(
+                    "configs: acc_regs (extra output passes) is not modelled by the fast "
+                    "model; use eie_model.reference.simulate for it, or leave acc_regs=None"
+                )
+            if (c.bcast_latency, c.write_latency) != (2, 5):
+                raise ValueError(
+                    "configs: give non-default pipeline latencies as sweep(..., "
+                    "bcast_latency=, write_latency=), not per EIEConfig"
+                )
+            shape = c.batch_shape
+            for k in CONFIG_FIELDS:
+                v = getattr(c, k)
+                rows[k].append(np.broadcast_to(np.asarray(v), shape).ravel())
+        configs = {k: np.concatenate(v) for k, v in rows.items()}
+    if not isinstance(configs, Mapping):
+        raise TypeError(
+            "configs must be a mapping of field -> values (see grid()), an EIEConfig or a "
+            f"sequence of EIEConfig, got {type(configs).__name__}"
+        )
+    for k in configs:
+        if k not in CONFIG_FIELDS:
+            raise ValueError(f"configs: unknown field {k!r}; fields are {CONFIG_FIELDS}")
+    cols = {k: np.asarray(configs.get(k, DEFAULTS[k])) for k in CONFIG_FIELDS}
+    try:
+        cols = dict(zip(cols, np.broadcast_arrays(*cols.values()), strict=True))
+    except ValueError:
+        shapes = {k: v.shape for k, v in cols.items()}
+        raise ValueError(f"configs: columns must broadcast to one length, got {shapes}") from None
+    out = {}
+    for k, v in cols.items():
+        v = np.atleast_1d(v).ravel()
+        if k in _INT_FIELDS:
+            if not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
+                raise ValueError(f"configs: {k} must hold whole numbers, got {v[:5]}")
+            v = v.astype(np.int64)
+        else:
+            v = v.astype(np.float64)
+        out[k] = v
+    checks = {
+        "n_pes": (1, 1 << 14),
+        "fifo_depth": (1, 1 << 14),
+        "index_bits": (1, 16),
+        "sram_width": (1, 1 << 16),
+    }
+    for k, (lo, hi) in checks.items():
+        bad = (out[k] < lo) | (out[k] > hi)
+        if bad.any():
+            raise ValueError(f"configs: {k} must lie in {lo}..{hi}, got {out[k][bad][:5].tolist()}")
+    for k in ("act_bits", "weight_bits"):
+        if not np.all(np.isin(out[k], (8, 16, 32))):
+            raise ValueError(f"configs: {k} must be 8, 16 or 32, got {np.unique(out[k]).tolist()}")
+    if np.any(out["clock_hz"] <= 0):
+        raise ValueError("configs: clock_hz must be > 0")
+    return {k: (v.astype(np.int32) if k in _INT_FIELDS else v) for k, v in out.items()}
+
+
+def _bucket(n: int, multiple: int = 1) -> int:
+    """Smallest power of two >= n, rounded up to a multiple of ``multiple``."""
+    b = 1 << max(n - 1, 0).bit_length()
+    return -(-b // multiple) * multiple
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+    return (
+        np.concatenate([a, np.repeat(a[:1], size - a.shape[0], axis=0)]) if size > a.shape[0] else a
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("max_pes", "write_latency"))
+def _work_tables(ev, pair_n, pair_r, n_pairs, *, max_pes, write_latency):
+    """Work tables of every (N, r) pair, pairs sorted by N: a ``lax.scan`` that sorts the
+    non-zeros only when N changes (one sort per distinct N, one ``(Z,)`` sort in memory) and
+    skips the padding pairs (index >= ``n_pairs``) with ``lax.cond``."""
+
+    def gaps_of(n):
+        return cycles.slice_gaps(ev, n)
+
+    def work_of(n, r, g):
+        return cycles.pe_work(ev, n, r, max_pes=max_pes, gaps=g)
+
+    g_shape = jax.eval_shape(gaps_of, pair_n[0])
+    w_shape = jax.eval_shape(work_of, pair_n[0], pair_r[0], g_shape)
+    zeros = functools.partial(jax.tree.map, lambda a: jnp.zeros(a.shape, a.dtype))
+
+    def body(carry, x):
+        gaps, prev_n = carry
+        i, n, r = x
+        valid = i < n_pairs
+        gaps = jax.lax.cond(valid & (n != prev_n), gaps_of, lambda _: gaps, n)
+        work = jax.lax.cond(valid, lambda: work_of(n, r, gaps), lambda: zeros(w_shape))
+        return (gaps, jnp.where(valid, n, prev_n)), work
+
+    idx = jnp.arange(pair_n.shape[0], dtype=jnp.int32)
+    init = (zeros(g_shape), jnp.int32(-1))
+    _, works = jax.lax.scan(body, init, (idx, pair_n, pair_r))
+    tab = cycles.scan_tables(works, write_latency=write_latency)
+    useful = works.nnz.sum((1, 2))
+    fillers = works.entries.sum((1, 2)) - useful
+    return works, tab, useful, fillers
+
+
+def _timing_batch_impl(tab, pair, fifo, *, max_fifo, bcast_latency, unroll, mesh):
+    """vmap of the scan over timing triples, sharded over ``mesh``'s single axis."""
+
+    def local(tab, pair, fifo):
+        f = functools.partial(
+            cycles._timing_core,
+            max_fifo=max_fifo,
+            bcast_latency=bcast_latency,
+            unroll=unroll,
+        )
+        t = jax.vmap(f, in_axes=(None, 0, 0))(tab, pair, fifo)
+        return t.cycles, t.busy, t.stall_cycles, t.starvation_cycles
+
+    if mesh is None:
+        return local(tab, pair, fifo)
+    rep = jax.tree.map(lambda _: P(), tab)
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(rep, P("configs"), P("configs")),
+        out_specs=(P("configs"), P("configs"), P("configs"), P("configs")),
+        check_vma=False,  # the scan carry starts replicated and becomes per-device
+    )(tab, pair, fifo)
+
+
+_STATIC_T = ("max_fifo", "bcast_latency", "unroll", "mesh")
+_timing_batch = jax.jit(_timing_batch_impl, static_argnames=_STATIC_T)
+
+
+@jax.jit
+def _line_table(works, line_pair, line_epl):
+    def one(p, e):
+        w = jax.tree.map(lambda x: x[p], works)
+        return cycles.sram_line_reads(w, e).sum()
+
+    return jax.lax.map(lambda a: one(*a), (line_pair, line_epl))
+
+
+def _mesh(devices: Any) -> Mesh | None:
+    if devices is None:
+        devices = jax.devices()
+    devices = list(devices)
+    if len(devices) <= 1:
+        return None
+    return Mesh(np.array(devices), ("configs",))
+
+
+def _gather(x: Any) -> np.ndarray:
+    if jax.process_count() > 1:  # multi-host: every host gets the whole result
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+#: Columns that :mod:`eie_model.energy` adds to a sweep table.
+ENERGY_COLUMNS: tuple[str, ...] = (
+    "energy_j",
+    "power_w",
+    "area_mm2",
+    "gops",
+    "gops_per_w",
+    "frames_per_s",
+    "frames_per_s_per_mm2",
+    "spmat_j",
+    "pointer_j",
+    "arith_j",
+    "actrw_j",
+    "queue_j",
+    "broadcast_j",
+    "static_j",
+)
+
+
+def _energy_columns(table: dict[str, np.ndarray], code_bits: int) -> dict[str, np.ndarray]:
+    """Energy, power, area and throughput per configuration (:func:`energy.energy_report`).
+
+    ``energy_report`` takes an ``EIEConfig`` whose ``n_pes`` / ``index_bits`` are static, so
+    it is called once per distinct (N, r) with the other knobs as arrays (vectorized).
+    """
+    from eie_model.config import EIEConfig
+    from eie_model.energy import energy_report
+
+    n_rows = table["n_pes"].shape[0]
+    out = {k: np.zeros(n_rows) for k in ENERGY_COLUMNS}
+    keys = np.stack([table["n_pes"], table["index_bits"]], 1)
+    for n, r in np.unique(keys, axis=0):
+        sel = np.flatnonzero((keys[:, 0] == n) & (keys[:, 1] == r))
+        cfg = EIEConfig(
+            n_pes=int(n),
+            index_bits=int(r),
+            code_bits=int(code_bits),
+            fifo_depth=table["fifo_depth"][sel],
+            sram_width=table["sram_width"][sel],
+            act_bits=table["act_bits"][sel],
+            weight_bits=table["weight_bits"][sel],
+            clock_hz=table["clock_hz"][sel],
+        )
+        cnt = {
+            k: table[k][sel]
+            for k in ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads")
+        }
+        rep = energy_report(cnt, cfg)._asdict()
+        for k in ENERGY_COLUMNS:
+            out[k][sel] = np.asarray(rep[k], np.float64)
+    return out
+
+
+def sweep(
+    layer: Any,
+    configs: Any,
+    *,
+    code_bits: int | None = None,
+    bcast_latency: int = 2,
+    write_latency: int = 5,
+    devices: Sequence[Any] | None = None,
+    chunk: int | None = None,
+    progress: Callable[[int, int], None] | bool = False,
+    unroll: int = 4,
+) -> dict[str, np.ndarray]:
+    """Evaluate every configuration of ``configs`` on ``layer``.
+
+    Args:
+        layer: a ``Layer`` / mapping / npz with ``codes``, ``act``, optional ``bias_codes``
+            and ``codebook`` (its length sets ``code_bits``), or a
+            :class:`cycles.LayerEvents` (then give ``code_bits``).
+        configs: mapping field -> values (broadcast together; see :func:`grid`), an
+            ``EIEConfig`` (batched or not) or a sequence of them. Missing fields take
+            :data:`DEFAULTS`.
+        code_bits: bits of a weight code (default: from the codebook, else 4); an SRAM line
+            holds ``sram_width // (code_bits + index_bits)`` entries.
+        bcast_latency, write_latency: pipeline latencies (2 and 5 in DESIGN §4.4).
+        devices: devices to shard the timing batch over (default: all of ``jax.devices()``).
+        chunk: evaluate the timing triples in fixed chunks of this size (one compiled shape
+            whatever the number of configurations; enables ``progress``). ``None``: one call.
+        progress: ``True`` for a tqdm bar, or a callable ``(done, total)`` called per chunk.
+        unroll: ``lax.scan`` unroll factor (speed only).
+
+    Returns:
+        dict of 1-D NumPy arrays, one row per configuration: the :data:`CONFIG_FIELDS`, then
+        ``cycles, latency_us, useful_macs, fillers, pointer_reads, spm_line_reads,
+        stall_cycles, starvation_cycles, busy_total, busy_max, load_balance,
+        mac_efficiency, load_efficiency`` and the :data:`ENERGY_COLUMNS` of
+        :func:`eie_model.energy.energy_report` (``energy_j``, ``power_w``, ``area_mm2`` ...).
+
+    Example:
+        >>> import numpy as np
+        >>> layer = {"codes": np.ones((4, 4), np.uint8), "act": np.ones(4, np.float32)}
+        >>> t = sweep(layer, {"n_pes": [1, 2, 4], "fifo_depth": 2})
+        >>> t["useful_macs"].tolist(), t["pointer_reads"].tolist()
+        ([16, 16, 16], [4, 8, 16])
+    """
+    cols = _normalize(configs)
+    if isinstance(layer, cycles.LayerEvents):
+        ev = layer
+        cb = 4 if code_bits is None else code_bits
+    else:
+        ev = cycles.prepare_layer(layer)
+        if code_bits is None:
+            book = layer.get("codebook") if isinstance(layer, Mapping) else None
+            if book is None and not isinstance(layer, Mapping):
+                book = getattr(layer, "codebook", None)
+            cb = int(np.asarray(book).shape[0]).bit_length() - 1 if book is not None else 4
+        else:
+            cb = code_bits
+    n_cfg = cols["n_pes"].shape[0]
+    epl = cols["sram_width"] // (cb + cols["index_bits"])
+    if np.any(epl < 1):
+        raise ValueError(
+            f"configs: sram_width must hold one entry (>= code_bits + index_bits = "
+            f"{cb} + index_bits bits); got widths {cols['sram_width'][epl < 1][:5].tolist()}"
+        )
+    max_pes = _bucket(int(cols["n_pes"].max()))
+    if (ev.n + 2) * (ev.m + max_pes) >= 2**31:
+        raise ValueError("layer too large for the int32 event model (see cycles.pe_work)")
+    max_fifo = _bucket(int(cols["fifo_depth"].max()))
+
+    # distinct knob combinations (host)
+    pairs, pair_of = np.unique(
+        np.stack([cols["n_pes"], cols["index_bits"]], 1), axis=0, return_inverse=True
+    )
+    trips, trip_of = np.unique(
+        np.stack([pair_of, cols["fifo_depth"]], 1), axis=0, return_inverse=True
+    )
+    lines, line_of = np.unique(np.stack([pair_of, epl], 1), axis=0, return_inverse=True)
+    pair_of, trip_of, line_of = pair_of.ravel(), trip_of.ravel(), line_of.ravel()
+
+    pp = _pad(pairs.astype(np.int32), _bucket(len(pairs)))  # np.unique: sorted by N, then r
+    works, tab, useful, fillers = _work_tables(
+        ev,
+        pp[:, 0],
+        pp[:, 1],
+        np.int32(len(pairs)),
+        max_pes=max_pes,
+        write_latency=write_latency,
+    )
+
+    mesh = _mesh(devices)
+    ndev = 1 if mesh is None else mesh.size
+    n_trip = len(trips)
+    size = _bucket(n_trip, ndev) if chunk is None else -(-int(chunk) // ndev) * ndev
+    n_chunks = -(-n_trip // size)
+    tp = _pad(trips.astype(np.int32), n_chunks * size)
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_trip, desc="sweep", unit="cfg")
+    outs = []
+    for c in range(n_chunks):
+        sl = tp[c * size : (c + 1) * size]
+        pair_a, fifo_a = sl[:, 0], sl[:, 1]
+        if mesh is not None:
+            sh = NamedSharding(mesh, P("configs"))
+            pair_a, fifo_a = jax.device_put(pair_a, sh), jax.device_put(fifo_a, sh)
+        res = _timing_batch(
+            tab,
+            pair_a,
+            fifo_a,
+            max_fifo=max_fifo,
+            bcast_latency=bcast_latency,
+            unroll=unroll,
+            mesh=mesh,
+        )
+        outs.append([_gather(x) for x in res])
+        done = min((c + 1) * size, n_trip)
+        if bar is not None:
+            bar.update(done - bar.n)
+        elif callable(progress):
+            progress(done, n_trip)
+    if bar is not None:
+        bar.close()
+    t_cycles, t_busy, t_stall, t_starv = (
+        np.concatenate(x)[:n_trip] for x in zip(*outs, strict=True)
+    )
+
+    lp = _pad(lines.astype(np.int32), _bucket(len(lines)))
+    line_reads = np.asarray(_line_table(works, lp[:, 0], lp[:, 1]))[: len(lines)]
+    useful = np.asarray(useful)[: len(pairs)]
+    fillers = np.asarray(fillers)[: len(pairs)]
+
+    n = cols["n_pes"].astype(np.int64)
+    cyc = t_cycles[trip_of].astype(np.int64)
+    busy = t_busy[trip_of].astype(np.int64)  # (configs, max_pes)
+    busy_total = busy.sum(1)
+    busy_max = busy.max(1)
+    denom = np.maximum(cyc, 1) * n
+    out = dict(cols)
+    out.update(
+        cycles=cyc,
+        latency_us=cyc / cols["clock_hz"] * 1e6,
+        useful_macs=useful[pair_of].astype(np.int64),
+        fillers=fillers[pair_of].astype(np.int64),
+        pointer_reads=n * ev.num_events,
+        spm_line_reads=line_reads[line_of].astype(np.int64),
+        stall_cycles=t_stall[trip_of].astype(np.int64),
+        starvation_cycles=t_starv[trip_of].astype(np.int64),
+        busy_total=busy_total,
+        busy_max=busy_max,
+        load_balance=np.where(busy_max > 0, busy_total / np.maximum(busy_max * n, 1), 1.0),
+        mac_efficiency=useful[pair_of] / denom,
+        load_efficiency=busy_total / denom,
+    )
+    out.update(_energy_columns(out, cb))
+    assert all(v.shape[0] == n_cfg for v in out.values())
+    return out
+
+
+def to_records(table: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The table as a NumPy structured array (one record per configuration).
+
+    Example:
+        >>> to_records({"a": np.array([1, 2]), "b": np.array([0.5, 1.0])})["b"].tolist()
+        [0.5, 1.0]
+    """
+    names = list(table)
+    return np.rec.fromarrays([np.asarray(table[k]) for k in names], names=names)
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _py(v: Any) -> Any:
+    v = v.item() if hasattr(v, "item") else v
+    return v
+
+
+def write_csv(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write the table as CSV (header = column names), atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+        >>> write_csv({"cycles": np.array([3, 4])}, p)
+        >>> p.read_text().split()
+        ['cycles', '3', '4']
+    """
+    names = list(table)
+
+    def w(f):
+        wr = csv.writer(f)
+        wr.writerow(names)
+        for row in zip(*(np.asarray(table[k]).tolist() for k in names), strict=True):
+            wr.writerow(row)
+
+    _atomic_write(path, w)
+
+
+def write_json(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write the table as a JSON list of row objects, atomically.
+
+    Example:
+        >>> import tempfile, pathlib, json
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.json"
+        >>> write_json({"cycles": np.array([3])}, p)
+        >>> json.loads(p.read_text())
+        [{'cycles': 3}]
+    """
+    names = list(table)
+    rows = [
+        dict(zip(names, r, strict=True))
+        for r in zip(*(np.asarray(table[k]).tolist() for k in names), strict=True)
+    ]
+    _atomic_write(path, lambda f: json.dump(rows, f, indent=1))
+
+
+def pareto_front(
+    table: Mapping[str, np.ndarray], objectives: Sequence[str] = ("latency_us", "energy_j")
+) -> np.ndarray:
+    """Mask of the configurations no other configuration dominates (all objectives minimized).
+
+    A row is dominated when another row is <= in every objective and < in at least one.
+
+    Args:
+        table: a :func:`sweep` result (or any dict of equal-length columns).
+        objectives: column names to minimize (negate a column to maximize it).
+
+    Returns:
+        ``(rows,) bool``.
+
+    Example:
+        >>> t = {"x": np.array([1, 2, 3, 2]), "y": np.array([3, 1, 2, 3])}
+        >>> pareto_front(t, ("x", "y")).tolist()
+        [True, True, False, False]
+    """
+    if not objectives:
+        raise ValueError("pareto_front: give at least one objective column")
+    for k in objectives:
+        if k not in table:
+            raise ValueError(f"pareto_front: no column {k!r}; columns are {sorted(table)}")
+    pts = np.stack([np.asarray(table[k], np.float64) for k in objectives], 1)
+    n = pts.shape[0]
+    keep = np.ones(n, bool)
+    step = max(1, 4_000_000 // max(n, 1))
+    for lo in range(0, n, step):
+        blk = pts[lo : lo + step]  # (b, k) candidates vs all points
+        le = np.all(pts[None, :, :] <= blk[:, None, :], axis=2)
+        lt = np.any(pts[None, :, :] < blk[:, None, :], axis=2)
+        keep[lo : lo + step] = ~np.any(le & lt, axis=1)
+    return keep

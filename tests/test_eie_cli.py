@@ -1,0 +1,183 @@
+"""Tests of the eie-model command line (eie_model.cli)."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+
+from eie_model import cli
+from eie_model.config import EIEConfig
+from eie_model.reference import simulate
+
+
+def _npz(tmp_path: Path, seed=0, m=24, n=20) -> Path:
+    rng = np.random.default_rng(seed)
+    codes = np.where(rng.random((m, n)) < 0.3, rng.integers(1, 16, (m, n)), 0).astype(np.uint8)
+    act = np.where(rng.random(n) < 0.5, rng.random(n) + 0.1, 0).astype(np.float32)
+    bias = rng.integers(0, 16, m).astype(np.uint8)
+    p = tmp_path / "layer.npz"
+    np.savez(p, codes=codes, act=act, bias_codes=bias, codebook=np.linspace(0, 1, 16, dtype="f4"))
+    return p
+
+
+def test_parse_list():
+    assert cli.parse_list("1,2,8:10") == [1, 2, 8, 9, 10]
+    assert cli.parse_list("16:64:16") == [16, 32, 48, 64]
+    assert cli.parse_list("0.5,1.5") == [0.5, 1.5]
+    for bad in ("", "a", "4:2", "1:2:0", "1:2:3:4"):
+        with pytest.raises(ValueError, match="--pes"):
+            cli.parse_list(bad, name="pes")
+
+
+def test_simulate_json_contract_equals_reference(tmp_path, capsys):
+    p = _npz(tmp_path)
+    rc = cli.main(
+        [
+            "simulate",
+            "--layer",
+            str(p),
+            "--pes",
+            "4",
+            "--fifo",
+            "3",
+            "--index-bits",
+            "2",
+            "--sram-width",
+            "32",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    for k in (
+        "cycles",
+        "useful_macs",
+        "fillers",
+        "pointer_reads",
+        "spm_line_reads",
+        "mac_efficiency",
+        "load_efficiency",
+        "energy_j",
+    ):
+        assert k in out
+    with np.load(p) as d:
+        ref = simulate(
+            d["codes"],
+            d["act"],
+            d["bias_codes"],
+            config=EIEConfig(n_pes=4, fifo_depth=3, index_bits=2, sram_width=32),
+        )
+    for k in ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads"):
+        assert out[k] == getattr(ref, k), k
+    assert out["mac_efficiency"] == pytest.approx(ref.mac_efficiency)
+    assert out["energy_j"] > 0
+
+
+def test_simulate_text_and_errors(tmp_path, capsys):
+    p = _npz(tmp_path)
+    assert cli.main(["simulate", "--layer", str(p), "--pes", "2", "--fifo", "2"]) == 0
+    assert "cycles" in capsys.readouterr().out
+    assert cli.main(["simulate", "--layer", str(tmp_path / "nope.npz")]) == 2
+    assert "neither a benchmark name" in capsys.readouterr().err
+    assert cli.main(["simulate", "--layer", str(p), "--fifo", "0"]) == 2
+    assert "fifo_depth" in capsys.readouterr().err
+
+
+def test_sweep_grid_to_csv_and_config_file(tmp_path, capsys):
+    p = _npz(tmp_path)
+    out = tmp_path / "s.csv"
+    rc = cli.main(
+        [
+            "sweep",
+            "--layer",
+            str(p),
+            "--pes",
+            "1,3:4",
+            "--fifo",
+            "1:3",
+            "--sram-width",
+            "32,64",
+            "--out",
+            str(out),
+            "--quiet",
+            "--chunk",
+            "8",
+        ]
+    )
+    assert rc == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 3 * 2
+    with np.load(p) as d:
+        for r in rows[::5]:
+            cfg = EIEConfig(
+                n_pes=int(r["n_pes"]),
+                fifo_depth=int(r["fifo_depth"]),
+                sram_width=int(r["sram_width"]),
+            )
+            ref = simulate(d["codes"], d["act"], d["bias_codes"], config=cfg)
+            assert int(r["cycles"]) == ref.cycles
+            assert int(r["spm_line_reads"]) == ref.spm_line_reads
+    conf = tmp_path / "grid.toml"
+    conf.write_text('pes = "2,4"\nfifo = [1, 2]\nclock_mhz = "400"\n')
+    out2 = tmp_path / "s.json"
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "--layer",
+                str(p),
+                "--config",
+                str(conf),
+                "--out",
+                str(out2),
+                "--quiet",
+                "--chunk",
+                "8",
+                "--plots",
+                str(tmp_path / "figs"),
+            ]
+        )
+        == 0
+    )
+    rows2 = json.loads(out2.read_text())
+    assert len(rows2) == 4 and {r["clock_hz"] for r in rows2} == {4e8}
+    assert (tmp_path / "figs" / "fifo.png").exists()
+    assert cli.main(["sweep", "--layer", str(p), "--pes", "2", "--out", str(out)]) == 2
+    assert "--fifo" in capsys.readouterr().err
+
+
+def test_table_small(capsys):
+    rc = cli.main(["table", "--layers", "nt-we", "--scale", "0.03", "--repeats", "1", "--json"])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["layer"] for r in rows] == ["nt-we"]
+    for r in rows:
+        assert r["eie_us"] > 0 and r["eie_cycles"] > 0
+        for b in (1, 64):
+            for k in ("numpy_dense", "jax_dense", "scipy_csr", "jax_bcoo"):
+                assert r[f"{k}_b{b}_us"] > 0
+    assert cli.main(["table", "--layers", "alexnet"]) == 2
+
+
+def test_console_script_declared():
+    root = Path(__file__).resolve().parents[1]
+    with open(root / "pyproject.toml", "rb") as f:
+        proj = tomllib.load(f)
+    assert proj["project"]["scripts"]["eie-model"] == "eie_model.cli:main"
+    assert callable(cli.main) and sys.version_info >= (3, 10)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    mod = importlib.import_module("eie_model.cli")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

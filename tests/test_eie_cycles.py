@@ -1,0 +1,327 @@
+"""Tests of the fast event model (eie_model.cycles) against a direct NumPy transcription of
+DESIGN §4.4 (per-PE CSC built row by row, the event formulas evaluated with Python loops) and,
+where issue 8's cycle-by-cycle simulator is present, against eie_model.reference."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eie_model import cycles
+from eie_model.config import EIEConfig
+
+try:
+    from eie_model import reference
+except ImportError:  # issue 8's simulator not merged yet
+    reference = None
+
+
+def reference_counters(codes, act, bias, n_pes, index_bits, fifo_depth, epl):
+    """Issue 8's cycle-by-cycle simulator, with the SRAM width giving ``epl`` entries a line."""
+    cfg = EIEConfig(
+        n_pes=n_pes,
+        index_bits=index_bits,
+        fifo_depth=fifo_depth,
+        sram_width=epl * (4 + index_bits),
+    )
+    c = reference.simulate(codes, act, bias, config=cfg)
+    out = {k: int(getattr(c, k)) for k in SCALARS}
+    out["busy"] = list(c.busy)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Oracle: DESIGN §4.4 written out with loops.
+
+
+def _encode(full, n_pes, index_bits):
+    """Per-PE CSC: ``slices[i][j] = (address, [codes of the entries, fillers as 0])``."""
+    m, ncols = full.shape
+    lr_count = -(-m // n_pes)
+    slices = []
+    for i in range(n_pes):
+        addr, per_col = 0, []
+        for j in range(ncols):
+            ents, last = [], -1
+            for lr in range(lr_count):
+                row = lr * n_pes + i
+                if row < m and full[row, j] != 0:
+                    ents += [0] * ((lr - last - 1) // 2**index_bits)
+                    ents.append(int(full[row, j]))
+                    last = lr
+            per_col.append((addr, ents))
+            addr += len(ents)
+        slices.append(per_col)
+    return slices
+
+
+def oracle(codes, act, bias, n_pes, index_bits, fifo_depth, epl):
+    m, n = codes.shape
+    full = codes if bias is None else np.concatenate([codes, bias[:, None]], 1)
+    slices = _encode(full, n_pes, index_bits)
+    ev = [j for j in range(n) if act[j] != 0] + ([n] if bias is not None else [])
+    ext = [j if j < n else -(-n // n_pes) * n_pes for j in ev]
+    big = -(10**9)
+    e, s = [], [[] for _ in range(n_pes)]
+    d = [[max(1, len(slices[i][j][1])) for j in ev] for i in range(n_pes)]
+    stall = 0
+    for k, col in enumerate(ext):
+        g, lane = divmod(col, n_pes)
+        if k == 0:
+            ready = 1 + g
+        else:
+            gp, lp = divmod(ext[k - 1], n_pes)
+            ready = e[k - 1] + (1 if g == gp else (1 if lp == n_pes - 1 else 2) + g - gp - 1)
+        bound = big
+        if fifo_depth >= 2 and k - fifo_depth + 1 >= 0:
+            bound = max(s[i][k - fifo_depth + 1] for i in range(n_pes))
+        if fifo_depth == 1 and k >= 1:
+            bound = max(s[i][k - 1] + d[i][k - 1] for i in range(n_pes))
+        e.append(max(ready, bound))
+        stall += e[k] - ready
+        for i in range(n_pes):
+            prev = s[i][k - 1] + d[i][k - 1] if k else big
+            s[i].append(max(e[k] + 2, prev))
+    last_write, useful, fillers, lines = big, 0, 0, 0
+    busy = [sum(len(slices[i][j][1]) for j in ev) for i in range(n_pes)]
+    starv = sum(
+        s[i][k] - s[i][k - 1] - d[i][k - 1] for i in range(n_pes) for k in range(1, len(ev))
+    )
+    for i in range(n_pes):
+        cur = None
+        for k, j in enumerate(ev):
+            addr, ents = slices[i][j]
+            for mm, code in enumerate(ents):
+                if code:
+                    useful += 1
+                    last_write = max(last_write, s[i][k] + mm + 5)
+                else:
+                    fillers += 1
+                line = (addr + mm) // epl
+                if line != cur:
+                    lines += 1
+                    cur = line
+    n_groups = -(-n // n_pes) + (bias is not None)
+    if last_write > big:
+        cyc = last_write + 1
+    elif ev:  # no write: the LNZD has scanned every group
+        g, lane = divmod(ext[-1], n_pes)
+        cyc = e[-1] + (1 if lane == n_pes - 1 else 2) + n_groups - 1 - g
+    else:
+        cyc = 1 + n_groups
+    return {
+        "cycles": cyc,
+        "useful_macs": useful,
+        "fillers": fillers,
+        "pointer_reads": n_pes * len(ev),
+        "spm_line_reads": lines,
+        "stall_cycles": stall,
+        "starvation_cycles": starv,
+        "busy": busy,
+    }
+
+
+def _random_layer(rng, m, n, density, act_density, with_bias):
+    mask = rng.random((m, n)) < density
+    codes = np.where(mask, rng.integers(1, 16, (m, n)), 0).astype(np.uint8)
+    act = np.where(rng.random(n) < act_density, rng.random(n) + 0.1, 0.0).astype(np.float32)
+    bias = None
+    if with_bias:
+        bias = np.where(rng.random(m) < 0.8, rng.integers(1, 16, m), 0).astype(np.uint8)
+    return codes, act, bias
+
+
+@functools.partial(jax.jit, static_argnames=("max_pes", "max_fifo"))
+def _batched(ev, n, r, dd, epl, *, max_pes, max_fifo):
+    """One jit over a batch of configs (N, r, D, epl); the layer is a traced argument, so layers
+    with equal ``n``, ``K`` and padded non-zero count share the compiled program."""
+
+    def one(n, r, dd, epl):
+        w = cycles.pe_work(ev, n, r, max_pes=max_pes)
+        return cycles.counters(w, cycles.timing(w, dd, max_fifo=max_fifo), epl)
+
+    return jax.vmap(one)(n, r, dd, epl)
+
+
+SCALARS = (
+    "cycles",
+    "useful_macs",
+    "fillers",
+    "pointer_reads",
+    "spm_line_reads",
+    "stall_cycles",
+    "starvation_cycles",
+)
+
+
+def test_property_random_layers_match_oracle():
+    """Hundreds of (layer, config) pairs: every counter equals the loop transcription.
+
+    Layers share n = 10 inputs and K broadcasts (5 activations, with or without a bias), so
+    two compiled programs serve them all; m, densities and codes vary freely."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for trial in range(32):
+        m, with_bias = int(rng.integers(1, 15)), trial % 4 != 0
+        codes, _, bias = _random_layer(rng, m, 10, rng.uniform(0.05, 0.9), 1.0, with_bias)
+        act = np.zeros(10, np.float32)
+        act[rng.choice(10, 5, replace=False)] = rng.random(5) + 0.1
+        if with_bias and trial % 8 == 1:
+            bias[:] = 0  # a bias column that is broadcast but holds nothing
+        ev = cycles.prepare_layer({"codes": codes, "act": act, "bias_codes": bias}, pad_nnz=160)
+        cfg = np.stack(
+            [
+                rng.integers(1, 9, 16),  # N
+                rng.integers(1, 4, 16),  # r
+                rng.integers(1, 7, 16),  # D
+                rng.integers(1, 5, 16),  # entries per line
+            ]
+        ).astype(np.int32)
+        out = _batched(ev, *cfg, max_pes=8, max_fifo=6)
+        out = jax.tree.map(np.asarray, out)
+        for b in range(cfg.shape[1]):
+            args = (codes, act, bias, *(int(v) for v in cfg[:, b]))
+            got = {k: int(out[k][b]) for k in SCALARS}
+            wants = [oracle(*args)]
+            if reference is not None:
+                wants.append(reference_counters(*args))
+            for want in wants:
+                assert got == {k: want[k] for k in SCALARS}, (trial, cfg[:, b])
+                np.testing.assert_array_equal(out["busy"][b][: cfg[0, b]], want["busy"])
+            assert not out["busy"][b][cfg[0, b] :].any()
+            checked += 1
+    assert checked >= 500
+    assert _batched._cache_size() <= 2
+
+
+@pytest.mark.parametrize("n_pes,fifo,r", [(4, 1, 2)])
+def test_hand_sized_layer_matches_oracle_eager_and_jit(n_pes, fifo, r):
+    rng = np.random.default_rng(n_pes)
+    codes, act, bias = _random_layer(rng, 37, 23, 0.3, 0.5, True)
+    layer = {"codes": codes, "act": act, "bias_codes": bias}
+    want = oracle(codes, act, bias, n_pes, r, fifo, 8 // (4 + r) or 1)
+    got = cycles.simulate_layer(layer, n_pes=n_pes, fifo_depth=fifo, index_bits=r, sram_width=8)
+    for k in SCALARS:
+        assert int(got[k]) == want[k], k
+    # the work tables and line reads eagerly (no jit) give the same
+    w = cycles.pe_work(cycles.prepare_layer(layer), n_pes, r, max_pes=n_pes)
+    epl = max(8 // (4 + r), 1)
+    assert int(cycles.sram_line_reads(w, epl).sum()) == want["spm_line_reads"]
+    assert int(w.entries.sum() - w.nnz.sum()) == want["fillers"]
+
+
+def test_vmap_equals_single():
+    rng = np.random.default_rng(3)
+    codes, act, bias = _random_layer(rng, 20, 16, 0.4, 0.6, True)
+    ev = cycles.prepare_layer({"codes": codes, "act": act, "bias_codes": bias})
+    ns, ds = jnp.array([1, 3, 5, 8]), jnp.array([1, 2, 3, 4])
+
+    def one(n, d):
+        w = cycles.pe_work(ev, n, 2, max_pes=8)
+        return cycles.timing(w, d, max_fifo=4).cycles
+
+    batched = jax.jit(jax.vmap(one))(ns, ds)
+    for i in range(4):
+        assert int(batched[i]) == int(jax.jit(one)(ns[i], ds[i]))
+
+
+def test_invariants_fifo_monotone_and_work_bound():
+    rng = np.random.default_rng(5)
+    codes, act, bias = _random_layer(rng, 64, 40, 0.25, 0.5, True)
+    ev = cycles.prepare_layer({"codes": codes, "act": act, "bias_codes": bias})
+    depths = np.array([1, 2, 3, 4, 8, 16], np.int32)
+    ones = np.ones_like(depths)
+    out = _batched(ev, 8 * ones, 4 * ones, depths, ones, max_pes=8, max_fifo=16)
+    cyc = np.asarray(out["cycles"])
+    assert np.all(np.diff(cyc) <= 0)  # a deeper FIFO never costs cycles
+    assert np.all(cyc >= np.asarray(out["busy_max"]))
+    want_macs = np.count_nonzero(codes[:, act != 0]) + np.count_nonzero(bias)
+    assert np.all(np.asarray(out["useful_macs"]) == want_macs)
+    # more PEs never more work per PE
+    pes = np.array([1, 2, 4, 8], np.int32)
+    one = np.ones_like(pes)
+    out = _batched(ev, pes, 4 * one, 8 * one, one, max_pes=8, max_fifo=16)
+    assert np.all(np.diff(np.asarray(out["busy_max"])) <= 0)
+
+
+def test_pe_work_matches_encoding_counts():
+    """Entries per (PE, event) equal the loop encoder's, for traced N and r."""
+    rng = np.random.default_rng(7)
+    codes, act, _ = _random_layer(rng, 50, 12, 0.2, 1.0, False)
+    ev = cycles.prepare_layer({"codes": codes, "act": act})
+    f = jax.jit(functools.partial(cycles.pe_work, ev, max_pes=8))
+    for n_pes, r in ((1, 1), (3, 2), (8, 1)):
+        w = f(n_pes, r)
+        sl = _encode(codes, n_pes, r)
+        for i in range(n_pes):
+            assert [len(sl[i][j][1]) for j in range(12)] == np.asarray(w.entries[i]).tolist()
+            assert [sl[i][j][0] for j in range(12)] == np.asarray(w.base[i]).tolist()
+
+
+def test_empty_layer_and_no_broadcast():
+    """No write at all: the layer ends when the LNZD has scanned every group."""
+    codes = np.zeros((4, 3), np.uint8)
+    out = cycles.simulate_layer({"codes": codes, "act": np.zeros(3)}, n_pes=2, fifo_depth=2)
+    assert int(out["cycles"]) == 3 and int(out["pointer_reads"]) == 0  # 2 empty groups
+    out = cycles.simulate_layer({"codes": codes, "act": np.ones(3)}, n_pes=2, fifo_depth=1)
+    assert int(out["pointer_reads"]) == 6 and int(out["busy_total"]) == 0
+    want = oracle(codes, np.ones(3), None, 2, 4, 1, 1)["cycles"]
+    assert int(out["cycles"]) == want
+
+
+def test_bad_inputs():
+    with pytest.raises(TypeError, match="codes"):
+        cycles.prepare_layer({"act": np.ones(3)})
+    with pytest.raises(ValueError, match="act"):
+        cycles.prepare_layer({"codes": np.ones((2, 3), np.uint8), "act": np.ones(2)})
+    with pytest.raises(ValueError, match="fifo_depth"):
+        cycles.simulate_layer({"codes": np.ones((2, 3), np.uint8), "act": np.ones(3)}, fifo_depth=0)
+    with pytest.raises(ValueError, match="sram_width"):
+        cycles.simulate_layer({"codes": np.ones((2, 3), np.uint8), "act": np.ones(3)}, sram_width=4)
+    with pytest.raises(ValueError, match="max_pes"):
+        cycles.pe_work(
+            cycles.prepare_layer({"codes": np.ones((1, 1)), "act": np.ones(1)}), 1, 4, max_pes=0
+        )
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    mod = importlib.import_module("eie_model.cycles")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_real_layer_equals_reference(eie_layer_path):
+    """The shared real layer (1000 x 4096, 64 PEs, FIFO 8, 64-bit lines): every counter equal
+    to the cycle-by-cycle simulator's."""
+    from eie_model.layers import load_npz_layer
+
+    layer = load_npz_layer(eie_layer_path)
+    got = cycles.simulate_layer(layer, n_pes=64, fifo_depth=8, sram_width=64)
+    ref = reference.simulate(
+        layer.codes, layer.act, layer.bias_codes, config=EIEConfig(n_pes=64, fifo_depth=8)
+    )
+    for k in SCALARS:
+        assert int(got[k]) == int(getattr(ref, k)), k
+    np.testing.assert_array_equal(got["busy"], ref.busy)
+
+
+@pytest.mark.slow
+def test_real_layer_equals_reference_many_configs(eie_layer_path):
+    from eie_model.layers import load_npz_layer
+    from eie_model.sweep import sweep
+
+    layer = load_npz_layer(eie_layer_path)
+    cfg = {"n_pes": [1, 8, 32, 256], "fifo_depth": [1, 2, 4, 512], "sram_width": [16, 32, 128, 512]}
+    table = sweep(layer, cfg)
+    for i in range(4):
+        c = EIEConfig(**{k: int(v[i]) for k, v in cfg.items()})
+        ref = reference.simulate(layer.codes, layer.act, layer.bias_codes, config=c)
+        for k in SCALARS:
+            assert int(table[k][i]) == int(getattr(ref, k)), (k, i)
