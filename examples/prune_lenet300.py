@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="epochs when the baseline must be trained (default: the recipe's 40)",
     )
-    ap.add_argument("--epochs", type=int, default=30, help="pruning + retraining epochs")
+    ap.add_argument("--epochs", type=int, default=60, help="pruning + retraining epochs")
     ap.add_argument(
         "--epochs-per-stage",
         type=int,
-        default=3,
+        default=6,
         help="retraining epochs between two pruning steps",
     )
-    ap.add_argument("--lr", type=float, default=0.01, help="retraining learning rate (cosine)")
+    ap.add_argument("--lr", type=float, default=0.05, help="retraining learning rate (cosine)")
     ap.add_argument("--weight-decay", type=float, default=1e-4, help="L2 during retraining")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)

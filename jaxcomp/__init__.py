@@ -4,6 +4,7 @@ Public names are re-exported here one per line; see ``__all__``.
 """
 
 # checkpoint
+from jaxcomp.checkpoint import CompressionTrainState
 from jaxcomp.checkpoint import latest_step
 from jaxcomp.checkpoint import restore_checkpoint
 from jaxcomp.checkpoint import save_checkpoint
@@ -17,11 +18,63 @@ from jaxcomp.data import load_mnist
 from jaxcomp.data import read_idx
 from jaxcomp.data import resolve_data_dir
 
+# encode
+from jaxcomp.encode import RelativeIndex
+from jaxcomp.encode import decode_relative
+from jaxcomp.encode import encode_relative
+from jaxcomp.encode import matrix_shape
+from jaxcomp.encode import relative_index_counts
+
+# fileformat
+from jaxcomp.fileformat import DczFormatError
+from jaxcomp.fileformat import EncodedLeaf
+from jaxcomp.fileformat import dumps_compressed
+from jaxcomp.fileformat import encode_leaves
+from jaxcomp.fileformat import load_compressed
+from jaxcomp.fileformat import load_compressed_codes
+from jaxcomp.fileformat import loads_compressed
+from jaxcomp.fileformat import loads_compressed_codes
+from jaxcomp.fileformat import save_compressed
+from jaxcomp.fileformat import serialize_leaves
+
+# huffman
+from jaxcomp.huffman import HuffmanStream
+from jaxcomp.huffman import canonical_codes
+from jaxcomp.huffman import code_lengths
+from jaxcomp.huffman import entropy_bits
+from jaxcomp.huffman import huffman_decode
+from jaxcomp.huffman import huffman_encode
+from jaxcomp.huffman import pack_bits
+from jaxcomp.huffman import pack_lengths
+from jaxcomp.huffman import unpack_fixed
+from jaxcomp.huffman import unpack_lengths
+
 # models
 from jaxcomp.models import LeNet5
 from jaxcomp.models import LeNet300100
 from jaxcomp.models import make_model
 from jaxcomp.models import param_count
+
+# report
+from jaxcomp.report import CompressionReport
+from jaxcomp.report import LayerReport
+from jaxcomp.report import compression_report
+
+# optim (weight sharing)
+from jaxcomp.optim import ShareState
+from jaxcomp.optim import share_weights
+from jaxcomp.optim import shared_params
+
+# quantize
+from jaxcomp.quantize import KMeansInfo
+from jaxcomp.quantize import centroid_grads
+from jaxcomp.quantize import codes_dtype
+from jaxcomp.quantize import kmeans_fit
+from jaxcomp.quantize import kmeans_inertia
+from jaxcomp.quantize import nearest_codes
+from jaxcomp.quantize import plot_codebook
+from jaxcomp.quantize import shared_weight
+from jaxcomp.quantize import uniform_fit
 
 # optim (pruning). The factory is `jaxcomp.optim.prune`, exported here as `prune_weights` so that
 # `jaxcomp.prune` stays the mask-kernel module. Schedules: `from jaxcomp import schedules`.
@@ -78,6 +131,7 @@ from jaxcomp.tree import tree_map_masked
 
 __all__ = [
     # checkpoint
+    "CompressionTrainState",
     "latest_step",
     "restore_checkpoint",
     "save_checkpoint",
@@ -89,11 +143,57 @@ __all__ = [
     "load_mnist",
     "read_idx",
     "resolve_data_dir",
+    # encode
+    "RelativeIndex",
+    "decode_relative",
+    "encode_relative",
+    "matrix_shape",
+    "relative_index_counts",
+    # fileformat
+    "DczFormatError",
+    "EncodedLeaf",
+    "dumps_compressed",
+    "encode_leaves",
+    "load_compressed",
+    "load_compressed_codes",
+    "loads_compressed",
+    "loads_compressed_codes",
+    "save_compressed",
+    "serialize_leaves",
+    # huffman
+    "HuffmanStream",
+    "canonical_codes",
+    "code_lengths",
+    "entropy_bits",
+    "huffman_decode",
+    "huffman_encode",
+    "pack_bits",
+    "pack_lengths",
+    "unpack_fixed",
+    "unpack_lengths",
     # models
     "LeNet5",
     "LeNet300100",
     "make_model",
     "param_count",
+    # report
+    "CompressionReport",
+    "LayerReport",
+    "compression_report",
+    # optim (weight sharing)
+    "ShareState",
+    "share_weights",
+    "shared_params",
+    # quantize
+    "KMeansInfo",
+    "centroid_grads",
+    "codes_dtype",
+    "kmeans_fit",
+    "kmeans_inertia",
+    "nearest_codes",
+    "plot_codebook",
+    "shared_weight",
+    "uniform_fit",
     # optim (pruning)
     "DSDState",
     "LeafSparsity",

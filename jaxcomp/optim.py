@@ -19,29 +19,45 @@ import optax
 
 from jaxcomp import schedules as _schedules
 from jaxcomp.prune import global_magnitude_masks, magnitude_mask, random_mask, threshold_mask
+from jaxcomp.quantize import (
+    INITS,
+    _check_bits,
+    centroid_grads,
+    kmeans_fit,
+    nearest_codes,
+    shared_weight,
+    uniform_fit,
+)
 from jaxcomp.tree import (
     PyTree,
     check_masks,
     full_masks,
     leaves_with_paths,
     map_with_path_str,
+    path_to_str,
     selected_paths,
     tree_map_masked,
 )
 
 __all__ = [
-    "DSDState",
+    # pruning (issue 3)
     "LeafSparsity",
     "PruneState",
     "SparsitySummary",
     "add_l1_regularization",
     "add_l2_regularization",
     "apply_masks",
-    "dsd",
     "l1_penalty",
     "l2_penalty",
     "prune",
     "sparsity_summary",
+    # weight sharing (issue 4)
+    "ShareState",
+    "share_weights",
+    "shared_params",
+    # DSD (issue 7)
+    "DSDState",
+    "dsd",
 ]
 
 # ============================================================================================
@@ -531,6 +547,274 @@ def l2_penalty(
         if p in sel
     ]
     return sum(terms, jnp.zeros((), jnp.float32))
+
+
+# --- weight sharing (issue 4) ---
+
+SHARE_INITS = (*INITS, "uniform")
+
+
+class ShareState(NamedTuple):
+    """State of :func:`share_weights`; every tree below has the structure of the params.
+
+    Attributes:
+      count: ``()`` int32, update steps taken so far.
+      codebooks: per shared leaf ``(2**bits,)`` float32 (``codebooks[0] == 0.0``), ``None`` for
+        leaves that are not shared.
+      codes: per shared leaf the leaf's shape, ``uint8`` (``bits <= 8``) or ``uint16``; 0 where
+        the weight is pruned. ``None`` for leaves that are not shared.
+      latent: with ``reassign_every > 0``, per shared leaf the dense float32 latent weights of
+        the leaf's shape (trained with the weight gradients, used only to reassign codes);
+        otherwise ``None`` everywhere.
+      inner_state: state of the inner optimizer, which sees the params with every shared leaf
+        replaced by its codebook (by ``(codebook, latent)`` with ``reassign_every > 0``).
+    """
+
+    count: jax.Array
+    codebooks: Any
+    codes: Any
+    latent: Any
+    inner_state: Any
+
+
+def _leaf_bits(bits: Any, path: str, leaf: Any) -> int | None:
+    if not hasattr(leaf, "ndim") or not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+        return None
+    if isinstance(bits, Mapping):
+        b = bits.get(path)
+    elif callable(bits):
+        b = bits(path, leaf)
+    else:
+        b = bits if leaf.ndim >= 2 else None
+    return None if b is None else _check_bits(b)
+
+
+def shared_params(params: Any, state: ShareState) -> Any:
+    """Return ``params`` with every shared leaf replaced by exactly ``codebook[codes]``.
+
+    Use it to evaluate or export the shared model bit-exactly, or to start fine-tuning from
+    weights that already sit on their centroids:
+    ``params = shared_params(params, tx.init(params))`` (then the updates of
+    :func:`share_weights` land exactly on the centroids, see there).
+
+    Args:
+      params: the params pytree the state was made for.
+      state: a :class:`ShareState` (e.g. ``state`` or ``state[i]`` inside ``optax.chain``).
+
+    Returns:
+      a pytree like ``params``; shared leaves in the leaf's dtype, other leaves unchanged.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = {"w": jnp.array([[0.0, 1.0], [2.0, 3.0]])}
+      >>> state = share_weights(optax.sgd(0.1), bits=1).init(params)
+      >>> shared_params(params, state)["w"].tolist()
+      [[0.0, 2.0], [2.0, 2.0]]
+    """
+    if not isinstance(state, ShareState):
+        raise TypeError(f"state must be a ShareState, got {type(state).__name__}")
+    flat_p, treedef = jax.tree_util.tree_flatten(params)
+    cbs = treedef.flatten_up_to(state.codebooks)
+    cds = treedef.flatten_up_to(state.codes)
+    out = [
+        p if cb is None else shared_weight(cb, cd).astype(jnp.asarray(p).dtype)
+        for p, cb, cd in zip(flat_p, cbs, cds, strict=True)
+    ]
+    return treedef.unflatten(out)
+
+
+def share_weights(
+    inner: optax.GradientTransformation,
+    bits: int | Mapping[str, int] | Callable[[str, Any], int | None] = 5,
+    *,
+    init: str = "linear",
+    iters: int = 50,
+    tol: float = 0.0,
+    seed: int = 0,
+    train_centroids: bool = True,
+    reassign_every: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+    """Weight sharing with centroid fine-tuning (trained quantization, thesis §4.2) for optax.
+
+    ``init`` fits a codebook per shared leaf (:func:`jaxcomp.kmeans_fit`, or
+    :func:`jaxcomp.uniform_fit` for ``init="uniform"``) over its non-zero weights: exact zeros
+    are pruned weights (code 0, codebook entry 0 == 0.0), so the transform composes with pruning.
+    Each ``update``:
+
+    1. sums the weight gradients per code (Deep Compression eq. 3,
+       :func:`jaxcomp.centroid_grads`);
+    2. runs ``inner`` (any optax optimizer: SGD, momentum, Adam, weight decay ...) on the params
+       with each shared leaf replaced by its codebook (entry 0 is kept at 0.0), so the inner
+       state is per centroid; leaves that are not shared get ``inner``'s ordinary update;
+    3. returns, for a shared leaf, ``codebook_new[codes] - param``, so that
+       ``optax.apply_updates`` puts pruned weights at exactly 0 and every kept weight on its
+       centroid. In float32 ``p + (t - p) == t`` holds exactly whenever ``t / 2 <= p <= 2 t``
+       (Sterbenz), i.e. once weights sit on their centroids and a centroid moves by less than
+       half its magnitude per step. The very first update snaps dense weights onto centroids;
+       a weight far from a centroid close to 0 can then end one rounding step
+       (``ulp(param - centroid)``) off it, and no float32 update can do better. For a bit-exact
+       start call :func:`shared_params` on the params after ``init``.
+
+    Codes stay fixed (the thesis' default). With ``reassign_every = R > 0`` (the "-c+l"
+    variant of Table 4.9) dense latent weights are trained alongside (by ``inner``, on the raw
+    weight gradients) and every R steps each kept weight's code becomes the one of the centroid
+    nearest to its latent weight.
+
+    Compose with pruning by putting the pruning transform outside or before this one:
+    ``jaxcomp.prune(share_weights(optax.sgd(lr)), ...)`` or
+    ``optax.chain(prune_transform, share_weights(...))`` (the inner optimizer here sees
+    codebooks, not params, so pruning must not be *inside* it).
+
+    Args:
+      inner: the optimizer applied to the codebooks (and to leaves that are not shared).
+      bits: Python int in 1..16 for every array leaf with ``ndim >= 2`` (biases untouched), or a
+        mapping from leaf path string (``jaxcomp.tree.path_to_str``, e.g. ``"fc1/kernel"``) to
+        bits (other leaves untouched; every key must name a leaf), or a function
+        ``(path, leaf) -> bits | None`` (None: not shared), e.g.
+        ``lambda p, x: 8 if x.ndim == 4 else 5 if x.ndim == 2 else None``.
+      init: ``"linear"``, ``"density"``, ``"random"``, ``"kmeans++"`` (k-means initialisation)
+        or ``"uniform"`` (uniform quantization grid, no k-means).
+      iters: Python int, maximum Lloyd iterations of the k-means.
+      tol: early-stop tolerance of the k-means (see :func:`jaxcomp.kmeans_fit`).
+      seed: Python int, seeds ``"random"`` / ``"kmeans++"`` (folded with the leaf index).
+      train_centroids: False freezes the codebooks (post-training quantization); non-shared
+        leaves still train.
+      reassign_every: Python int >= 0; 0 keeps codes fixed.
+
+    Returns:
+      an ``optax.GradientTransformationExtraArgs`` with state :class:`ShareState`. Its ``update``
+      needs ``params``; extra keyword arguments go to ``inner``.
+
+    Raises:
+      ValueError / TypeError: bad ``bits`` (outside 1..16, a mapping key that names no leaf, no
+        shared leaf at all), unknown ``init``, negative ``reassign_every``, missing ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = {"w": jnp.array([[0.0, 1.0], [1.1, -2.0]]), "b": jnp.ones(2)}
+      >>> tx = share_weights(optax.sgd(0.1), bits=2)
+      >>> state = tx.init(params)
+      >>> grads = jax.tree.map(jnp.ones_like, params)
+      >>> updates, state = tx.update(grads, state, params)
+      >>> params = optax.apply_updates(params, updates)
+      >>> bool(jnp.all(params["w"] == state.codebooks["w"][state.codes["w"]]))
+      True
+    """
+    if init not in SHARE_INITS:
+        raise ValueError(f"init must be one of {SHARE_INITS}, got {init!r}")
+    if isinstance(reassign_every, bool) or not isinstance(reassign_every, (int, np.integer)):
+        raise TypeError(f"reassign_every must be a Python int >= 0, got {reassign_every!r}")
+    if reassign_every < 0:
+        raise ValueError(f"reassign_every must be >= 0 (0 = codes fixed), got {reassign_every}")
+    if not (isinstance(bits, (Mapping, int, np.integer)) or callable(bits)) or isinstance(
+        bits, bool
+    ):
+        raise TypeError(f"bits must be an int, a mapping path -> int or a callable, got {bits!r}")
+    if isinstance(bits, (int, np.integer)):
+        _check_bits(bits)
+    reassign_every = int(reassign_every)
+
+    def _view(flat_p, cbs, lts):
+        return [
+            p if cb is None else (cb if lt is None else (cb, lt))
+            for p, cb, lt in zip(flat_p, cbs, lts, strict=True)
+        ]
+
+    def init_fn(params):
+        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+        paths = [path_to_str(p) for p, _ in flat]
+        if isinstance(bits, Mapping):
+            unknown = sorted(set(bits) - set(paths))
+            if unknown:
+                raise ValueError(f"bits names leaves {unknown} that are not in params {paths}")
+        cbs, cds, lts = [], [], []
+        for i, (path, (_, leaf)) in enumerate(zip(paths, flat, strict=True)):
+            b = _leaf_bits(bits, path, leaf)
+            if b is None:
+                cbs.append(None)
+                cds.append(None)
+                lts.append(None)
+                continue
+            if init == "uniform":
+                cb, cd = uniform_fit(leaf, b)
+            else:
+                key = jax.random.fold_in(jax.random.key(seed), i)
+                cb, cd = kmeans_fit(leaf, b, init=init, iters=iters, tol=tol, key=key)
+            cbs.append(cb)
+            cds.append(cd)
+            lts.append(
+                jnp.where(cd != 0, jnp.asarray(leaf, jnp.float32), 0.0) if reassign_every else None
+            )
+        if all(cb is None for cb in cbs):
+            raise ValueError(f"share_weights: bits={bits!r} selects no leaf of params {paths}")
+        flat_p = [leaf for _, leaf in flat]
+        view = treedef.unflatten(_view(flat_p, cbs, lts))
+        return ShareState(
+            count=jnp.zeros((), jnp.int32),
+            codebooks=treedef.unflatten(cbs),
+            codes=treedef.unflatten(cds),
+            latent=treedef.unflatten(lts),
+            inner_state=inner.init(view),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is None:
+            raise ValueError("share_weights needs params: call tx.update(grads, state, params)")
+        flat_p, treedef = jax.tree_util.tree_flatten(params)
+        flat_g = treedef.flatten_up_to(updates)
+        cbs = treedef.flatten_up_to(state.codebooks)
+        cds = treedef.flatten_up_to(state.codes)
+        lts = treedef.flatten_up_to(state.latent)
+        view_g = []
+        for g, cb, cd, lt in zip(flat_g, cbs, cds, lts, strict=True):
+            if cb is None:
+                view_g.append(g)
+                continue
+            cg = centroid_grads(g, cd, cb.shape[0]).astype(cb.dtype).at[0].set(0.0)
+            if lt is None:
+                view_g.append(cg)
+            else:
+                view_g.append((cg, jnp.where(cd != 0, g, 0.0).astype(lt.dtype)))
+        inner_u, inner_state = inner.update(
+            treedef.unflatten(view_g),
+            state.inner_state,
+            treedef.unflatten(_view(flat_p, cbs, lts)),
+            **extra_args,
+        )
+        flat_u = treedef.flatten_up_to(inner_u)
+        count = state.count + 1
+        out_u, new_cbs, new_cds, new_lts = [], [], [], []
+        for p, u, cb, cd, lt in zip(flat_p, flat_u, cbs, cds, lts, strict=True):
+            if cb is None:
+                out_u.append(u)
+                new_cbs.append(None)
+                new_cds.append(None)
+                new_lts.append(None)
+                continue
+            u_c, u_l = (u, None) if lt is None else u
+            if train_centroids:
+                cb = (cb + u_c.astype(cb.dtype)).at[0].set(0.0)
+            if lt is not None:
+                kept = cd != 0
+                lt = jnp.where(kept, lt + u_l.astype(lt.dtype), 0.0)
+                cd = jax.lax.cond(
+                    count % reassign_every == 0,
+                    lambda lt=lt, cb=cb, cd=cd, kept=kept: nearest_codes(lt, cb, mask=kept),
+                    lambda cd=cd: cd,
+                )
+            t = shared_weight(cb, cd).astype(p.dtype)
+            out_u.append(t - p)
+            new_cbs.append(cb)
+            new_cds.append(cd)
+            new_lts.append(lt)
+        new_state = ShareState(
+            count=count,
+            codebooks=treedef.unflatten(new_cbs),
+            codes=treedef.unflatten(new_cds),
+            latent=treedef.unflatten(new_lts),
+            inner_state=inner_state,
+        )
+        return treedef.unflatten(out_u), new_state
 
 
 # ============================================================================================

@@ -245,3 +245,26 @@ def test_adjusted_dropout():
         P.adjusted_dropout(1.0, 1, 2)
     with pytest.raises(ValueError, match="original"):
         P.adjusted_dropout(0.5, 1, 0)
+
+
+KERNELS = {
+    "magnitude": lambda w, s: P.magnitude_mask(w, s),
+    "threshold": lambda w, s: P.threshold_mask(w, 2.0 * s),
+    "rows-l1": lambda w, s: P.structured_mask(w, s, axis=0, norm="l1"),
+    "cols-l2": lambda w, s: P.structured_mask(w, s, axis=1),
+    "block": lambda w, s: P.block_mask(w, s, block=(2, 3)),
+    "lba": lambda w, s: P.load_balanced_mask(w, s, num_pes=3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_every_kernel_eager_equals_jit_and_vmaps_over_sparsity(name):
+    fn = KERNELS[name]
+    w = jnp.asarray(np.random.default_rng(9).normal(size=(8, 9)), jnp.float32)
+    ss = jnp.asarray([0.0, 0.2, 0.55, 0.9])
+    batched = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(w, ss)
+    jitted = jax.jit(fn)
+    for i, s in enumerate([0.0, 0.2, 0.55, 0.9]):
+        eager = np.asarray(fn(w, s))
+        np.testing.assert_array_equal(eager, jitted(w, s))
+        np.testing.assert_array_equal(eager, batched[i])
