@@ -78,12 +78,14 @@ from jaxcomp.quantize import uniform_fit
 
 # optim (pruning). The factory is `jaxcomp.optim.prune`, exported here as `prune_weights` so that
 # `jaxcomp.prune` stays the mask-kernel module. Schedules: `from jaxcomp import schedules`.
+from jaxcomp.optim import DSDState
 from jaxcomp.optim import LeafSparsity
 from jaxcomp.optim import PruneState
 from jaxcomp.optim import SparsitySummary
 from jaxcomp.optim import add_l1_regularization
 from jaxcomp.optim import add_l2_regularization
 from jaxcomp.optim import apply_masks
+from jaxcomp.optim import dsd
 from jaxcomp.optim import l1_penalty
 from jaxcomp.optim import l2_penalty
 from jaxcomp.optim import prune as prune_weights
@@ -97,6 +99,7 @@ from jaxcomp.prune import load_balanced_mask
 from jaxcomp.prune import magnitude_mask
 from jaxcomp.prune import nm_mask
 from jaxcomp.prune import num_pruned
+from jaxcomp.prune import random_mask
 from jaxcomp.prune import structured_mask
 from jaxcomp.prune import threshold_mask
 
@@ -192,12 +195,14 @@ __all__ = [
     "shared_weight",
     "uniform_fit",
     # optim (pruning)
+    "DSDState",
     "LeafSparsity",
     "PruneState",
     "SparsitySummary",
     "add_l1_regularization",
     "add_l2_regularization",
     "apply_masks",
+    "dsd",
     "l1_penalty",
     "l2_penalty",
     "prune_weights",
@@ -210,6 +215,7 @@ __all__ = [
     "magnitude_mask",
     "nm_mask",
     "num_pruned",
+    "random_mask",
     "structured_mask",
     "threshold_mask",
     # sensitivity

@@ -36,6 +36,7 @@ __all__ = [
     "magnitude_mask",
     "nm_mask",
     "num_pruned",
+    "random_mask",
     "structured_mask",
     "threshold_mask",
 ]
@@ -464,3 +465,32 @@ def adjusted_dropout(rate: Any, kept: Any, original: Any) -> Array:
         raise ValueError(f"original (connections before pruning) must be > 0, got {original!r}")
     ratio = jnp.asarray(kept, jnp.float32) / jnp.asarray(original, jnp.float32)
     return jnp.asarray(rate, jnp.float32) * jnp.sqrt(ratio)
+
+
+def random_mask(w: Array, sparsity: Any, *, seed: int = 0) -> Array:
+    """Prune exactly ``floor(sparsity * w.size)`` entries chosen at random (DSD's Random-Cut).
+
+    The baseline against magnitude pruning (Keepmax-Cut) in the thesis' DSD study: the same
+    number of weights is removed, but which ones ignores their magnitude. The random stream is
+    derived from ``seed`` and the bits of ``w`` (so two layers of one network get different
+    patterns, and the same call always gives the same mask); jittable.
+
+    Args:
+      w: weight array, any shape, float dtype.
+      sparsity: scalar in ``[0, 1]`` (may be traced).
+      seed: Python int.
+
+    Returns:
+      bool array of ``w.shape``, True = kept; exactly ``w.size - floor(sparsity * w.size)`` True.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> int(random_mask(jnp.arange(1.0, 11.0), 0.3).sum())
+      7
+    """
+    _check_sparsity_value(sparsity)
+    w = jnp.asarray(w)
+    bits = jax.lax.bitcast_convert_type(w.astype(jnp.float32), jnp.uint32)
+    key = jax.random.fold_in(jax.random.key(seed), jnp.sum(bits, dtype=jnp.uint32))
+    scores = jax.random.uniform(key, w.shape, jnp.float32)
+    return magnitude_mask(scores, sparsity)

@@ -19,6 +19,9 @@ import numpy as np
 
 __all__ = [
     "constant",
+    "dsd_lr_scale",
+    "dsd_phase",
+    "dsd_sparsity",
     "iterative",
     "polynomial",
 ]
@@ -156,5 +159,126 @@ def polynomial(
         r = 1.0 - frac
         ramp = jax.lax.integer_pow(r, int(pw)) if pw == int(pw) else r**pw
         return jnp.asarray(fi + (ini - fi) * ramp, jnp.float32)
+
+    return schedule
+
+
+# --------------------------------------------------------------------------------------------
+# Dense-Sparse-Dense (thesis chapter 5)
+# --------------------------------------------------------------------------------------------
+
+
+def _dsd_bounds(dense_steps: int, sparse_steps: int, redense_steps: int, cycles: int):
+    for name, v in (
+        ("dense_steps", dense_steps),
+        ("sparse_steps", sparse_steps),
+        ("redense_steps", redense_steps),
+    ):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{name} must be a Python int >= 0, got {v!r}")
+    if not isinstance(cycles, (int, np.integer)) or cycles < 1:
+        raise ValueError(f"cycles must be a Python int >= 1, got {cycles!r}")
+    if sparse_steps == 0:
+        raise ValueError("sparse_steps must be > 0: DSD needs a sparse phase")
+    period = sparse_steps + redense_steps
+    # Step at which each sparse phase starts and each re-dense phase starts.
+    s_starts = np.asarray([dense_steps + c * period for c in range(cycles)], np.int32)
+    r_starts = s_starts + np.int32(sparse_steps)
+    return s_starts, r_starts
+
+
+def dsd_phase(
+    dense_steps: int, sparse_steps: int, redense_steps: int, *, cycles: int = 1
+) -> Schedule:
+    """Which DSD phase step ``count`` is in: 0 = dense, 1 = sparse, 2 = re-dense.
+
+    The phases are ``D`` (``dense_steps``), then ``cycles`` times ``S`` (``sparse_steps``)
+    followed by ``D`` (``redense_steps``); after the last phase the count stays in re-dense.
+
+    Args:
+      dense_steps: Python int >= 0, steps of the first dense phase.
+      sparse_steps: Python int > 0, steps of each sparse phase.
+      redense_steps: Python int >= 0, steps of each re-dense phase.
+      cycles: Python int >= 1, number of S-D cycles after the first D.
+
+    Returns:
+      ``count -> int32 scalar`` in {0, 1, 2}.
+
+    Example:
+      >>> ph = dsd_phase(2, 3, 2)
+      >>> [int(ph(c)) for c in range(8)]
+      [0, 0, 1, 1, 1, 2, 2, 2]
+    """
+    s_starts, r_starts = _dsd_bounds(dense_steps, sparse_steps, redense_steps, cycles)
+
+    def schedule(count: Any) -> jax.Array:
+        c = jnp.asarray(count, jnp.int32)
+        n_sparse = jnp.sum((c >= jnp.asarray(s_starts)).astype(jnp.int32))
+        n_redense = jnp.sum((c >= jnp.asarray(r_starts)).astype(jnp.int32))
+        in_sparse = n_sparse > n_redense
+        return jnp.where(n_sparse == 0, 0, jnp.where(in_sparse, 1, 2)).astype(jnp.int32)
+
+    return schedule
+
+
+def dsd_sparsity(
+    sparsity: float, dense_steps: int, sparse_steps: int, redense_steps: int, *, cycles: int = 1
+) -> Schedule:
+    """DSD's sparsity target: ``sparsity`` during each sparse phase, 0 otherwise.
+
+    Fed to :func:`jaxcomp.optim.prune`, this prunes at the start of each sparse phase and
+    releases the masks (pruned weights restart from zero) at the start of each re-dense phase.
+
+    Args:
+      sparsity: Python float in ``[0, 1]``, the fraction pruned per layer in the sparse phases.
+      dense_steps, sparse_steps, redense_steps, cycles: as in :func:`dsd_phase`.
+
+    Returns:
+      ``count -> float32 scalar``.
+
+    Example:
+      >>> s = dsd_sparsity(0.3, 1, 2, 1)
+      >>> [round(float(s(c)), 2) for c in range(5)]
+      [0.0, 0.3, 0.3, 0.0, 0.0]
+    """
+    sp = _check_unit("sparsity", sparsity)
+    phase = dsd_phase(dense_steps, sparse_steps, redense_steps, cycles=cycles)
+
+    def schedule(count: Any) -> jax.Array:
+        return jnp.where(phase(count) == 1, jnp.float32(sp), jnp.float32(0.0))
+
+    return schedule
+
+
+def dsd_lr_scale(
+    lr_drop: float, dense_steps: int, sparse_steps: int, redense_steps: int, *, cycles: int = 1
+) -> Schedule:
+    """Learning-rate multiplier of DSD: ``lr_drop ** (re-dense phases started so far)``.
+
+    1 during the first dense and the first sparse phase, ``lr_drop`` from the first re-dense
+    phase on, ``lr_drop**2`` from the second, and so on (the thesis retrains the re-dense
+    network at a lower learning rate, 1/10 by default).
+
+    Args:
+      lr_drop: Python float in ``(0, 1]``.
+      dense_steps, sparse_steps, redense_steps, cycles: as in :func:`dsd_phase`.
+
+    Returns:
+      ``count -> float32 scalar``.
+
+    Example:
+      >>> s = dsd_lr_scale(0.1, 1, 1, 1)
+      >>> [round(float(s(c)), 3) for c in range(4)]
+      [1.0, 1.0, 0.1, 0.1]
+    """
+    drop = float(lr_drop)
+    if not 0.0 < drop <= 1.0:
+        raise ValueError(f"lr_drop must lie in (0, 1], got {lr_drop!r}")
+    _, r_starts = _dsd_bounds(dense_steps, sparse_steps, redense_steps, cycles)
+
+    def schedule(count: Any) -> jax.Array:
+        c = jnp.asarray(count, jnp.int32)
+        n = jnp.sum((c >= jnp.asarray(r_starts)).astype(jnp.int32))
+        return jnp.asarray(drop, jnp.float32) ** n.astype(jnp.float32)
 
     return schedule
