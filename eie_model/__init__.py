@@ -3,4 +3,89 @@
 Public names are re-exported here one per line; see ``__all__``.
 """
 
-__all__: list[str] = []
+# config
+from eie_model.config import EIEConfig, stack_configs
+
+# energy
+from eie_model.energy import EnergyReport, energy_report, full_load_counters, pe_area_mm2
+
+# format
+from eie_model.format import (
+    EncodedLayer,
+    StorageBits,
+    decode_layer,
+    encode_layer,
+    storage_bits,
+)
+
+# functional
+from eie_model.functional import (
+    FixedResult,
+    frac_bits_for,
+    quantize_fixed,
+    spmv_fixed,
+    spmv_float,
+)
+
+# layers
+from eie_model.layers import (
+    BENCHMARKS,
+    BenchmarkSpec,
+    Layer,
+    benchmark_layer,
+    fit_spread,
+    load_layer,
+    load_npz_layer,
+    synthetic_layer,
+    validate_layer,
+)
+
+# reference: imported lazily (module __getattr__ below), so that
+# `python -m eie_model.reference` runs without runpy's "found in sys.modules" warning.
+_LAZY = {"Counters": "reference", "simulate": "reference", "simulate_encoded": "reference"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"eie_model.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'eie_model' has no attribute {name!r}")
+
+
+__all__: list[str] = [
+    # config
+    "EIEConfig",
+    "stack_configs",
+    # energy
+    "EnergyReport",
+    "energy_report",
+    "full_load_counters",
+    "pe_area_mm2",
+    # format
+    "EncodedLayer",
+    "StorageBits",
+    "decode_layer",
+    "encode_layer",
+    "storage_bits",
+    # functional
+    "FixedResult",
+    "frac_bits_for",
+    "quantize_fixed",
+    "spmv_fixed",
+    "spmv_float",
+    # layers
+    "BENCHMARKS",
+    "BenchmarkSpec",
+    "Layer",
+    "benchmark_layer",
+    "fit_spread",
+    "load_layer",
+    "load_npz_layer",
+    "synthetic_layer",
+    "validate_layer",
+    # reference
+    "Counters",
+    "simulate",
+    "simulate_encoded",
+]

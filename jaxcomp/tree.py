@@ -10,15 +10,29 @@ A leaf's *path string* joins its keys with ``/``: ``"fc1/kernel"`` for an NNX pu
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 PyTree = Any
 Path = tuple[Any, ...]
 
-__all__ = ["path_to_str", "leaves_with_paths"]
+__all__ = [
+    "check_masks",
+    "default_predicate",
+    "full_masks",
+    "leaves_with_paths",
+    "map_with_path_str",
+    "mask_leaves",
+    "path_to_str",
+    "selected_paths",
+    "selection_tree",
+    "tree_map_masked",
+]
 
 
 def _key_to_str(key: Any) -> str | None:
@@ -67,3 +81,277 @@ def leaves_with_paths(
     """
     flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
     return [(path_to_str(p), leaf) for p, leaf in flat]
+
+
+# --------------------------------------------------------------------------------------------
+# Leaf selection
+# --------------------------------------------------------------------------------------------
+
+Predicate = Callable[[str, Any], bool]
+
+
+def _is_array(leaf: Any) -> bool:
+    return hasattr(leaf, "shape") and hasattr(leaf, "dtype")
+
+
+def default_predicate(path: str, leaf: Any) -> bool:
+    """The default leaf selection: every array with ``ndim >= 2`` (kernels), not biases.
+
+    Args:
+      path: the leaf's path string (unused; part of the predicate signature).
+      leaf: the leaf.
+
+    Returns:
+      ``True`` for arrays of rank 2 or more.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> default_predicate("fc1/kernel", jnp.ones((3, 4)))
+      True
+      >>> default_predicate("fc1/bias", jnp.ones(4))
+      False
+    """
+    del path
+    return _is_array(leaf) and len(leaf.shape) >= 2
+
+
+def _as_patterns(name: str, patterns: Any) -> list[Any]:
+    if patterns is None:
+        return []
+    if isinstance(patterns, (str, re.Pattern)):
+        return [patterns]
+    try:
+        out = list(patterns)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a glob string, a compiled re.Pattern or a list of them, "
+            f"got {type(patterns).__name__}"
+        ) from None
+    for p in out:
+        if not isinstance(p, (str, re.Pattern)):
+            raise TypeError(
+                f"{name} must hold glob strings or compiled re.Pattern objects, "
+                f"got {type(p).__name__}"
+            )
+    return out
+
+
+def _matches(path: str, pattern: Any) -> bool:
+    if isinstance(pattern, re.Pattern):
+        return pattern.search(path) is not None
+    return fnmatch.fnmatchcase(path, pattern)
+
+
+def selected_paths(
+    tree: PyTree,
+    *,
+    include: Any = None,
+    exclude: Any = None,
+    predicate: Predicate | None = None,
+) -> list[str]:
+    """Path strings of the leaves a compression transform acts on, in flattening order.
+
+    A leaf is selected when it is an array, ``predicate(path, leaf)`` holds (default: ``ndim >=
+    2``, i.e. kernels and not biases), it matches one of ``include`` (when given) and none of
+    ``exclude``. A pattern is either a string, matched as a shell glob against the whole path
+    (``"fc*/kernel"``, ``"*conv*"``), or a compiled ``re.Pattern``, matched with ``search``
+    (``re.compile(r"^fc[12]/")``).
+
+    Works on NNX ``State`` objects, their pure dicts, Linen ``{"params": ...}`` dicts and any other
+    pytree (see :func:`path_to_str`).
+
+    Args:
+      tree: any pytree of arrays.
+      include: a pattern or a list of patterns; ``None`` = every leaf passing ``predicate``.
+      exclude: a pattern or a list of patterns removed from the selection.
+      predicate: ``(path_str, leaf) -> bool``; ``None`` = :func:`default_predicate`.
+
+    Returns:
+      the selected path strings, e.g. ``["fc1/kernel", "fc2/kernel"]``.
+
+    Raises:
+      TypeError: if a pattern is neither a string nor a compiled regex.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> p = {"fc1": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
+      ...      "fc2": {"kernel": jnp.ones((4, 2))}}
+      >>> selected_paths(p)
+      ['fc1/kernel', 'fc2/kernel']
+      >>> selected_paths(p, exclude="fc2/*")
+      ['fc1/kernel']
+    """
+    inc = _as_patterns("include", include)
+    exc = _as_patterns("exclude", exclude)
+    pred = default_predicate if predicate is None else predicate
+    if not callable(pred):
+        raise TypeError(f"predicate must be callable (path, leaf) -> bool, got {type(pred)!r}")
+    out = []
+    for path, leaf in leaves_with_paths(tree):
+        if not _is_array(leaf) or not pred(path, leaf):
+            continue
+        if inc and not any(_matches(path, p) for p in inc):
+            continue
+        if any(_matches(path, p) for p in exc):
+            continue
+        out.append(path)
+    return out
+
+
+def map_with_path_str(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
+    """``jax.tree.map`` whose function also receives the leaf's path string first.
+
+    ``rest`` trees may hold ``None`` where ``tree`` has a leaf (mask pytrees); ``fn`` then gets
+    ``None`` for them.
+
+    Args:
+      fn: ``fn(path_str, leaf, *rest_leaves) -> new_leaf`` (return ``None`` for "untouched").
+      tree: the pytree that sets the structure.
+      *rest: pytrees with the structure of ``tree`` (``None`` allowed in place of a leaf).
+
+    Returns:
+      a pytree with the structure of ``tree``.
+
+    Example:
+      >>> map_with_path_str(lambda p, x: p, {"a": {"b": 1}})
+      {'a': {'b': 'a/b'}}
+    """
+    return jax.tree_util.tree_map_with_path(lambda p, x, *r: fn(path_to_str(p), x, *r), tree, *rest)
+
+
+def selection_tree(
+    tree: PyTree,
+    *,
+    include: Any = None,
+    exclude: Any = None,
+    predicate: Predicate | None = None,
+) -> PyTree:
+    """A pytree of Python bools with the structure of ``tree``: True for selected leaves.
+
+    Args:
+      tree: any pytree of arrays.
+      include, exclude, predicate: as in :func:`selected_paths`.
+
+    Returns:
+      the same structure as ``tree`` with ``True``/``False`` leaves (static, host-side).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> selection_tree({"w": jnp.ones((2, 2)), "b": jnp.ones(2)})
+      {'b': False, 'w': True}
+    """
+    sel = set(selected_paths(tree, include=include, exclude=exclude, predicate=predicate))
+    return map_with_path_str(lambda p, x: p in sel, tree)
+
+
+# --------------------------------------------------------------------------------------------
+# Mask pytrees: bool arrays for selected leaves, None for untouched ones
+# --------------------------------------------------------------------------------------------
+
+
+def _none_leaf(x: Any) -> bool:
+    return x is None
+
+
+def full_masks(
+    tree: PyTree,
+    *,
+    include: Any = None,
+    exclude: Any = None,
+    predicate: Predicate | None = None,
+) -> PyTree:
+    """An all-kept mask pytree: ``jnp.ones(shape, bool)`` for selected leaves, ``None`` otherwise.
+
+    Args:
+      tree: any pytree of arrays (NNX ``State``, pure dict, Linen dict, ...).
+      include, exclude, predicate: as in :func:`selected_paths`.
+
+    Returns:
+      a mask pytree with the structure of ``tree``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> full_masks({"w": jnp.ones((2, 2)), "b": jnp.ones(2)})["b"] is None
+      True
+    """
+    sel = set(selected_paths(tree, include=include, exclude=exclude, predicate=predicate))
+    return map_with_path_str(
+        lambda p, x: jnp.ones(jnp.shape(x), jnp.bool_) if p in sel else None, tree
+    )
+
+
+def check_masks(params: PyTree, masks: PyTree, name: str = "masks") -> None:
+    """Raise ``ValueError`` unless ``masks`` is a mask pytree for ``params``.
+
+    ``masks`` must have the structure of ``params`` with, for every leaf, either ``None`` or a
+    boolean array of the leaf's shape.
+
+    Args:
+      params: the parameter pytree.
+      masks: the candidate mask pytree.
+      name: the argument name used in error messages.
+
+    Raises:
+      ValueError: naming the first offending path and the fix.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> check_masks({"w": jnp.ones((2, 2))}, {"w": jnp.ones((2, 2), bool)})
+    """
+    p_def = jax.tree.structure(params)
+    try:
+        m_leaves = p_def.flatten_up_to(masks)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{name} does not have the structure of params ({p_def}); build it with "
+            f"jaxcomp.full_masks(params) or jax.tree.map over params. Detail: {e}"
+        ) from None
+    for (path, leaf), m in zip(leaves_with_paths(params), m_leaves, strict=True):
+        if m is None:
+            continue
+        if not _is_array(m):
+            raise ValueError(
+                f"{name}[{path!r}] must be a bool array or None, got {type(m).__name__}"
+            )
+        if tuple(m.shape) != tuple(jnp.shape(leaf)):
+            raise ValueError(
+                f"{name}[{path!r}] has shape {tuple(m.shape)} but the param has shape "
+                f"{tuple(jnp.shape(leaf))}; masks must match the params leaf by leaf"
+            )
+        if m.dtype != jnp.bool_:
+            raise ValueError(
+                f"{name}[{path!r}] has dtype {m.dtype}; masks must be bool (True = kept)"
+            )
+
+
+def tree_map_masked(fn: Callable[..., Any], params: PyTree, masks: PyTree, *rest: PyTree) -> PyTree:
+    """Apply ``fn(leaf, mask, *rest_leaves)`` where the mask is not ``None``; keep other leaves.
+
+    Args:
+      fn: the function for masked leaves.
+      params: the pytree that sets the structure.
+      masks: a mask pytree for ``params`` (``None`` = untouched leaf, returned as is).
+      *rest: further pytrees with the structure of ``params``.
+
+    Returns:
+      a pytree with the structure of ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> out = tree_map_masked(lambda x, m: x * m, {"w": jnp.ones(2), "b": jnp.ones(1)},
+      ...                       {"w": jnp.array([True, False]), "b": None})
+      >>> out["w"].tolist(), out["b"].tolist()
+      ([1.0, 0.0], [1.0])
+    """
+    return jax.tree.map(lambda x, m, *r: x if m is None else fn(x, m, *r), params, masks, *rest)
+
+
+def mask_leaves(masks: PyTree) -> list[Any]:
+    """The non-``None`` mask arrays of a mask pytree, in flattening order.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> len(mask_leaves({"w": jnp.ones(2, bool), "b": None}))
+      1
+    """
+    return [m for m in jax.tree.leaves(masks, is_leaf=_none_leaf) if m is not None]

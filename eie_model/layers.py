@@ -1,0 +1,362 @@
+"""Benchmark layers for the EIE model: the nine of the EIE paper, the shared real layer, loaders.
+
+A layer is a ``Layer``: ``codes`` (m outputs x n inputs, unsigned, 0 = pruned), ``codebook``
+(float32, ``codebook[0] == 0.0``), ``act`` (n,) and optional ``bias_codes`` (m,).
+
+The nine benchmark layers of the EIE paper (Table III) are seeded synthetic layers
+(``benchmark_layer``) with the paper's shapes and weight / activation densities. Real pruned
+matrices are not uniformly sparse, and the spread of non-zeros over rows and columns is what
+sets EIE's load imbalance. So ``synthetic_layer`` draws entry (i, j) non-zero with probability
+``density x r_i x c_j``, where the row and column multipliers are ``1 + cv x N(0, 1)``
+(clipped at 0.05). The defaults ``ROW_CV`` / ``COL_CV`` are fitted to the shared real layer by
+``fit_spread`` (its 528..1,435 non-zeros per row and 75..385 per column): the multipliers'
+spread is the observed spread with the binomial part removed.
+
+Example:
+    >>> import numpy as np
+    >>> from eie_model.layers import Layer
+    >>> layer = Layer(np.array([[1, 0]], np.uint8), np.arange(16, dtype=np.float32),
+    ...               np.array([2.0, 3.0], np.float32))
+    >>> layer.shape, layer.code_bits
+    ((1, 2), 4)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "BENCHMARKS",
+    "BenchmarkSpec",
+    "Layer",
+    "benchmark_layer",
+    "fit_spread",
+    "load_layer",
+    "load_npz_layer",
+    "synthetic_layer",
+    "validate_layer",
+]
+
+
+class Layer(NamedTuple):
+    """One fully-connected layer as EIE sees it.
+
+    Attributes:
+        codes: ``(m, n)`` uint8/uint16 weight codes (outputs x inputs), 0 = pruned.
+        codebook: ``(2**code_bits,)`` float32, entry 0 is 0.0.
+        act: ``(n,)`` float32 input activations.
+        bias_codes: ``(m,)`` codes of the bias, or ``None``.
+        name: a label.
+    """
+
+    codes: np.ndarray
+    codebook: np.ndarray
+    act: np.ndarray
+    bias_codes: np.ndarray | None = None
+    name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(m, n)``: outputs x inputs."""
+        return tuple(self.codes.shape)
+
+    @property
+    def code_bits(self) -> int:
+        """Bits of a weight code: ``log2(len(codebook))``."""
+        return int(self.codebook.shape[0]).bit_length() - 1
+
+    @property
+    def weight_density(self) -> float:
+        """Fraction of non-zero codes."""
+        return float(np.count_nonzero(self.codes)) / max(self.codes.size, 1)
+
+    @property
+    def act_density(self) -> float:
+        """Fraction of non-zero activations."""
+        return float(np.count_nonzero(self.act)) / max(self.act.size, 1)
+
+    def weights(self) -> np.ndarray:
+        """Dense ``(m, n)`` float32 weights ``codebook[codes]``."""
+        return self.codebook[self.codes]
+
+
+def validate_layer(layer: Layer) -> Layer:
+    """Check a ``Layer``'s shapes, dtypes and codebook convention; return it with canonical dtypes.
+
+    Raises:
+        ValueError, TypeError: naming the offending field.
+
+    Example:
+        >>> import numpy as np
+        >>> from eie_model.layers import Layer, validate_layer
+        >>> ok = validate_layer(Layer(np.ones((2, 3), np.int64), np.arange(4.0), np.ones(3)))
+        >>> ok.codes.dtype, ok.codebook.dtype, ok.act.dtype
+        (dtype('uint8'), dtype('float32'), dtype('float32'))
+    """
+    codes = np.asarray(layer.codes)
+    codebook = np.asarray(layer.codebook)
+    act = np.asarray(layer.act)
+    if codes.ndim != 2:
+        raise ValueError(f"layer codes must be 2-D (m, n), got shape {codes.shape}")
+    if codes.dtype == bool or not np.issubdtype(codes.dtype, np.integer):
+        raise TypeError(f"layer codes must be unsigned integers, got {codes.dtype}")
+    k = codebook.shape[0] if codebook.ndim == 1 else 0
+    if codebook.ndim != 1 or k < 2 or k & (k - 1):
+        raise ValueError(
+            f"layer codebook must be 1-D with a power-of-2 length, got {codebook.shape}"
+        )
+    if codebook[0] != 0.0:
+        raise ValueError(f"layer codebook[0] must be 0.0 (code 0 = pruned), got {codebook[0]}")
+    if codes.size and (codes.min() < 0 or codes.max() >= k):
+        raise ValueError(f"layer codes must lie in 0..{k - 1}, got max {int(codes.max())}")
+    if act.shape != (codes.shape[1],):
+        raise ValueError(f"layer act must have shape ({codes.shape[1]},) = (n,), got {act.shape}")
+    bias = layer.bias_codes
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (codes.shape[0],):
+            raise ValueError(
+                f"layer bias_codes must have shape ({codes.shape[0]},) = (m,), got {bias.shape}"
+            )
+        if bias.size and (bias.min() < 0 or bias.max() >= k):
+            raise ValueError(f"layer bias_codes must lie in 0..{k - 1}")
+    dt = np.uint8 if k <= 256 else np.uint16
+    return Layer(
+        codes.astype(dt, copy=False),
+        codebook.astype(np.float32, copy=False),
+        act.astype(np.float32, copy=False),
+        None if bias is None else bias.astype(dt, copy=False),
+        layer.name,
+    )
+
+
+def load_npz_layer(path: str | os.PathLike) -> Layer:
+    """Load a layer from an ``.npz`` with keys ``codes``, ``codebook``, ``act`` [, ``bias_codes``].
+
+    These are the keys of the shared real layer (``eie-layer/layer.npz``).
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        The validated ``Layer`` (name = file stem).
+
+    Example:
+        >>> import os
+        >>> from eie_model.layers import load_npz_layer
+        >>> p = os.path.join(os.environ.get("JAXCOMP_DATA_DIR", "/nonexistent"),
+        ...                  "eie-layer", "layer.npz")
+        >>> load_npz_layer(p).shape if os.path.exists(p) else (1000, 4096)
+        (1000, 4096)
+    """
+    with np.load(path) as d:
+        missing = {"codes", "codebook", "act"} - set(d.files)
+        if missing:
+            raise ValueError(
+                f"layer file {path} lacks keys {sorted(missing)}; it needs codes, codebook, act "
+                "and optionally bias_codes"
+            )
+        bias = d["bias_codes"] if "bias_codes" in d.files else None
+        layer = Layer(d["codes"], d["codebook"], d["act"], bias, os.path.basename(str(path)))
+    return validate_layer(layer)
+
+
+# ------------------------------------------------------------------------ synthetic layers
+class BenchmarkSpec(NamedTuple):
+    """One benchmark layer of the EIE paper's Table III.
+
+    Attributes:
+        name: short name (``"alex6"``).
+        n_in: inputs n (columns of ``codes``).
+        n_out: outputs m (rows of ``codes``).
+        weight_density: fraction of non-zero weights.
+        act_density: fraction of non-zero input activations.
+        description: the network and layer.
+    """
+
+    name: str
+    n_in: int
+    n_out: int
+    weight_density: float
+    act_density: float
+    description: str
+
+
+#: EIE paper, Table III: size (in x out), weight density, activation density.
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    s.name: s
+    for s in (
+        BenchmarkSpec("alex6", 9216, 4096, 0.09, 0.351, "AlexNet fc6"),
+        BenchmarkSpec("alex7", 4096, 4096, 0.09, 0.353, "AlexNet fc7"),
+        BenchmarkSpec("alex8", 4096, 1000, 0.25, 0.375, "AlexNet fc8"),
+        BenchmarkSpec("vgg6", 25088, 4096, 0.04, 0.183, "VGG-16 fc6"),
+        BenchmarkSpec("vgg7", 4096, 4096, 0.04, 0.375, "VGG-16 fc7"),
+        BenchmarkSpec("vgg8", 4096, 1000, 0.23, 0.411, "VGG-16 fc8"),
+        BenchmarkSpec("nt-we", 4096, 600, 0.10, 1.0, "NeuralTalk word embedding"),
+        BenchmarkSpec("nt-wd", 600, 8791, 0.11, 1.0, "NeuralTalk word decoder"),
+        BenchmarkSpec("nt-lstm", 1201, 2400, 0.10, 1.0, "NeuralTalk LSTM"),
+    )
+}
+
+#: Std of the row / column density multipliers, fitted to the shared real layer with
+#: ``fit_spread(load_npz_layer(".../eie-layer/layer.npz").codes)`` (rounded).
+ROW_CV = 0.130
+COL_CV = 0.082
+#: Fraction of non-zero bias codes in synthetic layers (real layer: 959 / 1000).
+BIAS_DENSITY = 0.959
+_MIN_MULT = 0.05
+
+
+def fit_spread(codes: np.ndarray) -> tuple[float, float]:
+    """Row and column multiplier spreads (std) that reproduce a layer's non-zero spread.
+
+    The observed coefficient of variation of non-zeros per row (column) minus, in quadrature,
+    the binomial part a uniform layer of the same density would show.
+
+    Args:
+        codes: ``(m, n)`` codes, 0 = pruned.
+
+    Returns:
+        ``(row_cv, col_cv)`` floats.
+
+    Example:
+        >>> import numpy as np
+        >>> from eie_model.layers import fit_spread
+        >>> rng = np.random.default_rng(0)
+        >>> uniform = (rng.random((400, 800)) < 0.2).astype(np.uint8)
+        >>> [round(x, 2) for x in fit_spread(uniform)]   # a uniform layer has no extra spread
+        [0.0, 0.0]
+    """
+    nz = np.asarray(codes) != 0
+    m, n = nz.shape
+    d = nz.mean()
+    if not 0 < d < 1:
+        return 0.0, 0.0
+    out = []
+    for counts, k in ((nz.sum(1), n), (nz.sum(0), m)):
+        cv2 = counts.var() / counts.mean() ** 2 if counts.mean() else 0.0
+        binom = (1 - d) / (k * d)
+        out.append(float(np.sqrt(max(cv2 - binom, 0.0))))
+    return out[0], out[1]
+
+
+def synthetic_layer(
+    n_out: int,
+    n_in: int,
+    weight_density: float,
+    act_density: float,
+    *,
+    seed: int = 0,
+    row_cv: float = ROW_CV,
+    col_cv: float = COL_CV,
+    code_bits: int = 4,
+    bias: bool = True,
+    name: str = "",
+) -> Layer:
+    """A seeded synthetic layer with a row/column spread of non-zeros.
+
+    Entry (i, j) is non-zero with probability ``clip(weight_density x r_i x c_j, 0, 1)``,
+    ``r_i = max(1 + row_cv x N(0,1), 0.05)``, ``c_j`` likewise (multipliers normalized to mean 1);
+    non-zero codes are uniform in ``1 .. 2**code_bits - 1``; the codebook is sorted normal
+    values with entry 0 = 0.0; activations are non-zero with probability ``act_density``
+    (exponential values, >= 0, as after a ReLU); bias codes are non-zero with probability
+    ``BIAS_DENSITY``. ``row_cv = col_cv = 0`` gives a uniform layer.
+
+    Args:
+        n_out: outputs m.
+        n_in: inputs n.
+        weight_density: in (0, 1].
+        act_density: in (0, 1].
+        seed: random seed.
+        row_cv: std of the row multipliers.
+        col_cv: std of the column multipliers.
+        code_bits: weight-code bits.
+        bias: include bias codes.
+        name: label.
+
+    Returns:
+        ``Layer``.
+
+    Example:
+        >>> from eie_model.layers import synthetic_layer
+        >>> layer = synthetic_layer(100, 300, 0.1, 0.5, seed=1)
+        >>> layer.shape, round(layer.weight_density, 1)
+        ((100, 300), 0.1)
+    """
+    for k, v in (("n_out", n_out), ("n_in", n_in), ("code_bits", code_bits)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"synthetic_layer: {k} must be a positive int, got {v!r}")
+    for k, v in (("weight_density", weight_density), ("act_density", act_density)):
+        if not 0 < v <= 1:
+            raise ValueError(f"synthetic_layer: {k} must be in (0, 1], got {v}")
+    for k, v in (("row_cv", row_cv), ("col_cv", col_cv)):
+        if not v >= 0:
+            raise ValueError(f"synthetic_layer: {k} must be >= 0, got {v}")
+    rng = np.random.default_rng(seed)
+    r = np.maximum(1 + row_cv * rng.standard_normal(n_out), _MIN_MULT)
+    c = np.maximum(1 + col_cv * rng.standard_normal(n_in), _MIN_MULT)
+    r, c = r / r.mean(), c / c.mean()
+    dt = np.uint8 if code_bits <= 8 else np.uint16
+    codes = np.empty((n_out, n_in), dt)
+    colp = (weight_density * c).astype(np.float32)
+    chunk = max(1, (1 << 22) // n_in)
+    for lo in range(0, n_out, chunk):
+        hi = min(lo + chunk, n_out)
+        p = np.minimum(r[lo:hi, None].astype(np.float32) * colp[None, :], 1.0)
+        keep = rng.random((hi - lo, n_in), dtype=np.float32) < p
+        vals = rng.integers(1, 1 << code_bits, (hi - lo, n_in), dtype=dt)
+        codes[lo:hi] = np.where(keep, vals, 0)
+    codebook = np.concatenate([[0.0], np.sort(rng.normal(0.0, 0.05, (1 << code_bits) - 1))]).astype(
+        np.float32
+    )
+    act = ((rng.random(n_in) < act_density) * rng.exponential(1.0, n_in)).astype(np.float32)
+    b = None
+    if bias:
+        b = np.where(rng.random(n_out) < BIAS_DENSITY, rng.integers(1, 1 << code_bits, n_out), 0)
+        b = b.astype(dt)
+    return Layer(codes, codebook, act, b, name)
+
+
+def benchmark_layer(name: str, *, seed: int = 0, **spread) -> Layer:
+    """One of the nine EIE benchmark layers (Table III) as a seeded synthetic layer.
+
+    Args:
+        name: a key of ``BENCHMARKS`` (``alex6 alex7 alex8 vgg6 vgg7 vgg8 nt-we nt-wd
+            nt-lstm``), case-insensitive.
+        seed: random seed.
+        **spread: ``row_cv`` / ``col_cv`` / ``code_bits`` / ``bias`` for ``synthetic_layer``.
+
+    Example:
+        >>> from eie_model.layers import benchmark_layer
+        >>> benchmark_layer("alex8").shape
+        (1000, 4096)
+    """
+    key = str(name).lower()
+    if key not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark layer {name!r}; choose one of {sorted(BENCHMARKS)}")
+    s = BENCHMARKS[key]
+    return synthetic_layer(
+        s.n_out, s.n_in, s.weight_density, s.act_density, seed=seed, name=s.name, **spread
+    )
+
+
+def load_layer(name_or_path: str | os.PathLike, *, seed: int = 0) -> Layer:
+    """A benchmark name (``"alex7"``) or the path of an ``.npz`` layer file.
+
+    Example:
+        >>> from eie_model.layers import load_layer
+        >>> load_layer("nt-we").shape
+        (600, 4096)
+    """
+    key = str(name_or_path)
+    if key.lower() in BENCHMARKS:
+        return benchmark_layer(key, seed=seed)
+    if not os.path.exists(key):
+        raise ValueError(
+            f"layer {key!r} is neither a benchmark name ({', '.join(sorted(BENCHMARKS))}) "
+            "nor an existing .npz file"
+        )
+    return load_npz_layer(key)

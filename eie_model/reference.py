@@ -1,0 +1,441 @@
+"""A slow, obviously-correct cycle-by-cycle EIE simulator: the test oracle (DESIGN §4.4).
+
+Written the way the hardware is: every cycle each unit reads the registers as they were at the
+start of the cycle and writes the registers it owns; the loop body is one clock tick. The
+per-PE units are NumPy arrays with a leading PE axis, so one tick is a handful of vectorized
+operations (the real 1000x4096 layer at 64 PEs runs in about a second).
+
+Units, in the order one tick evaluates them (a later unit sees what an earlier one did this
+cycle, exactly as the stated timing requires):
+
+1. **Arithmetic unit** (per PE): a ``write_latency``-deep shift register. The entry read from
+   the SpMat SRAM at cycle t is written to its accumulator at ``t + write_latency`` (``s + m + 5``
+   for entry m of a column started at s). Codes 0 (fillers) do not write.
+2. **SpMat read** (per PE): a PE that is free and holds a pointer pair read in an earlier cycle
+   starts that column this cycle (the activation leaves the queue); a column takes
+   ``max(1, entries)`` cycles, one entry read per cycle, fillers included. The SRAM line of each
+   entry (address p on line ``p // entries_per_line``) is compared with the previous entry's
+   line (none at first); a differing line is one line read.
+3. **Pointer read** (per PE): a PE whose pointer register is empty reads ``ptr[j], ptr[j+1]`` for
+   the activation at the head of its queue, if that activation was broadcast in an earlier cycle.
+   Hence ``s >= e + 2`` and ``s[k] >= s[k-1] + d[k-1]``.
+4. **LNZD / broadcast** (global): activations are latched in groups of N lanes; the first group
+   at cycle 1. Each cycle the LNZD looks for the next non-zero lane of the latched group:
+   found and every queue has room -> broadcast (all PEs' queues in the same cycle); found but
+   a queue is full -> a broadcast stall cycle; not found -> the next group is latched and
+   visible next cycle. A broadcast from lane N-1 also latches the next group for next cycle.
+   After the last group, the bias column (its own group, lane 0, activation 1.0).
+   Room, with ``fifo_depth`` D >= 2: every PE has at most D-2 broadcast activations whose column
+   has not started by this cycle (equivalently ``e[k] >= max_i s[i, k-D+1]``). D = 1 (no waiting
+   slot): every PE is idle this cycle with nothing pending, i.e.
+   ``e[k] >= max_i (s[i, k-1] + d[i, k-1])``: the PE's only register, freed in the last cycle of
+   column k-1, can be written the next cycle.
+
+End: the layer ends one cycle after its last accumulator write (``cycles = last write + 1``).
+Edge case that DESIGN leaves open (decided here): a layer with no accumulator write at all
+ends when the LNZD has scanned every group (the cycle the group after the last would latch).
+
+Counters (all DESIGN §4.4): ``cycles``; ``busy`` per PE = entries read (fillers included; an
+empty column's one cycle is not busy); ``useful_macs`` = entries with code != 0 in broadcast
+columns; ``fillers``; ``stall_cycles`` = cycles the LNZD had an activation but a queue was full;
+``starvation_cycles`` = summed over PEs, cycles between a PE's first and last column that it
+spends idle waiting for an activation (``sum_k max(0, s[k] - s[k-1] - d[k-1])``);
+``pointer_reads`` = N per broadcast; ``spm_line_reads``; ``mac_efficiency`` =
+useful / (cycles x N); ``load_efficiency`` = busy / (cycles x N).
+
+Optional ``acc_regs`` (off by default): outputs beyond ``N * acc_regs`` run as extra passes,
+each pass a fresh run over the next ``N * acc_regs`` output rows that rebroadcasts the input;
+passes run back to back, so every counter (cycles included) is the sum over passes.
+
+Command line::
+
+    python -m eie_model.reference --layer layer.npz --pes 64 --fifo 8 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from eie_model.config import EIEConfig
+from eie_model.format import EncodedLayer, encode_layer
+
+__all__ = ["Counters", "simulate", "simulate_encoded"]
+
+
+class Counters(NamedTuple):
+    """Counters of one run (DESIGN §4.4). Scalars are Python ints/floats.
+
+    Attributes:
+        cycles: total cycles of the layer.
+        busy: ``(N,)`` int64, entries each PE read (fillers included).
+        useful_macs: entries with code != 0 in broadcast columns (= non-zero weights in them).
+        fillers: filler entries read.
+        stall_cycles: cycles the broadcast waited for queue room.
+        starvation_cycles: PE-cycles idle between a PE's first and last column.
+        pointer_reads: pointer-pair reads (N per broadcast, bias included).
+        spm_line_reads: SpMat SRAM line reads summed over PEs.
+        spm_line_reads_per_pe: ``(N,)`` int64.
+        broadcasts: activations broadcast (non-zero activations, plus the bias).
+        n_pes: N.
+        mac_efficiency: useful_macs / (cycles x N).
+        load_efficiency: sum(busy) / (cycles x N).
+        y: ``(m,)`` float32, the layer's output as the accumulators hold it (float32 sums in
+            broadcast order; bit-identical to the authors' simulator).
+    """
+
+    cycles: int
+    busy: np.ndarray
+    useful_macs: int
+    fillers: int
+    stall_cycles: int
+    starvation_cycles: int
+    pointer_reads: int
+    spm_line_reads: int
+    spm_line_reads_per_pe: np.ndarray
+    broadcasts: int
+    n_pes: int
+    mac_efficiency: float
+    load_efficiency: float
+    y: np.ndarray
+
+    def to_json(self) -> dict[str, Any]:
+        """The counters as a JSON-ready dict (arrays as lists, ``y`` left out)."""
+        out: dict[str, Any] = {}
+        for k, v in self._asdict().items():
+            if k == "y":
+                continue
+            out[k] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out
+
+
+def _finish(c: dict[str, Any], n_pes: int) -> Counters:
+    denom = c["cycles"] * n_pes
+    return Counters(
+        **c,
+        n_pes=n_pes,
+        mac_efficiency=c["useful_macs"] / denom if denom else 0.0,
+        load_efficiency=int(c["busy"].sum()) / denom if denom else 0.0,
+    )
+
+
+def simulate_encoded(
+    enc: EncodedLayer,
+    act: np.ndarray,
+    *,
+    config: EIEConfig,
+    codebook: np.ndarray | None = None,
+    max_cycles: int | None = None,
+) -> Counters:
+    """Run an encoded layer cycle by cycle (one pass; ``acc_regs`` is not applied here).
+
+    Args:
+        enc: the layer in EIE format; ``enc.n_pes`` must equal ``config.n_pes``.
+        act: ``(n,)`` input activations (any float dtype; non-zero means != 0).
+        config: a single (unbatched) ``EIEConfig``; uses ``fifo_depth``, ``sram_width``,
+            ``bcast_latency`` and ``write_latency``.
+        codebook: optional ``(2**code_bits,)`` float32 codebook; without it ``y`` is zeros.
+        max_cycles: safety bound (default: generous, from the layer size).
+
+    Returns:
+        ``Counters``.
+
+    Example:
+        >>> import numpy as np
+        >>> from eie_model.config import EIEConfig
+        >>> from eie_model.format import encode_layer
+        >>> from eie_model.reference import simulate_encoded
+        >>> enc = encode_layer(np.array([[1, 2]], np.uint8), n_pes=1)
+        >>> c = simulate_encoded(enc, np.array([1.0, 1.0]), config=EIEConfig(n_pes=1))
+        >>> c.cycles, c.useful_macs   # broadcasts at 1, 2; starts 3, 4; writes 8, 9
+        (10, 2)
+    """
+    if not isinstance(enc, EncodedLayer):
+        raise TypeError(f"simulate_encoded: enc must be an EncodedLayer, got {type(enc).__name__}")
+    if not isinstance(config, EIEConfig):
+        raise TypeError(f"simulate_encoded: config must be an EIEConfig, got {type(config)}")
+    if config.batch_shape != ():
+        raise ValueError("simulate_encoded: config must be a single configuration (unbatched)")
+    if enc.n_pes != config.n_pes:
+        raise ValueError(f"simulate_encoded: enc.n_pes={enc.n_pes} != config.n_pes={config.n_pes}")
+    if (enc.index_bits, enc.code_bits) != (config.index_bits, config.code_bits):
+        raise ValueError(
+            "simulate_encoded: the layer was encoded with index_bits/code_bits "
+            f"{enc.index_bits}/{enc.code_bits}, the config has "
+            f"{config.index_bits}/{config.code_bits}; encode with the config's values"
+        )
+    m, n = enc.shape
+    act = np.asarray(act)
+    if act.shape != (n,):
+        raise ValueError(f"simulate_encoded: act must have shape ({n},) = (n,), got {act.shape}")
+    N = enc.n_pes
+    D = int(config.fifo_depth)
+    epl = int(config.entries_per_line())
+    lat_b, lat_w = config.bcast_latency, config.write_latency
+    if codebook is None:
+        cb = np.zeros(1 << enc.code_bits, np.float32)
+    else:
+        cb = np.asarray(codebook, np.float32)
+        if cb.shape != (1 << enc.code_bits,):
+            raise ValueError(
+                f"simulate_encoded: codebook must have shape ({1 << enc.code_bits},), "
+                f"got {cb.shape}"
+            )
+
+    # ---- memories (read-only during the run) ---------------------------------------------
+    n_cols = enc.n_cols
+    act_mem = np.zeros(n_cols, np.float32)  # activation SRAM, padded columns are 0
+    act_mem[:n] = act.astype(np.float32)
+    if enc.has_bias:
+        act_mem[n_cols - 1] = 1.0
+    n_groups = -(-n_cols // N)
+    lanes = np.zeros(n_groups * N, np.float32)
+    lanes[:n_cols] = act_mem
+    lanes = lanes.reshape(n_groups, N)
+    spm_code, _ = enc.padded()  # (N, E) SpMat SRAM of each PE
+    spm_row = np.zeros_like(spm_code, dtype=np.int64)
+    pe_of = np.repeat(np.arange(N), enc.entries_per_pe)
+    spm_row[pe_of, np.arange(enc.n_entries) - enc.pe_offset[pe_of]] = enc.entry_rows()
+    ptr_mem = enc.col_ptr  # (N, n_cols + 1) pointer SRAM of each PE
+    n_bcast_total = int(np.count_nonzero(act_mem))
+    pes = np.arange(N)
+
+    # ---- registers -----------------------------------------------------------------------
+    # LNZD / activation read unit
+    group = 0  # latched group
+    lane = 0  # next lane to look at in the latched group
+    bc_col = np.zeros(n_bcast_total + 1, np.int64)  # broadcast log: column of k
+    bc_val = np.zeros(n_bcast_total + 1, np.float32)  # value of k
+    bc_time = np.full(n_bcast_total + 1, np.iinfo(np.int64).max // 2, np.int64)  # e[k]
+    n_bcast = 0  # activations written to the queues so far
+    scan_done_at = None  # cycle the group after the last would latch
+    # per PE: queue head (broadcasts whose column started), pointer register, column in process
+    head = np.zeros(N, np.int64)
+    ptr_valid = np.zeros(N, bool)
+    ptr_lo = np.zeros(N, np.int64)
+    ptr_hi = np.zeros(N, np.int64)
+    cur = np.zeros(N, np.int64)  # next SpMat address of the column in process
+    end = np.zeros(N, np.int64)  # end address of the column in process
+    active = np.zeros(N, bool)  # a column in process still has entries for later cycles
+    cur_val = np.zeros(N, np.float32)  # activation of the column in process
+    last_line = np.full(N, -1, np.int64)
+    # arithmetic pipeline (ring of write_latency slots) and accumulators
+    pipe_valid = np.zeros((lat_w, N), bool)
+    pipe_row = np.zeros((lat_w, N), np.int64)
+    pipe_prod = np.zeros((lat_w, N), np.float32)
+    acc = np.zeros((N, enc.local_rows), np.float32)
+    # counters
+    busy = np.zeros(N, np.int64)
+    lines = np.zeros(N, np.int64)
+    useful = fillers = stalls = starve = ptr_reads = 0
+    last_write = None
+
+    if max_cycles is None:
+        max_cycles = 16 + (n_groups + 2) * 2 + (enc.n_entries + n_bcast_total + 2) * (lat_b + 4)
+        max_cycles += lat_w + n_bcast_total * (D + 2)
+    t = 0
+    while True:
+        t += 1
+        if t > max_cycles:
+            raise RuntimeError(f"simulate_encoded: no end after {max_cycles} cycles (bug)")
+        # 1. arithmetic unit: write what was read write_latency cycles ago
+        slot = t % lat_w
+        w = pipe_valid[slot]
+        if w.any():
+            p, r = pes[w], pipe_row[slot, w]
+            acc[p, r] = acc[p, r] + pipe_prod[slot, w]
+            last_write = t
+            pipe_valid[slot] = False
+        # 2. SpMat read: start a column if free and the pointers are ready, then read one entry
+        start = ~active & ptr_valid
+        if start.any():
+            cur[start] = ptr_lo[start]
+            end[start] = ptr_hi[start]
+            cur_val[start] = bc_val[head[start]]
+            head[start] += 1  # the activation leaves the queue when its column starts
+            ptr_valid[start] = False
+        proc = active | start  # PEs occupied this cycle (an empty column takes one cycle)
+        read = proc & (cur < end)
+        if read.any():
+            p = pes[read]
+            a = cur[read]
+            code = spm_code[p, a]
+            line = a // epl
+            newline = line != last_line[read]
+            lines[p[newline]] += 1
+            last_line[read] = line
+            busy[read] += 1
+            nz = code != 0
+            useful += int(nz.sum())
+            fillers += int((~nz).sum())
+            pipe_valid[slot, p] = nz
+            pipe_row[slot, p] = spm_row[p, a]
+            pipe_prod[slot, p] = cb[code] * cur_val[read]
+            cur[read] += 1
+        active = proc & (cur < end)
+        # starvation: idle, has started a column, and more columns are still to come
+        starve += int((~proc & (head >= 1) & (head < n_bcast_total)).sum())
+        # 3. pointer read: for the queue head broadcast in an earlier cycle
+        want = ~ptr_valid & (head < n_bcast) & (bc_time[head] + (lat_b - 1) <= t)
+        if want.any():
+            col = bc_col[head[want]]
+            ptr_lo[want] = ptr_mem[pes[want], col]
+            ptr_hi[want] = ptr_mem[pes[want], col + 1]
+            ptr_valid[want] = True
+            ptr_reads += int(want.sum())
+        # 4. LNZD: next non-zero lane of the latched group, broadcast if every queue has room
+        if group < n_groups:
+            nzl = np.flatnonzero(lanes[group, lane:])
+            if nzl.size:
+                ln = lane + int(nzl[0])
+                pending = n_bcast - head  # broadcast, column not started (this cycle counted)
+                if D >= 2:
+                    room = bool(np.all(pending <= D - 2))
+                else:
+                    room = bool(np.all((pending == 0) & ~proc))
+                if room:
+                    bc_col[n_bcast] = group * N + ln
+                    bc_val[n_bcast] = lanes[group, ln]
+                    bc_time[n_bcast] = t
+                    n_bcast += 1
+                    lane = ln + 1
+                    if ln == N - 1:
+                        group, lane = group + 1, 0
+                else:
+                    stalls += 1
+            else:
+                group, lane = group + 1, 0
+            if group == n_groups:
+                scan_done_at = t + 1
+        # end: everything drained
+        if (
+            group == n_groups
+            and n_bcast == n_bcast_total
+            and bool(np.all(head == n_bcast))
+            and not active.any()
+            and not ptr_valid.any()
+            and not pipe_valid.any()
+        ):
+            break
+
+    cycles = last_write + 1 if last_write is not None else scan_done_at
+    y = acc.T.reshape(-1)[:m].copy()  # local row l of PE i is output l*N + i
+    return _finish(
+        dict(
+            cycles=int(cycles),
+            busy=busy,
+            useful_macs=useful,
+            fillers=fillers,
+            stall_cycles=stalls,
+            starvation_cycles=starve,
+            pointer_reads=ptr_reads,
+            spm_line_reads=int(lines.sum()),
+            spm_line_reads_per_pe=lines,
+            broadcasts=n_bcast,
+            y=y,
+        ),
+        N,
+    )
+
+
+def simulate(
+    codes: np.ndarray,
+    act: np.ndarray,
+    bias_codes: np.ndarray | None = None,
+    *,
+    config: EIEConfig,
+    codebook: np.ndarray | None = None,
+) -> Counters:
+    """Encode a layer for ``config`` and run it cycle by cycle (with ``acc_regs`` passes).
+
+    Args:
+        codes: ``(m, n)`` unsigned weight codes, 0 = pruned.
+        act: ``(n,)`` input activations.
+        bias_codes: optional ``(m,)`` bias codes (broadcast last, activation 1.0).
+        config: a single ``EIEConfig``.
+        codebook: optional ``(2**code_bits,)`` float32 codebook (for ``y``).
+
+    Returns:
+        ``Counters``; with ``config.acc_regs`` set, the sums over passes (``y`` concatenated).
+
+    Example:
+        >>> import numpy as np
+        >>> from eie_model.config import EIEConfig
+        >>> from eie_model.reference import simulate
+        >>> codes = np.array([[1, 0, 2], [0, 3, 0]], np.uint8)
+        >>> c = simulate(codes, np.array([1.0, 0.0, 2.0]), config=EIEConfig(n_pes=2, fifo_depth=2))
+        >>> c.useful_macs, c.broadcasts, c.pointer_reads
+        (2, 2, 4)
+    """
+    if not isinstance(config, EIEConfig):
+        raise TypeError(f"simulate: config must be an EIEConfig, got {type(config).__name__}")
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"simulate: codes must be 2-D (m, n), got shape {codes.shape}")
+    N, m = config.n_pes, codes.shape[0]
+    kw = dict(n_pes=N, index_bits=config.index_bits, code_bits=config.code_bits)
+    if config.acc_regs is None or m <= N * config.acc_regs:
+        enc = encode_layer(codes, bias_codes, **kw)
+        return simulate_encoded(enc, act, config=config, codebook=codebook)
+    rows = N * config.acc_regs
+    parts = []
+    for lo in range(0, m, rows):
+        b = None if bias_codes is None else np.asarray(bias_codes)[lo : lo + rows]
+        enc = encode_layer(codes[lo : lo + rows], b, **kw)
+        parts.append(simulate_encoded(enc, act, config=config, codebook=codebook))
+    total: dict[str, Any] = {}
+    for k in Counters._fields:
+        if k in ("n_pes", "mac_efficiency", "load_efficiency"):
+            continue
+        vals = [getattr(p, k) for p in parts]
+        total[k] = np.concatenate(vals) if k == "y" else sum(vals[1:], vals[0])
+    return _finish(total, N)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m eie_model.reference",
+        description="Cycle-by-cycle EIE reference simulator (slow; the test oracle).",
+    )
+    ap.add_argument("--layer", required=True, help=".npz with codes, codebook, act[, bias_codes]")
+    ap.add_argument("--pes", type=int, default=64, help="number of PEs N")
+    ap.add_argument("--fifo", type=int, default=8, help="FIFO depth D")
+    ap.add_argument("--index-bits", type=int, default=4, help="relative-index bits r")
+    ap.add_argument("--sram-width", type=int, default=64, help="SpMat SRAM line width in bits")
+    ap.add_argument("--acc-regs", type=int, default=None, help="accumulators per PE (off)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    from eie_model.layers import load_npz_layer
+
+    try:
+        layer = load_npz_layer(args.layer)
+        cfg = EIEConfig(
+            n_pes=args.pes,
+            fifo_depth=args.fifo,
+            index_bits=args.index_bits,
+            code_bits=layer.code_bits,
+            sram_width=args.sram_width,
+            acc_regs=args.acc_regs,
+        )
+    except (ValueError, TypeError, OSError) as e:
+        ap.error(str(e))
+    c = simulate(layer.codes, layer.act, layer.bias_codes, config=cfg, codebook=layer.codebook)
+    out = c.to_json()
+    out.pop("busy")
+    out.pop("spm_line_reads_per_pe")
+    out["busy_total"] = int(c.busy.sum())
+    out["busy_max"] = int(c.busy.max())
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>20}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
