@@ -828,6 +828,8 @@ def share_weights(
         )
         return treedef.unflatten(out_u), new_state
 
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
 
 # ============================================================================================
 # Dense-Sparse-Dense training (issue 7, thesis chapter 5)
