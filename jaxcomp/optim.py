@@ -641,14 +641,15 @@ def share_weights(
     2. runs ``inner`` (any optax optimizer: SGD, momentum, Adam, weight decay ...) on the params
        with each shared leaf replaced by its codebook (entry 0 is kept at 0.0), so the inner
        state is per centroid; leaves that are not shared get ``inner``'s ordinary update;
-    3. returns, for a shared leaf, ``codebook_new[codes] - param``, so that
-       ``optax.apply_updates`` puts pruned weights at exactly 0 and every kept weight on its
-       centroid. In float32 ``p + (t - p) == t`` holds exactly whenever ``t / 2 <= p <= 2 t``
-       (Sterbenz), i.e. once weights sit on their centroids and a centroid moves by less than
-       half its magnitude per step. The very first update snaps dense weights onto centroids;
-       a weight far from a centroid close to 0 can then end one rounding step
-       (``ulp(param - centroid)``) off it, and no float32 update can do better. For a bit-exact
-       start call :func:`shared_params` on the params after ``init``.
+    3. returns, for a shared leaf, updates that put every kept weight exactly on its new
+       centroid and pruned weights at exactly 0 after ``optax.apply_updates``. Each centroid
+       moves by one float step ``d_k`` and a weight sitting on centroid k gets the update
+       ``d_k``, so ``w + d_k == c_k + d_k`` is the new centroid bit for bit whatever the sizes.
+       A weight not on its centroid (the very first update, which snaps the dense weights;
+       a reassigned code) gets ``codebook_new[code] - w``: exact whenever ``t / 2 <= w <= 2 t``
+       (Sterbenz); a weight far from a centroid close to 0 can end one rounding step
+       (below ``ulp(w - t)``) off it, and no float32 update could do better. Start from
+       :func:`shared_params` for a bit-exact first step.
 
     Codes stay fixed (the thesis' default). With ``reassign_every = R > 0`` (the "-c+l"
     variant of Table 4.9) dense latent weights are trained alongside (by ``inner``, on the raw
@@ -787,18 +788,29 @@ def share_weights(
                 new_lts.append(None)
                 continue
             u_c, u_l = (u, None) if lt is None else u
+            old = cb.astype(p.dtype)
             if train_centroids:
-                cb = (cb + u_c.astype(cb.dtype)).at[0].set(0.0)
+                target = (cb + u_c.astype(cb.dtype)).at[0].set(0.0).astype(p.dtype)
+                # Move each centroid by the float step d that optax.apply_updates will add, so
+                # that a weight sitting on its centroid lands exactly on the new one.
+                step = target - old
+                new = old + step
+            else:
+                step, new = jnp.zeros_like(old), old
             if lt is not None:
                 kept = cd != 0
                 lt = jnp.where(kept, lt + u_l.astype(lt.dtype), 0.0)
                 cd = jax.lax.cond(
                     count % reassign_every == 0,
-                    lambda lt=lt, cb=cb, cd=cd, kept=kept: nearest_codes(lt, cb, mask=kept),
+                    lambda lt=lt, new=new, cd=cd, kept=kept: nearest_codes(lt, new, mask=kept),
                     lambda cd=cd: cd,
                 )
-            t = shared_weight(cb, cd).astype(p.dtype)
-            out_u.append(t - p)
+            t = shared_weight(new, cd)
+            # on its centroid: the centroid's own step (exact); elsewhere (dense start,
+            # reassigned codes): t - p, exact when t / 2 <= p <= 2 t.
+            on = p == shared_weight(old, cd)
+            out_u.append(jnp.where(on, shared_weight(step, cd), t - p))
+            cb = new.astype(cb.dtype)
             new_cbs.append(cb)
             new_cds.append(cd)
             new_lts.append(lt)

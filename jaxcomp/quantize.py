@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -129,8 +130,13 @@ def _xla_sort(x: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(b, jnp.float32)
 
 
-def _sort(x: jax.Array) -> jax.Array:
-    if os.environ.get("JAXCOMP_XLA_SORT"):
+def _sort_impl() -> str:
+    # JAXCOMP_XLA_SORT=1 forces lax.sort on CPU too (no host callback, e.g. for export).
+    return "xla" if os.environ.get("JAXCOMP_XLA_SORT") else "auto"
+
+
+def _sort(x: jax.Array, impl: str = "auto") -> jax.Array:
+    if impl == "xla":
         return _xla_sort(x)
     return lax.platform_dependent(x, cpu=_numpy_sort, default=_xla_sort)
 
@@ -164,7 +170,7 @@ def _assign_sorted(x: jax.Array, c: jax.Array) -> jax.Array:
     if mids.shape[0] == 0:
         return jnp.zeros(x.shape, jnp.int32)
     if mids.shape[0] <= 32:
-        return jnp.sum(x[..., None] > mids, axis=-1, dtype=jnp.int32)
+        return jnp.sum(x[..., None] > mids.reshape((1,) * x.ndim + (-1,)), axis=-1, dtype=jnp.int32)
     return jnp.searchsorted(mids, x, side="left", method="scan_unrolled").astype(jnp.int32)
 
 
@@ -238,40 +244,63 @@ def _init_centroids(xs, n, k, init, key):
     return jnp.sort(c)
 
 
+def _scaled(m, piv):
+    """``m * piv`` exactly, as a double-float, for integer ``0 <= m <= 1024``."""
+    bits = lax.bitcast_convert_type(piv, jnp.int32) & jnp.int32(-4096)  # keep 12 significant bits
+    p_hi = lax.bitcast_convert_type(bits, jnp.float32)
+    m = m.astype(jnp.float32)
+    return _two_sum(m * p_hi, m * (piv - p_hi))  # both products fit in 24 bits: exact
+
+
 def _lloyd_setup(xs, n, k):
-    """Block sums of the sorted, +inf-padded ``xs`` with a double-float prefix over blocks."""
+    """Pivoted blocks of the sorted, +inf-padded ``xs`` and a double-float prefix over blocks.
+
+    Returns ``dev`` ``(nb, bsz)`` (each valid entry minus its block's first entry, 0 elsewhere),
+    ``piv`` ``(nb,)`` (the block's first entry, 0 for empty blocks) and the exclusive prefix sums
+    of the block totals as a double-float pair of ``(nb + 1,)`` arrays.
+    """
     bsz = _block_size(k)
     nb = xs.shape[0] // bsz
     x2 = xs.reshape(nb, bsz)
     valid = (jnp.arange(nb * bsz) < n).reshape(nb, bsz)
-    xz2 = jnp.where(valid, x2, 0.0)
-    # Block total as pivot * count + sum of (small, non-negative) deviations from the pivot.
-    piv = xz2[:, 0]
-    dev = jnp.sum(jnp.where(valid, x2 - piv[:, None], 0.0), axis=1)
-    tot = jnp.sum(valid, axis=1).astype(jnp.float32) * piv + dev
-    hi, lo = lax.associative_scan(_df_add, (tot, jnp.zeros_like(tot)))
+    piv = jnp.where(valid[:, 0], x2[:, 0], 0.0)
+    dev = jnp.where(valid, x2 - piv[:, None], 0.0)  # small and >= 0: summed accurately
+    tot = _df_add(_scaled(jnp.sum(valid, axis=1), piv), (jnp.sum(dev, axis=1), jnp.zeros_like(piv)))
+    hi, lo = lax.associative_scan(_df_add, tot)
     zero = jnp.zeros((1,), jnp.float32)
-    return xz2, (jnp.concatenate([zero, hi]), jnp.concatenate([zero, lo]))
+    return dev, piv, (jnp.concatenate([zero, hi]), jnp.concatenate([zero, lo]))
 
 
-def _segment_means(xs, n, c, xz2, prefix):
-    """One Lloyd update of sorted centroids ``c`` (empty clusters keep their centroid)."""
-    bsz = xz2.shape[1]
+def _segment_means(xs, n, c, dev, piv, prefix):
+    """One Lloyd update of sorted centroids ``c`` (empty clusters keep their centroid).
+
+    Cluster j is the run ``[s_j, e_j)`` of the sorted weights: whole blocks come from the
+    double-float prefix, the partial first and last blocks from their pivoted deviations.
+    """
+    bsz = dev.shape[1]
     inner = jnp.searchsorted(xs, _mids(c), side="right", method="scan_unrolled").astype(jnp.int32)
     inner = jnp.minimum(inner, n)
     s = jnp.concatenate([jnp.zeros((1,), jnp.int32), inner])
     e = jnp.concatenate([inner, jnp.reshape(n, (1,)).astype(jnp.int32)])
     bs, rs, be, re = s // bsz, s % bsz, e // bsz, e % bsz
     same = bs == be
-    ar = jnp.arange(bsz)
+    ar = jnp.arange(bsz)[None, :]
     head_mask = (ar >= rs[:, None]) & (~same[:, None] | (ar < re[:, None]))
-    head = jnp.sum(jnp.where(head_mask, xz2[bs], 0.0), axis=1)
-    tail = jnp.where(same, 0.0, jnp.sum(jnp.where(ar < re[:, None], xz2[be], 0.0), axis=1))
+    tail_mask = (ar < re[:, None]) & ~same[:, None]
+    zeros = jnp.zeros_like(c)
+    head = _df_add(
+        _scaled(jnp.sum(head_mask, axis=1), piv[bs]),
+        (jnp.sum(jnp.where(head_mask, dev[bs], 0.0), axis=1), zeros),
+    )
+    tail = _df_add(
+        _scaled(jnp.sum(tail_mask, axis=1), piv[be]),
+        (jnp.sum(jnp.where(tail_mask, dev[be], 0.0), axis=1), zeros),
+    )
     phi, plo = prefix
     b1 = jnp.minimum(bs + 1, phi.shape[0] - 1)
     full = _df_add((phi[be], plo[be]), (-phi[b1], -plo[b1]))
     full = (jnp.where(same, 0.0, full[0]), jnp.where(same, 0.0, full[1]))
-    tot = _df_add(_df_add(full, (head, jnp.zeros_like(head))), (tail, jnp.zeros_like(tail)))
+    tot = _df_add(_df_add(full, head), tail)
     cnt = e - s
     mean = (tot[0] + tot[1]) / jnp.maximum(cnt, 1).astype(jnp.float32)
     return jnp.where(cnt > 0, mean, c)
@@ -343,9 +372,17 @@ def kmeans_fit(
         raise ValueError(f"iters must be a Python int >= 0, got {iters!r}")
     if init in ("random", "kmeans++") and key is None:
         raise ValueError(f"init={init!r} needs key=, e.g. key=jax.random.key(0)")
-    k = 2**bits - 1
-    iters = int(iters)
     w, kept = _prepare(w, mask)
+    if key is None:
+        key = jax.random.key(0)  # unused by the deterministic inits
+    tol = jnp.asarray(tol, jnp.float32)
+    out = _kmeans_jit(w, kept, tol, key, bits, init, int(iters), return_info, _sort_impl())
+    return out if return_info else out[:2]
+
+
+@partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
+def _kmeans_jit(w, kept, tol, key, bits, init, iters, return_info, sort_impl):
+    k = 2**bits - 1
     shape = w.shape
     wf, kf = w.reshape(-1), kept.reshape(-1)
     bad = jnp.any(kf & ~jnp.isfinite(wf))
@@ -358,7 +395,7 @@ def kmeans_fit(
         .at[: wf.shape[0]]
         .set(jnp.where(kf & jnp.isfinite(wf), wf, jnp.inf))
     )
-    xs = _sort(xs)
+    xs = _sort(xs, sort_impl)
     idx = jnp.arange(total)
     valid = idx < n
     is_start = valid & jnp.concatenate([jnp.ones((1,), bool), xs[1:] != xs[:-1]])
@@ -383,8 +420,8 @@ def kmeans_fit(
     distinct = jnp.where(jnp.arange(k) < n_distinct, distinct, fill)
 
     c0 = jnp.where(lossless, distinct, _init_centroids(xs, n, k, init, key))
-    xz2, prefix = _lloyd_setup(xs, n, k)
-    scale = jnp.asarray(tol, jnp.float32) * (xs[jnp.maximum(n - 1, 0)] - xs[0])
+    dev, piv, prefix = _lloyd_setup(xs, n, k)
+    scale = tol * (xs[jnp.maximum(n - 1, 0)] - xs[0])
     hist = jnp.full((iters + 1,), jnp.nan, jnp.float32)
     if return_info:
         hist = hist.at[0].set(_inertia_sorted(xs, n, c0))
@@ -395,7 +432,7 @@ def kmeans_fit(
 
     def body(carry):
         it, c, _, hist = carry
-        c_new = _segment_means(xs, n, c, xz2, prefix)
+        c_new = _segment_means(xs, n, c, dev, piv, prefix)
         if return_info:
             hist = hist.at[it + 1].set(_inertia_sorted(xs, n, c_new))
         return it + 1, c_new, jnp.max(jnp.abs(c_new - c)), hist
@@ -404,9 +441,7 @@ def kmeans_fit(
     c = jnp.where(bad, jnp.nan, c)
     codebook = jnp.concatenate([jnp.zeros((1,), jnp.float32), c])
     codes = jnp.where(kf, _assign_sorted(wf, c) + 1, 0).astype(codes_dtype(bits)).reshape(shape)
-    if return_info:
-        return codebook, codes, KMeansInfo(n_iter, hist)
-    return codebook, codes
+    return codebook, codes, KMeansInfo(n_iter, hist)
 
 
 def uniform_fit(w: Any, bits: int, *, mask: Any = None) -> tuple[jax.Array, jax.Array]:
@@ -431,8 +466,13 @@ def uniform_fit(w: Any, bits: int, *, mask: Any = None) -> tuple[jax.Array, jax.
       ([0.0, -1.0, 0.5, 2.0], [0, 1, 2, 3])
     """
     bits = _check_bits(bits)
-    k = 2**bits - 1
     w, kept = _prepare(w, mask)
+    return _uniform_jit(w, kept, bits)
+
+
+@partial(jax.jit, static_argnums=2)
+def _uniform_jit(w, kept, bits):
+    k = 2**bits - 1
     bad = jnp.any(kept & ~jnp.isfinite(w))
     any_kept = jnp.any(kept)
     lo = jnp.where(any_kept, jnp.min(jnp.where(kept, w, jnp.inf)), 0.0)
