@@ -32,8 +32,10 @@ from jaxcomp.fileformat import dumps_compressed
 from jaxcomp.fileformat import encode_leaves
 from jaxcomp.fileformat import load_compressed
 from jaxcomp.fileformat import load_compressed_codes
+from jaxcomp.fileformat import load_metadata
 from jaxcomp.fileformat import loads_compressed
 from jaxcomp.fileformat import loads_compressed_codes
+from jaxcomp.fileformat import loads_metadata
 from jaxcomp.fileformat import save_compressed
 from jaxcomp.fileformat import serialize_leaves
 
@@ -153,8 +155,10 @@ __all__ = [
     "encode_leaves",
     "load_compressed",
     "load_compressed_codes",
+    "load_metadata",
     "loads_compressed",
     "loads_compressed_codes",
+    "loads_metadata",
     "save_compressed",
     "serialize_leaves",
     # huffman

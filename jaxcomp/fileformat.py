@@ -54,6 +54,8 @@ __all__ = [
     "load_compressed_codes",
     "loads_compressed",
     "loads_compressed_codes",
+    "load_metadata",
+    "loads_metadata",
     "save_compressed",
     "serialize_leaves",
 ]
@@ -185,6 +187,25 @@ def _fixed_section(values: np.ndarray, width: int) -> bytes:
     return data.tobytes()
 
 
+def _check_metadata(metadata) -> dict:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(
+            f"metadata must be a mapping with string keys (e.g. {{'model': 'lenet-5'}}), "
+            f"got {type(metadata).__name__}"
+        )
+    bad = [k for k in metadata if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"metadata keys must be strings, got {bad!r}")
+    out = dict(metadata)
+    try:
+        json.dumps(out, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"metadata must be JSON-serializable (str, int, float, lists, dicts): {e}"
+        ) from None
+    return out
+
+
 def encode_leaves(
     params,
     codebooks,
@@ -290,13 +311,21 @@ def encode_leaves(
     return out
 
 
-def serialize_leaves(leaves: list[EncodedLeaf], *, huffman_coding: bool, chunk_size: int) -> bytes:
+def serialize_leaves(
+    leaves: list[EncodedLeaf],
+    *,
+    huffman_coding: bool,
+    chunk_size: int,
+    metadata: Mapping[str, Any] | None = None,
+) -> bytes:
     """The ``.dcz`` bytes of leaves from :func:`encode_leaves` (given the same two options).
 
     Args:
       leaves: the output of :func:`encode_leaves`.
       huffman_coding: keyword-only, as given to :func:`encode_leaves`.
       chunk_size: keyword-only, as given to :func:`encode_leaves`.
+      metadata: keyword-only, optional JSON-serializable mapping with string keys stored in the
+        manifest (e.g. ``{"model": "lenet-300-100"}``); read back by :func:`load_metadata`.
 
     Returns:
       the file's bytes.
@@ -308,6 +337,8 @@ def serialize_leaves(leaves: list[EncodedLeaf], *, huffman_coding: bool, chunk_s
     """
     manifest = {"v": FORMAT_VERSION, "h": int(huffman_coding), "c": chunk_size}
     manifest["l"] = [leaf.entry for leaf in leaves]
+    if metadata is not None:
+        manifest["m"] = _check_metadata(metadata)
     mbytes = json.dumps(manifest, separators=(",", ":")).encode()
     payloads = [payload for leaf in leaves for _, payload in leaf.sections]
     table = b"".join(_SECTION.pack(len(p), zlib.crc32(p)) for p in payloads)
@@ -324,6 +355,7 @@ def dumps_compressed(
     index_bits=4,
     huffman_coding: bool = True,
     chunk_size: int = huffman.DEFAULT_CHUNK_SIZE,
+    metadata: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The bytes :func:`save_compressed` would write (same arguments), without writing them.
 
@@ -341,7 +373,9 @@ def dumps_compressed(
         huffman_coding=huffman_coding,
         chunk_size=chunk_size,
     )
-    return serialize_leaves(leaves, huffman_coding=huffman_coding, chunk_size=chunk_size)
+    return serialize_leaves(
+        leaves, huffman_coding=huffman_coding, chunk_size=chunk_size, metadata=metadata
+    )
 
 
 def _atomic_write(path, data: bytes) -> None:
@@ -382,6 +416,7 @@ def save_compressed(
     index_bits=4,
     huffman_coding: bool = True,
     chunk_size: int = huffman.DEFAULT_CHUNK_SIZE,
+    metadata: Mapping[str, Any] | None = None,
 ) -> int:
     """Write a compressed model to a ``.dcz`` file, atomically.
 
@@ -400,6 +435,9 @@ def save_compressed(
       index_bits: keyword-only int or ``{path: int}``, bits per relative index (1..16).
       huffman_coding: keyword-only; ``False`` stores fixed-width codes and indices (P+Q only).
       chunk_size: keyword-only int, symbols per independently decodable Huffman chunk.
+      metadata: keyword-only, optional JSON-serializable mapping with string keys kept in the
+        manifest (CRC-checked like the rest), e.g. the model architecture's name; read it back
+        with :func:`load_metadata`. Counted in the file's overhead bytes.
 
     Returns:
       the number of bytes written (the file's size).
@@ -422,6 +460,7 @@ def save_compressed(
         index_bits=index_bits,
         huffman_coding=huffman_coding,
         chunk_size=chunk_size,
+        metadata=metadata,
     )
     _atomic_write(path, data)
     return len(data)
@@ -469,8 +508,9 @@ def _parse_stream(payload: bytes, n: int, nbits: int, alphabet: int, chunk: int)
     return huffman.huffman_decode(huffman.HuffmanStream(data, nbits, n, offsets, chunk), lengths)
 
 
-def _parse(data: bytes) -> list[tuple[str, Any]]:
-    """Validate and decode a whole file: ``[(path, dense array | (codebook, codes)), ...]``."""
+def _parse_manifest(data: bytes):
+    """Check the header and the manifest's CRC; return ``(manifest, huff, chunk, leaves, nsec,
+    tstart, pstart)``."""
     if len(data) < _HEADER.size:
         raise DczFormatError(f"header: truncated ({len(data)} of {_HEADER.size} bytes)")
     magic, version, reserved, mlen, crc = _HEADER.unpack_from(data)
@@ -505,6 +545,14 @@ def _parse(data: bytes) -> list[tuple[str, Any]]:
         raise DczFormatError("section table: truncated")
     if zlib.crc32(data[_HEADER.size : pstart]) != crc:
         raise DczFormatError("manifest: CRC32 mismatch (manifest or section table corrupted)")
+    if "m" in manifest and not isinstance(manifest["m"], dict):
+        raise DczFormatError("manifest: metadata field 'm' is not a JSON object")
+    return manifest, huff, chunk, leaves, nsec, tstart, pstart
+
+
+def _parse(data: bytes) -> list[tuple[str, Any]]:
+    """Validate and decode a whole file: ``[(path, dense array | (codebook, codes)), ...]``."""
+    _, huff, chunk, leaves, nsec, tstart, pstart = _parse_manifest(data)
     table = [_SECTION.unpack_from(data, tstart + i * _SECTION.size) for i in range(nsec)]
     end = pstart + sum(length for length, _ in table)
     if end < len(data):
@@ -670,3 +718,40 @@ def load_compressed_codes(path) -> dict[str, Any]:
       DczFormatError: as :func:`load_compressed`.
     """
     return loads_compressed_codes(_read(path))
+
+
+def loads_metadata(data: bytes) -> dict:
+    """:func:`load_metadata` from bytes in memory.
+
+    Example:
+      >>> data = dumps_compressed({"b": np.ones(2, np.float32)}, {}, {}, metadata={"model": "x"})
+      >>> loads_metadata(data)
+      {'model': 'x'}
+    """
+    manifest = _parse_manifest(bytes(data))[0]
+    return dict(manifest.get("m", {}))
+
+
+def load_metadata(path) -> dict:
+    """Read the metadata stored by ``save_compressed(..., metadata=...)`` (``{}`` when none).
+
+    The header and the manifest are checked (magic, version, CRC); the payloads are not
+    decoded.
+
+    Args:
+      path: the ``.dcz`` file.
+
+    Returns:
+      the metadata dict, e.g. ``{"model": "lenet-300-100"}``.
+
+    Raises:
+      DczFormatError: bad header, or a corrupted manifest.
+
+    Example:
+      >>> import tempfile, os
+      >>> f = os.path.join(tempfile.mkdtemp(), "m.dcz")
+      >>> _ = save_compressed(f, {"b": np.ones(1, np.float32)}, {}, {}, metadata={"model": "m"})
+      >>> load_metadata(f)["model"]
+      'm'
+    """
+    return loads_metadata(_read(path))
