@@ -54,3 +54,40 @@ def test_bad_metadata_raises(meta, err):
     params, cbs, codes = _model()
     with pytest.raises(err, match="metadata"):
         dumps_compressed(params, cbs, codes, metadata=meta)
+
+
+def test_compact_manifest_round_trip_smaller_and_checked():
+    params, cbs, codes = _model()
+    meta = {"model": "lenet-300-100"}
+    plain = dumps_compressed(params, cbs, codes, metadata=meta)
+    small = dumps_compressed(params, cbs, codes, metadata=meta, compact_manifest=True)
+    assert len(small) < len(plain)
+    assert loads_metadata(small) == meta
+    a, b = loads_compressed(small), loads_compressed(plain)
+    assert np.array_equal(a["fc"]["kernel"], b["fc"]["kernel"])
+    assert np.array_equal(a["fc"]["bias"], b["fc"]["bias"])
+    # every single-bit flip in the header flags or the deflated manifest is caught
+    mlen = int.from_bytes(small[8:12], "little")
+    for pos in [6, 7, *range(16, 16 + mlen)]:
+        for bit in range(8):
+            blob = bytearray(small)
+            blob[pos] ^= 1 << bit
+            with pytest.raises(DczFormatError, match="^(header|manifest)"):
+                loads_compressed(bytes(blob))
+
+
+def test_compact_manifest_on_a_lenet_sized_model_is_a_few_hundred_bytes():
+    rng = np.random.default_rng(0)
+    params, cbs, codes = {}, {}, {}
+    for name, (n, m) in {"fc1": (784, 300), "fc2": (300, 100), "fc3": (100, 10)}.items():
+        params[name] = {"kernel": np.zeros((n, m), np.float32), "bias": np.ones(m, np.float32)}
+        c = rng.integers(1, 64, size=(n, m)) * (rng.random((n, m)) < 0.08)
+        codes[f"{name}/kernel"] = c.astype(np.uint8)
+        cbs[f"{name}/kernel"] = np.concatenate([[0.0], rng.normal(size=63)]).astype(np.float32)
+    meta = {"model": "lenet-300-100"}
+    plain = dumps_compressed(params, cbs, codes, index_bits=5, metadata=meta)
+    small = dumps_compressed(params, cbs, codes, index_bits=5, metadata=meta, compact_manifest=True)
+    mlen_plain = int.from_bytes(plain[8:12], "little")
+    mlen_small = int.from_bytes(small[8:12], "little")
+    assert len(plain) - len(small) == mlen_plain - mlen_small
+    assert mlen_small < mlen_plain / 2
