@@ -127,6 +127,9 @@ def _compress_parser(sub) -> None:
         choices=("linear", "density", "random", "kmeans++", "uniform"),
         help="k-means initialisation (default linear)",
     )
+    p.add_argument(
+        "--kmeans-iters", type=int, default=None, help="Lloyd iterations (0: initial centroids)"
+    )
     p.add_argument("--finetune-epochs", type=int, default=None, help="centroid fine-tuning epochs")
     p.add_argument("--finetune-lr", type=float, default=None, help="centroid Adam lr")
     p.add_argument(
@@ -151,6 +154,7 @@ def _config_from_args(args):
         ("prune_lr", "prune_lr"),
         ("prune_weight_decay", "prune_weight_decay"),
         ("share_init", "share_init"),
+        ("kmeans_iters", "kmeans_iters"),
         ("finetune_epochs", "finetune_epochs"),
         ("finetune_lr", "finetune_lr"),
     ):

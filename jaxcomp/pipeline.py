@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from jaxcomp import schedules
 from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
@@ -109,6 +110,9 @@ class CompressConfig:
       bits: ``{leaf path: bits per weight code}``; the other leaves (biases) stay float32.
       share_init: k-means initialisation (``"linear"``, ``"density"``, ``"random"``,
         ``"kmeans++"``) or ``"uniform"``.
+      kmeans_iters: Lloyd iterations after the initialisation (0: the initial centroids, e.g.
+        evenly spaced for ``"linear"``; fewer iterations leave the codes' histogram more peaked,
+        which Huffman coding turns into fewer bits).
       finetune_epochs: centroid fine-tuning epochs.
       finetune_lr: Adam learning rate of the centroids (and biases).
       index_bits: ``{leaf path: bits per relative index}``.
@@ -127,6 +131,7 @@ class CompressConfig:
     prune_weight_decay: float = 1e-4
     bits: Mapping[str, int] = dataclasses.field(default_factory=dict)
     share_init: str = "linear"
+    kmeans_iters: int = 50
     finetune_epochs: int = 4
     finetune_lr: float = 1e-4
     index_bits: Mapping[str, int] = dataclasses.field(default_factory=dict)
@@ -134,8 +139,7 @@ class CompressConfig:
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
-        _, params = functional(make_model(self.model))
-        paths = {p for p, x in leaves_with_paths(params)}
+        paths = set(_leaf_shapes(self.model))
         for name in ("sparsity", "bits", "index_bits"):
             unknown = sorted(set(getattr(self, name)) - paths)
             if unknown:
@@ -170,6 +174,8 @@ class CompressConfig:
                 f"prune_epochs must be >= {need} to reach all {len(fr)} pruning steps "
                 f"{self.epochs_per_step} epochs apart, got {self.prune_epochs}"
             )
+        if self.kmeans_iters < 0:
+            raise ValueError(f"kmeans_iters must be >= 0, got {self.kmeans_iters}")
         if self.finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         if self.batch_size < 1:
@@ -187,6 +193,18 @@ class CompressConfig:
         d["index_bits"] = dict(self.index_bits)
         d["prune_fractions"] = list(self.prune_fractions)
         return d
+
+
+def _leaf_shapes(model: str) -> dict[str, tuple[int, ...]]:
+    """``{leaf path: shape}`` of a model's params, without initializing it."""
+    if model not in _SHAPES:
+        abstract = nnx.eval_shape(lambda: make_model(model))
+        state = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+        _SHAPES[model] = {p: tuple(x.shape) for p, x in leaves_with_paths(state)}
+    return _SHAPES[model]
+
+
+_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}
 
 
 def default_config(model: str, **overrides: Any) -> CompressConfig:
@@ -318,6 +336,7 @@ def quantize_stage(
         optax.adam(config.finetune_lr),
         bits=dict(config.bits),
         init=config.share_init,
+        iters=config.kmeans_iters,
         seed=config.seed,
     )
     t0 = time.perf_counter()
@@ -667,7 +686,13 @@ def compress(
     )
 
     # 3. quantized -----------------------------------------------------------------------------
-    sig = {**sig, **{k: cfg[k] for k in ("bits", "share_init", "finetune_epochs", "finetune_lr")}}
+    sig = {
+        **sig,
+        **{
+            k: cfg[k]
+            for k in ("bits", "share_init", "kmeans_iters", "finetune_epochs", "finetune_lr")
+        },
+    }
     st = _Stage(out, "quantized", sig)
     rec = st.done()
     shapes = dict(leaves_with_paths(template))
