@@ -805,11 +805,11 @@ def share_weights(
                     lambda lt=lt, new=new, cd=cd, kept=kept: nearest_codes(lt, new, mask=kept),
                     lambda cd=cd: cd,
                 )
-            t = shared_weight(new, cd)
             # on its centroid: the centroid's own step (exact); elsewhere (dense start,
-            # reassigned codes): t - p, exact when t / 2 <= p <= 2 t.
-            on = p == shared_weight(old, cd)
-            out_u.append(jnp.where(on, shared_weight(step, cd), t - p))
+            # reassigned codes): t - p, exact when t / 2 <= p <= 2 t. One gather for all three.
+            table = jnp.stack([old, step, new], axis=1)  # (2**bits, 3)
+            o, d, t = jnp.moveaxis(table[cd.astype(jnp.int32)], -1, 0)
+            out_u.append(jnp.where(p == o, d, t - p))
             cb = new.astype(cb.dtype)
             new_cbs.append(cb)
             new_cds.append(cd)

@@ -272,7 +272,7 @@ def _lloyd_setup(xs, n, k):
 
 
 def _segment_means(xs, n, c, dev, piv, prefix):
-    """One Lloyd update of sorted centroids ``c`` (empty clusters keep their centroid).
+    """One Lloyd update of sorted centroids ``c``; returns the new centroids, sorted.
 
     Cluster j is the run ``[s_j, e_j)`` of the sorted weights: whole blocks come from the
     double-float prefix, the partial first and last blocks from their pivoted deviations.
@@ -302,8 +302,47 @@ def _segment_means(xs, n, c, dev, piv, prefix):
     full = (jnp.where(same, 0.0, full[0]), jnp.where(same, 0.0, full[1]))
     tot = _df_add(_df_add(full, head), tail)
     cnt = e - s
+    empty = cnt == 0
+    valid_k = jnp.arange(c.shape[0]) < n  # fewer points than clusters: nothing to relocate
+
+    def relocate(args):
+        # scikit-learn's rule: the j-th empty cluster takes the j-th farthest point from its
+        # (old) centroid, which leaves its donor cluster. In 1-D the k farthest points of a
+        # cluster are among its k outermost on either side: 2 k^2 candidates instead of n.
+        tot, cnt = args
+        k = c.shape[0]
+        if 2 * k * k < xs.shape[0]:
+            t = jnp.arange(k)[None, :]
+            left = s[:, None] + t
+            right = e[:, None] - 1 - t
+            ok_l = left < e[:, None]
+            ok_r = right >= jnp.maximum(s[:, None] + k, s[:, None])
+            idx = jnp.concatenate([left, right], axis=1).reshape(-1)
+            ok = jnp.concatenate([ok_l, ok_r], axis=1).reshape(-1)
+            owner = jnp.broadcast_to(jnp.arange(k)[:, None], (k, 2 * k)).reshape(-1)
+            xc = xs[jnp.clip(idx, 0, xs.shape[0] - 1)]
+            d = jnp.where(ok, jnp.abs(xc - c[owner]), -1.0)
+            _, far = lax.top_k(d, k)
+            far_x, far_a = xc[far], owner[far]
+        else:
+            valid = jnp.arange(xs.shape[0]) < n
+            a = _assign_sorted(jnp.where(valid, xs, 0.0), c)
+            d = jnp.where(valid, jnp.abs(xs - c[a]), -1.0)
+            _, far = lax.top_k(d, k)
+            far_x, far_a = xs[far], a[far]
+        rank = jnp.clip(jnp.cumsum(empty) - 1, 0, k - 1)  # j-th empty cluster -> far[j]
+        take = empty & valid_k[rank]
+        donor = jnp.where(take, far_a[rank], k)
+        xv = jnp.where(take, far_x[rank], 0.0)
+        minus = jnp.zeros_like(c).at[donor].add(-xv, mode="drop")
+        lost = jnp.zeros_like(cnt).at[donor].add(1, mode="drop")
+        tot = _df_add(tot, (minus, jnp.zeros_like(minus)))
+        tot = (jnp.where(take, xv, tot[0]), jnp.where(take, 0.0, tot[1]))
+        return tot, jnp.where(take, 1, cnt - lost)
+
+    tot, cnt = lax.cond(jnp.any(empty & (n > c.shape[0])), relocate, lambda a: a, (tot, cnt))
     mean = (tot[0] + tot[1]) / jnp.maximum(cnt, 1).astype(jnp.float32)
-    return jnp.where(cnt > 0, mean, c)
+    return jnp.sort(jnp.where(cnt > 0, mean, c))
 
 
 def _inertia_sorted(xs, n, c):
@@ -327,9 +366,10 @@ def kmeans_fit(
 
     Trains ``K = 2**bits - 1`` centroids over the kept weights (code 0 is the pruned weight,
     ``codebook[0] == 0.0``). Lloyd iterations are exact (every kept weight goes to its nearest
-    centroid, ties to the lower one; each centroid becomes the mean of its weights; an empty
-    cluster keeps its centroid); they run until ``iters`` or until no centroid moves by more than
-    ``tol * (max - min)`` of the kept weights (``tol = 0``: until a fixed point).
+    centroid, ties to the lower one; each centroid becomes the mean of its weights; as in
+    scikit-learn, the j-th empty cluster is moved onto the j-th farthest weight from its own
+    centroid, which leaves its cluster); they run until ``iters`` or until no centroid moves by
+    more than ``tol * (max - min)`` of the kept weights (``tol = 0``: until a fixed point).
 
     Documented edge cases:
       * at most ``K`` distinct kept values (e.g. more clusters than weights): lossless, the

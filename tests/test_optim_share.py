@@ -294,3 +294,20 @@ def test_exported():
     assert jaxcomp.share_weights is share_weights
     assert jaxcomp.ShareState is ShareState
     assert jaxcomp.shared_params is shared_params
+
+
+def test_composes_with_the_pruning_wrapper():
+    from jaxcomp import schedules
+    from jaxcomp.optim import prune
+
+    params = _params(prune=0.5)
+    zeros0 = {k: np.asarray(params[k]["kernel"]) == 0 for k in ("fc1", "fc2")}
+    tx = prune(share_weights(optax.adamw(1e-3, weight_decay=1e-2), bits=3), schedules.constant(0.5))
+    state = tx.init(params)
+    params = shared_params(params, _share_state(state))
+    step = _step_fn(tx)
+    for _ in range(5):
+        params, state, _ = step(params, state)
+        _assert_on_centroids(params, state, zeros0)
+        for k in ("fc1", "fc2"):  # the pruning masks agree with the codes
+            assert np.array_equal(~np.asarray(state.masks[k]["kernel"]), zeros0[k])

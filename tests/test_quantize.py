@@ -32,14 +32,25 @@ def _brute_assign(x, c):
 
 
 def _brute_lloyd(x, c, iters):
-    """Plain O(n K) Lloyd in float64 with empty clusters kept in place."""
-    x = x.astype(np.float64)
-    c = c.astype(np.float64).copy()
+    """Plain O(n K) Lloyd in float64; empty clusters relocated as scikit-learn does."""
+    x = np.sort(x.astype(np.float64))
+    c = np.sort(c.astype(np.float64))
+    k = c.size
     for _ in range(iters):
         a = _brute_assign(x, c)
-        for j in range(c.size):
-            if np.any(a == j):
-                c[j] = x[a == j].mean()
+        cnt = np.bincount(a, minlength=k).astype(float)
+        tot = np.bincount(a, weights=x, minlength=k)
+        empty = np.flatnonzero(cnt == 0)
+        new = c.copy()
+        if empty.size and x.size > k:
+            far = np.argsort(-np.abs(x - c[a]), kind="stable")[: empty.size]
+            for j, i in zip(empty, far, strict=True):
+                tot[a[i]] -= x[i]
+                cnt[a[i]] -= 1
+                new[j] = x[i]
+        full = cnt > 0
+        new[full] = tot[full] / cnt[full]
+        c = np.sort(new)
     return c
 
 
@@ -101,6 +112,8 @@ def test_matches_bruteforce_lloyd(init, seed):
     assert np.array_equal(codes == 0, ~kept)
     np.testing.assert_array_equal(codes[kept], 1 + _brute_assign(w[kept], np.asarray(cb[1:])))
     assert np.all(np.diff(np.asarray(cb[1:])) >= 0)
+    # linear init on a pruned (bimodal) layer starts with empty clusters; relocation fills them
+    assert np.all(np.bincount(codes[kept], minlength=16)[1:] > 0)
 
 
 @pytest.mark.parametrize("init", INITS)
