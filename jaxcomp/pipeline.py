@@ -748,7 +748,11 @@ def compress(
     file_bytes = save_compressed(
         dcz, np_params, cbs, cds, index_bits=index_bits, metadata=metadata, compact_manifest=True
     )
-    rep = compression_report(np_params, cbs, cds, index_bits=index_bits)
+    rep = compression_report(
+        np_params, cbs, cds, index_bits=index_bits, metadata=metadata, compact_manifest=True
+    )
+    if rep.file_bytes != file_bytes:  # the report describes this very file
+        raise AssertionError(f"report file_bytes {rep.file_bytes} != written {file_bytes}")
     name, apply_f, loaded = load_dcz_model(dcz)
     errors["final"] = evaluate(apply_f, loaded, data.x_test, data.y_test)
     stages_info["final"] = {"seconds": time.perf_counter() - t0, "resumed": False}

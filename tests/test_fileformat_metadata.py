@@ -91,3 +91,15 @@ def test_compact_manifest_on_a_lenet_sized_model_is_a_few_hundred_bytes():
     mlen_small = int.from_bytes(small[8:12], "little")
     assert len(plain) - len(small) == mlen_plain - mlen_small
     assert mlen_small < mlen_plain / 2
+
+
+def test_report_file_bytes_follow_metadata_and_compact_manifest():
+    from jaxcomp.report import compression_report
+
+    params, cbs, codes = _model()
+    for compact in (False, True):
+        meta = {"model": "lenet-5"}
+        rep = compression_report(params, cbs, codes, metadata=meta, compact_manifest=compact)
+        data = dumps_compressed(params, cbs, codes, metadata=meta, compact_manifest=compact)
+        assert rep.file_bytes == len(data)
+        assert rep.total_bytes == compression_report(params, cbs, codes).total_bytes

@@ -58,6 +58,7 @@ def test_report_contract_and_file_size(run):
     assert report["data"] == "full" and report["n_train"] == 2048
     assert report["original_bytes"] == 266_610 * 4
     assert report["file_bytes"] == os.path.getsize(out / "model.dcz")
+    assert report["report"]["totals"]["file_bytes"] == report["file_bytes"]
     # compressed_bytes is the report's P+Q+H total (DESIGN §4.3) ...
     assert report["compressed_bytes"] == math.ceil(report["report"]["totals"]["pqh_bits"] / 8)
     assert report["compression_rate"] == pytest.approx(
