@@ -250,7 +250,9 @@ def default_config(model: str, **overrides: Any) -> CompressConfig:
             epochs_per_step=2,
             prune_lr=0.02,
             prune_weight_decay=5e-4,
+            kmeans_iters=0,
             finetune_epochs=2,
+            finetune_lr=3e-4,
         )
     base.update(overrides)
     return CompressConfig(model=model, **base)
