@@ -91,6 +91,15 @@ from jaxcomp.optim import l2_penalty
 from jaxcomp.optim import prune as prune_weights
 from jaxcomp.optim import sparsity_summary
 
+# pipeline
+from jaxcomp.pipeline import CompressConfig
+from jaxcomp.pipeline import compress
+from jaxcomp.pipeline import default_config
+from jaxcomp.pipeline import evaluate_file
+from jaxcomp.pipeline import load_dcz_model
+from jaxcomp.pipeline import prune_stage
+from jaxcomp.pipeline import quantize_stage
+
 # prune
 from jaxcomp.prune import adjusted_dropout
 from jaxcomp.prune import block_mask
@@ -206,6 +215,14 @@ __all__ = [
     "l2_penalty",
     "prune_weights",
     "sparsity_summary",
+    # pipeline
+    "CompressConfig",
+    "compress",
+    "default_config",
+    "evaluate_file",
+    "load_dcz_model",
+    "prune_stage",
+    "quantize_stage",
     # prune
     "adjusted_dropout",
     "block_mask",

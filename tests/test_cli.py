@@ -78,3 +78,12 @@ def test_console_script_entry_point():
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0
+
+
+@pytest.mark.parametrize("module", ["jaxcomp.cli", "jaxcomp.pipeline"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), raise_on_error=False)
+    assert result.attempted > 0 and result.failed == 0
