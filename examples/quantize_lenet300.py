@@ -1,6 +1,7 @@
 """Trained quantization of the 12x-pruned LeNet-300-100 on MNIST (thesis §4.2, Figs 4.10, 4.12).
 
-1. Loads the dense baseline (``python -m jaxcomp.train --model lenet-300-100 --out DIR``).
+1. Loads the dense baseline (``python -m jaxcomp.train --model lenet-300-100 --out DIR``;
+   trained with the same recipe when ``--baseline`` does not exist).
 2. Prunes it to the thesis' 8% / 9% / 26% kept (the recipe of ``examples/prune_lenet300.py``:
    ``prune`` around SGD + Nesterov + L2, 5 iterative steps); the pruned params are cached in
    ``--cache`` so a second run skips this.
@@ -33,7 +34,7 @@ from jaxcomp import schedules
 from jaxcomp.data import load_mnist
 from jaxcomp.optim import ShareState, prune, share_weights, shared_params
 from jaxcomp.quantize import plot_codebook
-from jaxcomp.train import evaluate, fit, load_baseline
+from jaxcomp.train import evaluate, fit, load_baseline, train_baseline
 
 MODEL = "lenet-300-100"
 THESIS_SPARSITY = {"fc1/kernel": 0.92, "fc2/kernel": 0.91, "fc3/kernel": 0.74}
@@ -133,7 +134,12 @@ def quantize(apply, pruned, data, *, init, bits, args):
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--baseline", default="runs/baselines/lenet-300-100")
+    ap.add_argument(
+        "--baseline",
+        default="runs/baselines/lenet-300-100",
+        help="dense baseline checkpoint folder (trained and saved here if absent)",
+    )
+    ap.add_argument("--baseline-epochs", type=int, default=None, help="if it must be trained")
     ap.add_argument("--cache", default="runs/quantize/lenet300_pruned.npz")
     ap.add_argument("--prune-epochs", type=int, default=60)
     ap.add_argument("--prune-epochs-per-stage", type=int, default=6)
@@ -143,13 +149,26 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--inits", nargs="+", default=list(INITS))
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--figure", default=None, help="PNG: fc2 histogram + 4-bit centroids")
+    ap.add_argument(
+        "--figure", default=None, help="PNG: fc2 histogram + 4-bit (linear init) centroids"
+    )
     ap.add_argument("--out", default=None, help="JSON results")
     args = ap.parse_args(argv)
 
     t_start = time.time()
     data = load_mnist(args.data_dir)
-    apply, dense = load_baseline(MODEL, args.baseline)
+    if (Path(args.baseline) / "params").exists():
+        apply, dense = load_baseline(MODEL, args.baseline)
+    else:
+        print(f"no baseline in {args.baseline}: training it with the recipe")
+        apply, dense, _ = train_baseline(
+            MODEL,
+            data,
+            epochs=args.baseline_epochs,
+            seed=args.seed,
+            out=args.baseline,
+            progress=False,
+        )
     dense_err = evaluate(apply, dense, data.x_test, data.y_test)
     pruned = _prune(apply, dense, data, args)
     pruned_err = evaluate(apply, pruned, data.x_test, data.y_test)
@@ -163,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = {"dense_err": dense_err, "pruned_err": pruned_err, "kept": kept, "runs": []}
     table = {}
+    fig_bits = 4 if 4 in args.bits else args.bits[0]
     for init in args.inits:
         for bits in args.bits:
             t0 = time.time()
@@ -184,12 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{100 * err1:.2f}%  (on centroids, zeros kept: {ok}; {time.time() - t0:.0f} s)",
                 flush=True,
             )
-            if args.figure and init == "linear" and bits == 4:
+            if args.figure and init == "linear" and bits == fig_bits:
                 plot_codebook(
                     np.asarray(pruned["fc2"]["kernel"]),
                     s0.codebooks["fc2"]["kernel"],
                     s1.codebooks["fc2"]["kernel"],
-                    title="LeNet-300-100 fc2 (9% kept), 4 bits, linear init",
+                    title=f"LeNet-300-100 fc2 (9% kept), {bits} bits, linear init",
                     path=args.figure,
                 )
 

@@ -675,6 +675,7 @@ def plot_codebook(
                 fig.savefig(f, format="png")
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
