@@ -25,13 +25,12 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxcomp import schedules
 from jaxcomp.data import load_mnist
-from jaxcomp.optim import prune, sparsity_summary
+from jaxcomp.optim import sparsity_summary
+from jaxcomp.pipeline import default_config, prune_stage
 from jaxcomp.sensitivity import plot_sensitivity, sensitivity_sweep
-from jaxcomp.train import evaluate, fit, load_baseline, train_baseline
+from jaxcomp.train import evaluate, load_baseline, train_baseline
 
 MODEL = "lenet-300-100"
 #: Fraction of each layer pruned in the thesis (Table 3.2: 8%, 9%, 26% of the weights kept).
@@ -135,33 +134,21 @@ def main(argv: list[str] | None = None) -> dict:
         print("sensitivity (test accuracy, one layer pruned, no retraining):")
         print(table.to_markdown("{:.4f}"))
 
-    steps_per_epoch = len(data.x_train) // args.batch_size
-    stage_steps = args.epochs_per_stage * steps_per_epoch
-    boundaries = [i * stage_steps for i in range(len(STAGES))]
-    sched = {
-        path: schedules.iterative(boundaries, [s * f for f in STAGES])
-        for path, s in THESIS_SPARSITY.items()
-    }
-    total_steps = args.epochs * steps_per_epoch
-    inner = optax.chain(
-        optax.add_decayed_weights(args.weight_decay),
-        optax.sgd(
-            optax.cosine_decay_schedule(args.lr, max(total_steps, 1)), momentum=0.9, nesterov=True
-        ),
-    )
-    tx = prune(inner, sched)
-    params, state, history = fit(
-        apply,
-        dense,
-        tx,
-        data,
-        epochs=args.epochs,
+    # the pruning stage of `jaxcomp compress` (jaxcomp.pipeline.prune_stage): iterative steps
+    # of prune(SGD + Nesterov + L2, cosine lr), the thesis' per-layer targets
+    config = default_config(
+        MODEL,
+        sparsity=THESIS_SPARSITY,
+        prune_fractions=STAGES,
+        epochs_per_step=args.epochs_per_stage,
+        prune_epochs=args.epochs,
+        prune_lr=args.lr,
+        prune_weight_decay=args.weight_decay,
         batch_size=args.batch_size,
-        seed=args.seed + 1,
-        progress=not args.no_progress,
-        desc="prune+retrain",
-        evaluate_each_epoch=False,
+        seed=args.seed,
     )
+    params, info = prune_stage(apply, dense, data, config, progress=not args.no_progress)
+    history = {"seconds": info["seconds"]}
     pruned_err = evaluate(apply, params, data.x_test, data.y_test)
 
     summary = jax.device_get(sparsity_summary(params))
@@ -191,15 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
     tot = summary.total
     tot_pct = 100.0 * int(tot.nonzero) / int(tot.size)
     print(f"| total | {int(tot.size):,} | {int(tot.nonzero):,} | {tot_pct:.2f}% | 8% |")
-    # every pruned weight is exactly zero and matches the final masks
+    # every layer has exactly floor(s * n) zeros: the pruned weights, exactly 0.0
     exact = all(
-        jax.tree.leaves(
-            jax.tree.map(
-                lambda w, m: True if m is None else bool(jnp.all(m | (w == 0.0))),
-                params,
-                state.masks,
-            )
-        )
+        int(s.size) - int(s.nonzero) == int(THESIS_SPARSITY[p] * int(s.size))
+        for p, s in summary.layers.items()
     )
     print(
         f"\ndense test error {100 * dense_err:.2f}% -> pruned {100 * pruned_err:.2f}% "

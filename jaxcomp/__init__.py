@@ -32,8 +32,10 @@ from jaxcomp.fileformat import dumps_compressed
 from jaxcomp.fileformat import encode_leaves
 from jaxcomp.fileformat import load_compressed
 from jaxcomp.fileformat import load_compressed_codes
+from jaxcomp.fileformat import load_metadata
 from jaxcomp.fileformat import loads_compressed
 from jaxcomp.fileformat import loads_compressed_codes
+from jaxcomp.fileformat import loads_metadata
 from jaxcomp.fileformat import save_compressed
 from jaxcomp.fileformat import serialize_leaves
 
@@ -90,6 +92,15 @@ from jaxcomp.optim import l1_penalty
 from jaxcomp.optim import l2_penalty
 from jaxcomp.optim import prune as prune_weights
 from jaxcomp.optim import sparsity_summary
+
+# pipeline
+from jaxcomp.pipeline import CompressConfig
+from jaxcomp.pipeline import compress
+from jaxcomp.pipeline import default_config
+from jaxcomp.pipeline import evaluate_file
+from jaxcomp.pipeline import load_dcz_model
+from jaxcomp.pipeline import prune_stage
+from jaxcomp.pipeline import quantize_stage
 
 # prune
 from jaxcomp.prune import adjusted_dropout
@@ -156,8 +167,10 @@ __all__ = [
     "encode_leaves",
     "load_compressed",
     "load_compressed_codes",
+    "load_metadata",
     "loads_compressed",
     "loads_compressed_codes",
+    "loads_metadata",
     "save_compressed",
     "serialize_leaves",
     # huffman
@@ -207,6 +220,14 @@ __all__ = [
     "l2_penalty",
     "prune_weights",
     "sparsity_summary",
+    # pipeline
+    "CompressConfig",
+    "compress",
+    "default_config",
+    "evaluate_file",
+    "load_dcz_model",
+    "prune_stage",
+    "quantize_stage",
     # prune
     "adjusted_dropout",
     "block_mask",

@@ -266,6 +266,8 @@ def compression_report(
     index_bits=4,
     huffman_coding: bool = True,
     chunk_size: int = huffman.DEFAULT_CHUNK_SIZE,
+    metadata=None,
+    compact_manifest: bool = False,
 ) -> CompressionReport:
     """Account for every bit of a compressed model (same arguments as ``save_compressed``).
 
@@ -277,6 +279,8 @@ def compression_report(
       index_bits: keyword-only int or ``{path: int}``.
       huffman_coding: keyword-only; which encoding ``file_bytes`` describes.
       chunk_size: keyword-only; Huffman decode chunk size (as the file).
+      metadata: keyword-only; the file's manifest metadata (only ``file_bytes`` depends on it).
+      compact_manifest: keyword-only; the file's manifest is deflated (only ``file_bytes``).
 
     Returns:
       a :class:`CompressionReport`; ``.to_markdown()``, ``.to_csv()``, ``.to_json()``.
@@ -326,9 +330,25 @@ def compression_report(
             )
         )
     if huffman_coding:
-        size = len(fileformat.serialize_leaves(leaves, huffman_coding=True, chunk_size=chunk_size))
+        size = len(
+            fileformat.serialize_leaves(
+                leaves,
+                huffman_coding=True,
+                chunk_size=chunk_size,
+                metadata=metadata,
+                compact_manifest=compact_manifest,
+            )
+        )
     else:
         size = len(
-            fileformat.dumps_compressed(params, codebooks, codes, huffman_coding=False, **kw)
+            fileformat.dumps_compressed(
+                params,
+                codebooks,
+                codes,
+                huffman_coding=False,
+                metadata=metadata,
+                compact_manifest=compact_manifest,
+                **kw,
+            )
         )
     return CompressionReport(tuple(rows), bool(huffman_coding), size)
