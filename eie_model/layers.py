@@ -34,6 +34,7 @@ __all__ = [
     "Layer",
     "benchmark_layer",
     "fit_spread",
+    "load_dcz_layer",
     "load_layer",
     "load_npz_layer",
     "synthetic_layer",
@@ -162,6 +163,43 @@ def load_npz_layer(path: str | os.PathLike) -> Layer:
         bias = d["bias_codes"] if "bias_codes" in d.files else None
         layer = Layer(d["codes"], d["codebook"], d["act"], bias, os.path.basename(str(path)))
     return validate_layer(layer)
+
+
+def load_dcz_layer(path: str | os.PathLike, leaf: str, act: np.ndarray | None = None) -> Layer:
+    """Load one fully-connected kernel of a jaxcomp ``.dcz`` file as an EIE layer.
+
+    A Flax Dense kernel is stored ``(in, out)``; EIE's matrix is ``(out, in)`` = ``(m, n)``, so
+    the codes are transposed. The codebook is the file's own (``codebook[0] == 0.0``). The file
+    stores biases dense (float32), which a weight codebook cannot represent exactly, so the
+    layer has no ``bias_codes``; add the dense bias to the model's output yourself.
+
+    Args:
+        path: a ``.dcz`` file written by :func:`jaxcomp.fileformat.save_compressed`.
+        leaf: the kernel's path string, e.g. ``"fc1/kernel"``.
+        act: ``(n,)`` float32 input activations; default all ones.
+
+    Returns:
+        The validated ``Layer`` named ``"<file stem>:<leaf>"``.
+
+    Raises:
+        ValueError: ``leaf`` is not a weight-shared 2-D leaf of the file (the message lists the
+            ones that are), or ``act`` has the wrong shape.
+        jaxcomp.fileformat.DczFormatError: the file is corrupt.
+    """
+    from jaxcomp.fileformat import load_compressed_codes
+
+    leaves = load_compressed_codes(path)
+    shared = sorted(k for k, v in leaves.items() if isinstance(v, tuple) and np.ndim(v[1]) == 2)
+    if leaf not in shared:
+        raise ValueError(
+            f"leaf {leaf!r} is not a weight-shared 2-D kernel of {os.fspath(path)}; "
+            f"choose one of {shared}"
+        )
+    codebook, codes = leaves[leaf]
+    codes = np.ascontiguousarray(np.asarray(codes).T)
+    act = np.ones(codes.shape[1], np.float32) if act is None else np.asarray(act)
+    name = f"{os.path.splitext(os.path.basename(os.fspath(path)))[0]}:{leaf}"
+    return validate_layer(Layer(codes, np.asarray(codebook), act, None, name))
 
 
 # ------------------------------------------------------------------------ synthetic layers
@@ -344,7 +382,10 @@ def benchmark_layer(name: str, *, seed: int = 0, **spread) -> Layer:
 
 
 def load_layer(name_or_path: str | os.PathLike, *, seed: int = 0) -> Layer:
-    """A benchmark name (``"alex7"``) or the path of an ``.npz`` layer file.
+    """A benchmark name (``"alex7"``), an ``.npz`` layer file, or ``FILE.dcz:LEAF``.
+
+    ``FILE.dcz:LEAF`` loads one kernel of a jaxcomp file with :func:`load_dcz_layer` (all-ones
+    activations).
 
     Example:
         >>> from eie_model.layers import load_layer
@@ -354,9 +395,12 @@ def load_layer(name_or_path: str | os.PathLike, *, seed: int = 0) -> Layer:
     key = str(name_or_path)
     if key.lower() in BENCHMARKS:
         return benchmark_layer(key, seed=seed)
+    if ".dcz:" in key:  # "model.dcz:fc1/kernel": one kernel of a jaxcomp file, activations 1
+        file, leaf = key.split(".dcz:", 1)
+        return load_dcz_layer(file + ".dcz", leaf)
     if not os.path.exists(key):
         raise ValueError(
             f"layer {key!r} is neither a benchmark name ({', '.join(sorted(BENCHMARKS))}) "
-            "nor an existing .npz file"
+            "nor an existing .npz file (nor FILE.dcz:LEAF)"
         )
     return load_npz_layer(key)

@@ -107,3 +107,42 @@ def test_spread_sets_load_imbalance_like_the_real_layer(eie_layer_path):
     uniform = mean_cycles(row_cv=0.0, col_cv=0.0)
     assert abs(fitted - target) / target < 0.03
     assert (target - uniform) / target > 0.04
+
+
+def test_load_dcz_layer_feeds_the_eie_models(tmp_path):
+    import jax
+
+    from eie_model.functional import spmv_float
+    from eie_model.layers import load_dcz_layer
+    from jaxcomp.fileformat import save_compressed
+
+    rng = np.random.default_rng(0)
+    codes = (rng.random((30, 12)) < 0.3) * rng.integers(1, 16, (30, 12))  # Flax (in, out)
+    codebook = np.concatenate([[0.0], rng.normal(size=15)]).astype(np.float32)
+    params = {"fc1": {"kernel": np.zeros((30, 12), np.float32), "bias": np.ones(12, np.float32)}}
+    path = tmp_path / "m.dcz"
+    save_compressed(path, params, {"fc1/kernel": codebook}, {"fc1/kernel": codes.astype(np.uint8)})
+    act = rng.random(30).astype(np.float32)
+    layer = load_dcz_layer(path, "fc1/kernel", act)
+    assert layer.shape == (12, 30) and layer.name == "m:fc1/kernel" and layer.bias_codes is None
+    np.testing.assert_array_equal(layer.codes, codes.T)
+    np.testing.assert_array_equal(layer.codebook, codebook)
+    y = jax.jit(spmv_float)(layer.codes, layer.codebook, layer.act)
+    np.testing.assert_allclose(y, codebook[codes].T @ act, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"not a weight-shared 2-D kernel.*\['fc1/kernel'\]"):
+        load_dcz_layer(path, "fc1/bias")
+    with pytest.raises(ValueError, match="act must have shape"):
+        load_dcz_layer(path, "fc1/kernel", np.ones(5))
+
+
+def test_load_layer_accepts_a_dcz_leaf(tmp_path):
+    from eie_model.layers import load_layer
+    from jaxcomp.fileformat import save_compressed
+
+    codes = np.array([[0, 1], [2, 0], [3, 3]], np.uint8)  # (in=3, out=2)
+    cb = np.array([0.0, 1.0, 2.0, 3.0], np.float32)
+    params = {"fc": {"kernel": np.zeros((3, 2), np.float32)}}
+    save_compressed(tmp_path / "x.dcz", params, {"fc/kernel": cb}, {"fc/kernel": codes})
+    layer = load_layer(f"{tmp_path / 'x.dcz'}:fc/kernel")
+    np.testing.assert_array_equal(layer.codes, codes.T)
+    np.testing.assert_array_equal(layer.act, np.ones(3, np.float32))
