@@ -499,6 +499,13 @@ def add_l2_regularization(
     return _regularizer(strength, lambda w: w, "add_l2_regularization", kw)
 
 
+def _penalty(params: PyTree, fn: Callable, include: Any, exclude: Any, predicate: Any):
+    """``sum fn(w)`` over the selected leaves, as a float32 scalar."""
+    sel = set(selected_paths(params, include=include, exclude=exclude, predicate=predicate))
+    terms = [jnp.sum(fn(x)).astype(jnp.float32) for p, x in leaves_with_paths(params) if p in sel]
+    return sum(terms, jnp.zeros((), jnp.float32))
+
+
 def l1_penalty(
     params: PyTree, *, include: Any = None, exclude: Any = None, predicate: Any = None
 ) -> jax.Array:
@@ -516,11 +523,7 @@ def l1_penalty(
       >>> float(l1_penalty({"w": jnp.array([[1.0, -2.0]]), "b": jnp.ones(3)}))
       3.0
     """
-    sel = set(selected_paths(params, include=include, exclude=exclude, predicate=predicate))
-    terms = [
-        jnp.sum(jnp.abs(x)).astype(jnp.float32) for p, x in leaves_with_paths(params) if p in sel
-    ]
-    return sum(terms, jnp.zeros((), jnp.float32))
+    return _penalty(params, jnp.abs, include, exclude, predicate)
 
 
 def l2_penalty(
@@ -540,13 +543,7 @@ def l2_penalty(
       >>> float(l2_penalty({"w": jnp.array([[1.0, -2.0]]), "b": jnp.ones(3)}))
       2.5
     """
-    sel = set(selected_paths(params, include=include, exclude=exclude, predicate=predicate))
-    terms = [
-        0.5 * jnp.sum(jnp.square(x)).astype(jnp.float32)
-        for p, x in leaves_with_paths(params)
-        if p in sel
-    ]
-    return sum(terms, jnp.zeros((), jnp.float32))
+    return 0.5 * _penalty(params, jnp.square, include, exclude, predicate)
 
 
 # --- weight sharing (issue 4) ---
