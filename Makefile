@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Parallel test workers; override with `make test WORKERS=1`.
 WORKERS ?= auto
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
