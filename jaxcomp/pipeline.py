@@ -50,7 +50,14 @@ from jaxcomp.models import MODELS, make_model
 from jaxcomp.optim import prune, share_weights, shared_params
 from jaxcomp.quantize import codes_dtype, plot_codebook
 from jaxcomp.report import compression_report
-from jaxcomp.train import BASELINE_RECIPES, evaluate, fit, functional, load_baseline
+from jaxcomp.train import (
+    BASELINE_RECIPES,
+    default_optimizer,
+    evaluate,
+    fit,
+    functional,
+    load_baseline,
+)
 from jaxcomp.tree import leaves_with_paths, map_with_path_str
 
 __all__ = [
@@ -304,14 +311,7 @@ def prune_stage(
         for path, s in config.sparsity.items()
     }
     total = config.prune_epochs * steps_per_epoch
-    inner = optax.chain(
-        optax.add_decayed_weights(config.prune_weight_decay),
-        optax.sgd(
-            optax.cosine_decay_schedule(config.prune_lr, max(total, 1)),
-            momentum=0.9,
-            nesterov=True,
-        ),
-    )
+    inner = default_optimizer(config.prune_lr, steps=total, weight_decay=config.prune_weight_decay)
     tx = prune(inner, sched)
     params, state, history = fit(
         apply,
@@ -674,11 +674,7 @@ def compress(
             recipe = dict(BASELINE_RECIPES[config.model])
             epochs = config.dense_epochs or int(recipe["epochs"])
             steps = epochs * (len(data.x_train) // config.batch_size)
-            sched = optax.cosine_decay_schedule(recipe["lr"], max(steps, 1))
-            tx = optax.chain(
-                optax.add_decayed_weights(recipe["weight_decay"]),
-                optax.sgd(sched, momentum=0.9, nesterov=True),
-            )
+            tx = default_optimizer(recipe["lr"], steps=steps, weight_decay=recipe["weight_decay"])
             params, _, _ = fit(
                 apply,
                 template,
