@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,6 +34,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+
+from jaxcomp.atomic import atomic_open
 
 __all__ = [
     "design_space_figures",
@@ -173,21 +174,10 @@ def fig_pareto(table: Mapping[str, np.ndarray], *, title: str = "Pareto front"):
 def save_figure(fig, path: str | os.PathLike) -> str:
     """Save a figure as PNG atomically (temp file + fsync + rename) and close it."""
     path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".png")
     try:
         fig.tight_layout()
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, make_parents=True) as f:
             fig.savefig(f, format="png", dpi=100)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         plt.close(fig)
     return path

@@ -42,7 +42,6 @@ import functools
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,6 +52,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from eie_model import cycles
+from jaxcomp.atomic import atomic_open
 
 __all__ = [
     "CONFIG_FIELDS",
@@ -508,20 +508,8 @@ def to_records(table: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", newline="") as f:
+        write(f)
 
 
 def _py(v: Any) -> Any:

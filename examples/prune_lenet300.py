@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from jaxcomp.atomic import atomic_open
 from jaxcomp.data import load_mnist
 from jaxcomp.optim import sparsity_summary
 from jaxcomp.pipeline import default_config, prune_stage
@@ -40,13 +39,8 @@ STAGES = (0.5, 0.75, 0.875, 0.9375, 1.0)
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path, "w", make_parents=True) as f:
         f.write(json.dumps(obj, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

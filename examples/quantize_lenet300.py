@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxcomp import schedules
+from jaxcomp.atomic import atomic_open
 from jaxcomp.data import load_mnist
 from jaxcomp.optim import ShareState, prune, share_weights, shared_params
 from jaxcomp.quantize import plot_codebook
@@ -43,13 +42,8 @@ INITS = ("linear", "density", "random", "uniform")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(path, make_parents=True) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _prune(apply, dense, data, args):

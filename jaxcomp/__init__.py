@@ -3,6 +3,9 @@
 Public names are re-exported here one per line; see ``__all__``.
 """
 
+# atomic
+from jaxcomp.atomic import atomic_open
+
 # checkpoint
 from jaxcomp.checkpoint import CompressionTrainState
 from jaxcomp.checkpoint import latest_step
@@ -141,6 +144,8 @@ from jaxcomp.tree import selection_tree
 from jaxcomp.tree import tree_map_masked
 
 __all__ = [
+    # atomic
+    "atomic_open",
     # checkpoint
     "CompressionTrainState",
     "latest_step",

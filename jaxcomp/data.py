@@ -17,13 +17,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from jaxcomp.atomic import atomic_open
 
 __all__ = [
     "MNIST",
@@ -265,25 +266,16 @@ def download_mnist(
         if dest.exists() and _md5(dest) == md5:
             continue
         url = base_url.rstrip("/") + "/" + name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-        try:
-            h = hashlib.md5()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                for chunk in iter(lambda resp=resp: resp.read(1 << 20), b""):
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if h.hexdigest() != md5:
+        h = hashlib.md5()
+        with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            for chunk in iter(lambda resp=resp: resp.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+            if h.hexdigest() != md5:  # raising here discards the temporary file
                 raise MNISTFormatError(
                     f"{url}: MD5 {h.hexdigest()} does not match the expected {md5}; "
                     "the mirror served a different file (try another base_url)"
                 )
-            os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
     return folder
 
 

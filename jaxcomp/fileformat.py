@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -44,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp import huffman
+from jaxcomp.atomic import atomic_open
 from jaxcomp.encode import RelativeIndex, decode_relative, encode_relative, matrix_shape
 from jaxcomp.tree import leaves_with_paths
 
@@ -404,34 +403,6 @@ def dumps_compressed(
     )
 
 
-def _atomic_write(path, data: bytes) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)
-
-
 def save_compressed(
     path,
     params,
@@ -492,7 +463,8 @@ def save_compressed(
         metadata=metadata,
         compact_manifest=compact_manifest,
     )
-    _atomic_write(path, data)
+    with atomic_open(path) as f:
+        f.write(data)
     return len(data)
 
 

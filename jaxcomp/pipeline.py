@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,6 +42,7 @@ import optax
 from flax import nnx
 
 from jaxcomp import schedules
+from jaxcomp.atomic import atomic_open
 from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
 from jaxcomp.data import MNIST, load_mnist
 from jaxcomp.fileformat import load_compressed, load_metadata, save_compressed
@@ -413,18 +413,8 @@ def _nested(flat: Mapping[str, Any]) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", make_parents=True) as f:
+        f.write(text)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -492,18 +482,8 @@ def _plot_sparsity(layers: list[dict], path: Path, title: str) -> None:
     ax.set_ylim(0, max(kept) * 1.3 + 1)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, make_parents=True) as f:
+        fig.savefig(f, format="png")
 
 
 # ----------------------------------------------------------------------------- file models

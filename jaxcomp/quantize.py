@@ -22,7 +22,6 @@ slower); on other backends it is ``lax.sort``. Everything else is plain XLA.
 from __future__ import annotations
 
 import os
-import tempfile
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -30,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from jaxcomp.atomic import atomic_open
 
 __all__ = [
     "INITS",
@@ -667,18 +668,6 @@ def plot_codebook(
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     if path is not None:
-        path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".png.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format="png")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path) as f:
+            fig.savefig(f, format="png")
     return fig

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcomp.atomic import atomic_open
 from jaxcomp.prune import magnitude_mask
 from jaxcomp.tree import PyTree, leaves_with_paths, map_with_path_str, selected_paths
 
@@ -167,24 +166,6 @@ def sensitivity_sweep(
     )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def plot_sensitivity(
     table: SensitivityTable,
     path: str | os.PathLike[str] | None = None,
@@ -239,5 +220,6 @@ def plot_sensitivity(
     if path is not None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)
-        _atomic_write_bytes(Path(path), buf.getvalue())
+        with atomic_open(path, make_parents=True) as f:
+            f.write(buf.getvalue())
     return fig

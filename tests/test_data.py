@@ -150,7 +150,7 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path, http_server):
     with pytest.raises(D.MNISTFormatError, match="MD5"):
         D.download_mnist(tmp_path / "dest2", base_url=url, files=bad)
     left = sorted(p.name for p in (tmp_path / "dest2" / "mnist").iterdir())
-    assert "t10k-labels-idx1-ubyte.gz" not in left and not any(n.endswith(".part") for n in left)
+    assert "t10k-labels-idx1-ubyte.gz" not in left and not any(n.startswith(".") for n in left)
     # A missing file on the server: HTTP error, nothing half-written.
     with pytest.raises(OSError):
         D.download_mnist(tmp_path / "dest3", base_url=url, files={"nope.gz": "0" * 32})

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxcomp import atomic
 from jaxcomp import fileformat as ff
 from jaxcomp.fileformat import DczFormatError
 
@@ -192,7 +193,7 @@ def test_no_half_written_file_after_an_error(tmp_path, monkeypatch):
 
     for target in ("fsync", "replace"):
         with monkeypatch.context() as m:
-            m.setattr(ff.os, target, boom)
+            m.setattr(atomic.os, target, boom)  # the write path of save_compressed
             with pytest.raises(OSError, match="disk full"):
                 ff.save_compressed(path, params, cbs, codes)
         assert os.listdir(tmp_path) == ["m.dcz"]
