@@ -47,7 +47,7 @@ from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
 from jaxcomp.data import MNIST, load_mnist
 from jaxcomp.fileformat import load_compressed, load_metadata, save_compressed
 from jaxcomp.models import MODELS, make_model
-from jaxcomp.optim import prune, share_weights, shared_params
+from jaxcomp.optim import apply_masks, prune, share_weights, shared_params
 from jaxcomp.quantize import codes_dtype, plot_codebook
 from jaxcomp.report import compression_report
 from jaxcomp.train import (
@@ -326,12 +326,7 @@ def prune_stage(
         evaluate_each_epoch=False,
     )
     # exact zeros where the final masks say so (the wrapper already guarantees it)
-    params = jax.tree.map(
-        lambda w, m: w if m is None else jnp.where(m, w, 0.0).astype(w.dtype),
-        params,
-        state.masks,
-        is_leaf=lambda x: x is None,
-    )
+    params = apply_masks(params, state.masks)
     return params, {"seconds": history["seconds"]}
 
 
