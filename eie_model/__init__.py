@@ -58,6 +58,15 @@ from eie_model.layers import (
     validate_layer,
 )
 
+# network
+from eie_model.network import (
+    Network,
+    calibrate_fracs,
+    load_dcz_network,
+    network_forward,
+    network_sweep,
+)
+
 # sweep
 from eie_model.sweep import (
     CONFIG_FIELDS,
@@ -80,6 +89,7 @@ _LAZY = {
     "simulate_encoded": "reference",
     "design_space_figures": "plots",
     "fig_balance": "plots",
+    "fig_codesign": "plots",
     "fig_fifo": "plots",
     "fig_fillers": "plots",
     "fig_pareto": "plots",
@@ -144,9 +154,16 @@ __all__: list[str] = [
     "load_npz_layer",
     "synthetic_layer",
     "validate_layer",
+    # network
+    "Network",
+    "calibrate_fracs",
+    "load_dcz_network",
+    "network_forward",
+    "network_sweep",
     # plots
     "design_space_figures",
     "fig_balance",
+    "fig_codesign",
     "fig_fifo",
     "fig_fillers",
     "fig_pareto",

@@ -8,7 +8,9 @@ table (one curve per label) and returns a ``matplotlib.figure.Figure``:
 * :func:`fig_fillers`: filler fraction of the entries vs number of PEs (Figure 6.15);
 * :func:`fig_balance`: load efficiency and load balance (mean / max busy PE) vs PEs (6.16);
 * :func:`fig_width`: SpMat SRAM line reads and energy vs SRAM width (Figures 6.12 / 6.13);
-* :func:`fig_pareto`: latency-energy-area Pareto front of one table.
+* :func:`fig_pareto`: latency-energy-area Pareto front of one table;
+* :func:`fig_codesign`: compressed models x EIE configurations (``examples/codesign.py``):
+  load-balance-aware vs plain pruning, and the accuracy-latency-energy Pareto front.
 
 :func:`design_space_figures` runs the sweeps and writes all of them (the README's figures).
 
@@ -40,6 +42,7 @@ from jaxcomp.atomic import atomic_open
 __all__ = [
     "design_space_figures",
     "fig_balance",
+    "fig_codesign",
     "fig_fifo",
     "fig_fillers",
     "fig_pareto",
@@ -168,6 +171,85 @@ def fig_pareto(table: Mapping[str, np.ndarray], *, title: str = "Pareto front"):
         axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     _legend(ax)
+    return fig
+
+
+def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
+    """Co-design figure: one row per (compressed model, EIE configuration).
+
+    Three panels: (a) speedup of load-balance-aware over plain pruning (cycles of the plain
+    model / cycles of the balanced one, same sparsity) vs the number of PEs, one line per
+    sparsity (thesis Figure 3.11); (b) test error on EIE vs weights kept for both (Figure 3.12);
+    (c) latency vs energy of every row, coloured by test error, with the
+    error-latency-energy Pareto front ringed.
+
+    Args:
+        table: dict of equal-length columns ``keep_pct`` (weights kept, %), ``load_balanced``
+            (bool), ``eie_test_error`` (fraction), ``n_pes``, ``cycles``, ``latency_us``,
+            ``energy_j`` (as ``examples/codesign.py`` writes); a plain and a balanced model of
+            equal ``keep_pct`` form a pair.
+        n_pes: the PE count the balanced models were pruned for (marked in panel (a)).
+
+    Returns:
+        a ``matplotlib.figure.Figure``.
+
+    Raises:
+        ValueError: a missing column.
+    """
+    from eie_model.sweep import pareto_front
+
+    need = ("keep_pct", "load_balanced", "eie_test_error", "n_pes", "cycles", "latency_us")
+    missing = [k for k in (*need, "energy_j") if k not in table]
+    if missing:
+        raise ValueError(f"fig_codesign: table lacks columns {missing}")
+    t = {k: np.asarray(v) for k, v in table.items()}
+    lb = t["load_balanced"].astype(bool)
+    keep = np.round(t["keep_pct"], 6)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    ax = axes[0]
+    for k in sorted(np.unique(keep), reverse=True):
+        pes, speed = [], []
+        for n in np.unique(t["n_pes"]):
+            p = (keep == k) & (t["n_pes"] == n)
+            if (p & ~lb).any() and (p & lb).any():
+                pes.append(n)
+                speed.append(t["cycles"][p & ~lb].mean() / t["cycles"][p & lb].mean())
+        ax.plot(pes, speed, marker="o", label=f"{k:.2f}% of weights kept")
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.axvline(n_pes, color="gray", lw=0.8, ls=":", label=f"pruned for {n_pes} PEs")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set(xlabel="EIE processing elements", ylabel="speedup (plain cycles / balanced cycles)")
+    ax.set_title("(a) load-balance-aware pruning: speedup")
+    styles = ((False, "plain magnitude pruning", "tab:blue", "o"),
+              (True, f"load-balance-aware ({n_pes} PEs)", "tab:orange", "s"))  # fmt: skip
+    for b, label, color, marker in styles:
+        ks, errs = [], []
+        for k in np.unique(keep[lb == b]):
+            ks.append(k)
+            errs.append(100 * t["eie_test_error"][(lb == b) & (keep == k)].mean())
+        axes[1].plot(ks, errs, marker=marker, color=color, label=label)
+    axes[1].set(xlabel="weights kept (%)", ylabel="test error on EIE, 16-bit (%)")
+    axes[1].set_title("(b) accuracy on EIE")
+    ax = axes[2]
+    err = 100 * t["eie_test_error"]
+    for b, label, _, marker in styles:
+        sel = lb == b
+        sc = ax.scatter(
+            t["latency_us"][sel], t["energy_j"][sel] * 1e6, c=err[sel], marker=marker,
+            cmap="viridis", vmin=err.min(), vmax=err.max(), s=28, label=label,
+        )  # fmt: skip
+    fig.colorbar(sc, ax=ax, label="test error on EIE (%)")
+    front = pareto_front(t, ("eie_test_error", "latency_us", "energy_j"))
+    ax.scatter(
+        t["latency_us"][front], t["energy_j"][front] * 1e6, s=90, facecolors="none",
+        edgecolors="r", lw=1.0, label="error-latency-energy front",
+    )  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="latency per inference (us)", ylabel="energy (uJ)")
+    ax.set_title("(c) every model x EIE configuration")
+    for a in axes:
+        a.grid(True, alpha=0.3)
+        _legend(a)
     return fig
 
 

@@ -117,6 +117,13 @@ def _compress_parser(sub) -> None:
     p.add_argument("--prune-lr", type=float, default=None, help="retraining peak lr (cosine)")
     p.add_argument("--prune-weight-decay", type=float, default=None)
     p.add_argument(
+        "--load-balance-pes",
+        type=int,
+        default=None,
+        help="prune load-balance-aware for N EIE PEs (equal non-zeros per PE; default: plain "
+        "magnitude)",
+    )
+    p.add_argument(
         "--bits",
         default=None,
         help="bits per weight code: '6' or 'conv1=8,fc1=5' (default: thesis)",
@@ -153,6 +160,7 @@ def _config_from_args(args):
         ("prune_epochs", "prune_epochs"),
         ("prune_lr", "prune_lr"),
         ("prune_weight_decay", "prune_weight_decay"),
+        ("load_balance_pes", "load_balance_pes"),
         ("share_init", "share_init"),
         ("kmeans_iters", "kmeans_iters"),
         ("finetune_epochs", "finetune_epochs"),

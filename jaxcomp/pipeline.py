@@ -26,6 +26,7 @@ Command line: ``jaxcomp compress --model lenet-300-100 --out runs/lenet300`` (se
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -48,6 +49,7 @@ from jaxcomp.data import MNIST, load_mnist
 from jaxcomp.fileformat import load_compressed, load_metadata, save_compressed
 from jaxcomp.models import MODELS, make_model
 from jaxcomp.optim import apply_masks, prune, share_weights, shared_params
+from jaxcomp.prune import load_balanced_mask
 from jaxcomp.quantize import codes_dtype, plot_codebook
 from jaxcomp.report import compression_report
 from jaxcomp.train import (
@@ -114,6 +116,10 @@ class CompressConfig:
       prune_epochs: total pruning + retraining epochs.
       prune_lr: peak learning rate (cosine decay) of the retraining.
       prune_weight_decay: L2 weight decay of the retraining.
+      load_balance_pes: None (default) prunes each layer by plain magnitude; an int N prunes
+        with :func:`jaxcomp.load_balanced_mask` for N EIE processing elements (thesis §3.5,
+        load-balance-aware pruning): at the same sparsity every group of output neurons
+        ``i mod N`` keeps the same number of weights, so no PE waits for a busier one.
       bits: ``{leaf path: bits per weight code}``; the other leaves (biases) stay float32.
       share_init: k-means initialisation (``"linear"``, ``"density"``, ``"random"``,
         ``"kmeans++"``) or ``"uniform"``.
@@ -136,6 +142,7 @@ class CompressConfig:
     prune_epochs: int = 60
     prune_lr: float = 0.05
     prune_weight_decay: float = 1e-4
+    load_balance_pes: int | None = None
     bits: Mapping[str, int] = dataclasses.field(default_factory=dict)
     share_init: str = "linear"
     kmeans_iters: int = 50
@@ -172,6 +179,12 @@ class CompressConfig:
         if not fr or any(not 0 < f <= 1 for f in fr) or list(fr) != sorted(fr) or fr[-1] != 1.0:
             raise ValueError(
                 f"prune_fractions must increase within (0, 1] and end at 1.0, got {fr}"
+            )
+        lb = self.load_balance_pes
+        if lb is not None and (not isinstance(lb, int) or isinstance(lb, bool) or lb < 1):
+            raise ValueError(
+                f"load_balance_pes must be None (plain magnitude pruning) or an int >= 1 "
+                f"(the number of EIE PEs to balance for), got {lb!r}"
             )
         if self.epochs_per_step < 1:
             raise ValueError(f"epochs_per_step must be >= 1, got {self.epochs_per_step}")
@@ -289,7 +302,8 @@ def prune_stage(
       params: the dense params (nested dict of float32 arrays).
       data: MNIST arrays.
       config: ``sparsity``, ``prune_fractions``, ``epochs_per_step``, ``prune_epochs``,
-        ``prune_lr``, ``prune_weight_decay``, ``batch_size``, ``seed`` are read.
+        ``prune_lr``, ``prune_weight_decay``, ``load_balance_pes``, ``batch_size``, ``seed``
+        are read.
       progress: tqdm bar.
 
     Returns:
@@ -312,7 +326,13 @@ def prune_stage(
     }
     total = config.prune_epochs * steps_per_epoch
     inner = default_optimizer(config.prune_lr, steps=total, weight_decay=config.prune_weight_decay)
-    tx = prune(inner, sched)
+    criterion: Any = "magnitude"
+    if config.load_balance_pes is not None:
+        # EIE rows are outputs: the last axis of a Flax kernel (in, out) or (kh, kw, in, out)
+        criterion = functools.partial(
+            load_balanced_mask, num_pes=config.load_balance_pes, row_axis=-1
+        )
+    tx = prune(inner, sched, criterion)
     params, state, history = fit(
         apply,
         params,
@@ -682,6 +702,8 @@ def compress(
         "prune_weight_decay",
         "batch_size",
     )
+    if config.load_balance_pes is not None:  # (absent: earlier runs' checkpoints still resume)
+        prune_keys += ("load_balance_pes",)
     sig = {**sig, **{k: cfg[k] for k in prune_keys}}
     st = _Stage(out, "pruned", sig)
     rec = st.done()

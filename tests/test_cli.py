@@ -45,6 +45,7 @@ def test_parse_layer_values_errors_name_the_flag(text, match):
         (["--sparsity", "fc1=1.5"], "sparsity"),
         (["--prune-epochs", "2"], "prune_epochs"),
         (["--prune-fractions", "0.5,x"], "--prune-fractions"),
+        (["--load-balance-pes", "0"], "load_balance_pes"),
     ],
 )
 def test_compress_bad_flags_exit_2_with_a_message(extra, match, tmp_path, capsys):

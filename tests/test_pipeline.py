@@ -174,6 +174,8 @@ def test_default_configs_are_the_thesis_settings():
         ({"model": "lenet-300-100", "sparsity": {"fc1/kernel": 0.5}, "bits": {}}, "same layers"),
         ({"model": "lenet-300-100", "prune_epochs": 3}, "prune_epochs"),
         ({"model": "lenet-300-100", "prune_fractions": (0.5, 0.9)}, "prune_fractions"),
+        ({"model": "lenet-300-100", "load_balance_pes": 0}, "load_balance_pes"),
+        ({"model": "lenet-300-100", "load_balance_pes": 4.0}, "load_balance_pes"),
     ],
 )  # fmt: skip
 def test_bad_configs_raise_naming_the_field(kw, match):

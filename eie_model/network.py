@@ -1,0 +1,379 @@
+"""Whole networks on EIE: a compressed model's fully-connected layers, end to end.
+
+EIE runs one fully-connected layer at a time; a network is a chain of them (LeNet-300-100:
+784 -> 300 -> 100 -> 10, ReLU between). This module takes such a chain from a jaxcomp ``.dcz``
+file and answers the two questions of algorithm-hardware co-design on real inputs:
+
+* **is the answer right?** :func:`network_forward` runs inputs through every layer with the
+  bit-accurate functional model (float32, or EIE's fixed point with per-layer formats from
+  :func:`calibrate_fracs`), so the test error *on EIE* can be measured;
+* **how fast, how much energy?** :func:`network_sweep` feeds each layer the activations that
+  the previous layers really produce (activation sparsity included) and sweeps a batch of EIE
+  configurations per layer (:func:`eie_model.sweep.sweep`), then sums cycles and energy over
+  layers and averages them over input samples.
+
+Layout: EIE's matrix is ``(m, n)`` = (outputs, inputs), a Flax ``Dense`` kernel is ``(in, out)``;
+:func:`load_dcz_network` transposes. A ``.dcz`` file stores biases dense (float32); they are
+added to each layer's output (in fixed point: quantized to the output format and added with
+saturation, as EIE's bias column would be).
+
+Example:
+    >>> import numpy as np
+    >>> net = Network(
+    ...     names=("a", "b"),
+    ...     codes=(np.array([[1, 0], [0, 1]], np.uint8), np.array([[1, 1]], np.uint8)),
+    ...     codebooks=(np.array([0.0, 2.0], np.float32), np.array([0.0, -1.0], np.float32)),
+    ...     biases=(np.zeros(2, np.float32), np.ones(1, np.float32)),
+    ... )
+    >>> logits, inputs = network_forward(net, np.array([[1.0, 3.0]], np.float32))
+    >>> logits.tolist(), inputs[1].tolist()   # relu([2, 6]) -> -8 + 1
+    ([[-7.0]], [[2.0, 6.0]])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eie_model.functional import _sat_add, frac_bits_for, quantize_fixed, spmv_fixed, spmv_float
+from eie_model.layers import Layer, validate_layer
+
+__all__ = [
+    "Network",
+    "calibrate_fracs",
+    "load_dcz_network",
+    "network_forward",
+    "network_sweep",
+]
+
+
+class Network(NamedTuple):
+    """A chain of fully-connected layers as EIE runs them (ReLU after all but the last).
+
+    Attributes:
+        names: ``L`` labels, e.g. ``("fc1/kernel", "fc2/kernel", "fc3/kernel")``.
+        codes: ``L`` arrays ``(m_l, n_l)`` uint8/uint16 weight codes (outputs x inputs), 0 =
+            pruned; ``n_{l+1} == m_l``.
+        codebooks: ``L`` arrays ``(2**bits_l,)`` float32, entry 0 is 0.0.
+        biases: ``L`` arrays ``(m_l,)`` float32.
+    """
+
+    names: tuple[str, ...]
+    codes: tuple[np.ndarray, ...]
+    codebooks: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """``(m_l, n_l)`` per layer."""
+        return tuple(tuple(c.shape) for c in self.codes)
+
+    def check(self) -> Network:
+        """Validate lengths, shapes and codebooks; return ``self``.
+
+        Raises:
+            ValueError: unequal tuple lengths, an empty network, a layer whose inputs do not
+                match the previous layer's outputs, a bias of the wrong length, or a bad codebook.
+        """
+        n = len(self.names)
+        if n == 0 or not (len(self.codes) == len(self.codebooks) == len(self.biases) == n):
+            raise ValueError(
+                "Network: names, codes, codebooks and biases must be non-empty tuples of one "
+                f"length; got {len(self.names)}, {len(self.codes)}, {len(self.codebooks)}, "
+                f"{len(self.biases)}"
+            )
+        for i in range(n):
+            n_in = self.codes[i].shape[1] if np.ndim(self.codes[i]) == 2 else 0
+            validate_layer(Layer(self.codes[i], self.codebooks[i], np.zeros(n_in, np.float32)))
+            m, k = self.codes[i].shape
+            if self.biases[i].shape != (m,):
+                raise ValueError(
+                    f"Network: biases[{i}] ({self.names[i]}) has shape {self.biases[i].shape}, "
+                    f"expected ({m},) = the layer's outputs"
+                )
+            if i and k != self.codes[i - 1].shape[0]:
+                raise ValueError(
+                    f"Network: layer {self.names[i]} takes {k} inputs but {self.names[i - 1]} "
+                    f"gives {self.codes[i - 1].shape[0]}; the layers must form a chain"
+                )
+        return self
+
+
+def load_dcz_network(path: str | os.PathLike, leaves: Sequence[str] | None = None) -> Network:
+    """The fully-connected chain of a jaxcomp ``.dcz`` file as a :class:`Network`.
+
+    Args:
+        path: a file written by :func:`jaxcomp.pipeline.compress` (or
+            :func:`jaxcomp.fileformat.save_compressed`).
+        leaves: the weight-shared 2-D kernels to chain, in order (default: every one, in sorted
+            path order, e.g. ``fc1/kernel, fc2/kernel, fc3/kernel``). Each kernel's bias is the
+            sibling leaf ``.../bias`` (zeros when the file has none).
+
+    Returns:
+        the checked :class:`Network` (codes transposed to EIE's ``(out, in)``).
+
+    Raises:
+        ValueError: a named leaf is not a weight-shared 2-D kernel of the file (the message lists
+            those that are), or the kernels do not form a chain (e.g. LeNet-5's convolutions
+            feed its first fully-connected layer: pass ``leaves`` of a chain).
+        jaxcomp.fileformat.DczFormatError: a damaged file.
+
+    Example::
+
+        >>> net = load_dcz_network("runs/lenet300/model.dcz")  # doctest: +SKIP
+        >>> net.names, net.shapes  # doctest: +SKIP
+        (('fc1/kernel', 'fc2/kernel', 'fc3/kernel'), ((300, 784), (100, 300), (10, 100)))
+    """
+    from jaxcomp.fileformat import load_compressed_codes
+
+    stored = load_compressed_codes(path)
+    shared = sorted(k for k, v in stored.items() if isinstance(v, tuple) and np.ndim(v[1]) == 2)
+    names = tuple(shared if leaves is None else leaves)
+    missing = [k for k in names if k not in shared]
+    if missing or not names:
+        raise ValueError(
+            f"leaves: {missing or 'none given'} are not weight-shared 2-D kernels of "
+            f"{os.fspath(path)}; choose among {shared}"
+        )
+    codes, books, biases = [], [], []
+    for k in names:
+        book, c = stored[k]
+        codes.append(np.ascontiguousarray(np.asarray(c).T))
+        books.append(np.asarray(book, np.float32))
+        bias_key = k.rsplit("/", 1)[0] + "/bias" if "/" in k else "bias"
+        b = stored.get(bias_key)
+        if b is None or isinstance(b, tuple):
+            b = np.zeros(codes[-1].shape[0], np.float32)
+        biases.append(np.asarray(b, np.float32))
+    return Network(names, tuple(codes), tuple(books), tuple(biases)).check()
+
+
+@partial(jax.jit, static_argnames=("relu",))
+def _float_layer(codes, codebook, bias, a, *, relu):
+    y = jax.vmap(spmv_float, in_axes=(None, None, 0))(codes, codebook, a) + bias[None, :]
+    return jnp.maximum(y, 0.0) if relu else y
+
+
+@partial(jax.jit, static_argnames=("bits", "relu"))
+def _fixed_layer(codes, codebook, bias, a, fa, fy, *, bits, relu):
+    def one(v):
+        r = spmv_fixed(
+            codes, codebook, v, act_bits=bits, weight_bits=bits, act_frac=fa, out_frac=fy
+        )
+        return r.y_int
+
+    acc = jax.vmap(one)(a)
+    acc = _sat_add(acc, quantize_fixed(bias, bits, fy)[None, :], bits)
+    if relu:
+        acc = jnp.maximum(acc, 0)
+    return jnp.ldexp(acc.astype(jnp.float32), -fy)
+
+
+def _inputs(x: Any, net: Network, name: str = "x") -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    x = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
+    n0 = net.codes[0].shape[1]
+    if x.ndim != 2 or x.shape[1] != n0:
+        raise ValueError(
+            f"{name} must be (batch, {n0}) inputs of {net.names[0]} (images are flattened), "
+            f"got shape {np.shape(x)}"
+        )
+    return x
+
+
+def network_forward(
+    net: Network,
+    x: Any,
+    *,
+    bits: int | None = None,
+    fracs: Sequence[int] | None = None,
+    batch: int = 500,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Run inputs through every layer with EIE's functional model.
+
+    Args:
+        net: the :class:`Network`.
+        x: ``(B, n_0)`` float inputs (``(B, 28, 28)`` images are flattened).
+        bits: ``None``: float32 (:func:`eie_model.functional.spmv_float`, the EIE authors'
+            simulator arithmetic); 8, 16 or 32: fixed point with ``bits``-bit activations and
+            weights (:func:`eie_model.functional.spmv_fixed`; EIE is 16-bit).
+        fracs: with ``bits``, ``L + 1`` fractional-bit counts: the input's, then each layer's
+            output (= the next layer's input); default :func:`calibrate_fracs` on ``x`` itself.
+        batch: inputs per compiled call (memory only).
+
+    Returns:
+        ``(outputs, inputs)``: ``(B, m_L)`` float32 outputs of the last layer (logits), and the
+        ``L`` float32 arrays ``(B, n_l)`` each layer received (what EIE broadcasts).
+
+    Raises:
+        ValueError: bad ``x`` shape, ``bits`` or ``fracs`` length.
+    """
+    net.check()
+    x = _inputs(x, net)
+    L = len(net.names)
+    if bits is not None:
+        if bits not in (8, 16, 32):
+            raise ValueError(f"bits must be None (float32), 8, 16 or 32, got {bits!r}")
+        fracs = calibrate_fracs(net, x, bits) if fracs is None else tuple(int(f) for f in fracs)
+        if len(fracs) != L + 1:
+            raise ValueError(f"fracs must hold {L + 1} ints (input + {L} layers), got {fracs}")
+    ins: list[list[np.ndarray]] = [[] for _ in range(L)]
+    outs = []
+    for lo in range(0, len(x), batch):
+        a = jnp.asarray(x[lo : lo + batch])
+        for i in range(L):
+            ins[i].append(np.asarray(a))
+            relu = i < L - 1
+            args = (net.codes[i], net.codebooks[i], net.biases[i], a)
+            if bits is None:
+                a = _float_layer(*args, relu=relu)
+            else:
+                a = _fixed_layer(*args, fracs[i], fracs[i + 1], bits=bits, relu=relu)
+        outs.append(np.asarray(a))
+    return np.concatenate(outs), [np.concatenate(v) for v in ins]
+
+
+def calibrate_fracs(net: Network, x: Any, bits: int) -> tuple[int, ...]:
+    """Per-layer fixed-point formats (dynamic fixed point) from calibration inputs.
+
+    Each format is the largest number of fractional bits whose ``bits``-bit range holds the
+    largest magnitude seen (:func:`eie_model.functional.frac_bits_for`) in the float32 run of
+    ``x``: first the input, then each layer's output. Calibrate on training inputs and apply
+    to test inputs, as hardware would (test values may then saturate).
+
+    Args:
+        net: the :class:`Network`.
+        x: ``(B, n_0)`` calibration inputs.
+        bits: 8, 16 or 32.
+
+    Returns:
+        ``L + 1`` Python ints.
+
+    Example:
+        >>> import numpy as np
+        >>> net = Network(("a",), (np.ones((1, 2), np.uint8),), (np.array([0, 3.0], np.float32),),
+        ...               (np.zeros(1, np.float32),))
+        >>> calibrate_fracs(net, np.ones((4, 2), np.float32), 8)   # 1.0 -> 6 bits; 6.0 -> 4
+        (6, 4)
+    """
+    out, ins = network_forward(net, x)
+    maxima = [float(np.abs(a).max(initial=0.0)) for a in ins] + [float(np.abs(out).max())]
+    return tuple(int(frac_bits_for(jnp.float32(m), bits)) for m in maxima)
+
+
+#: Sweep columns summed over layers (then averaged over samples).
+_ADDITIVE = (
+    "cycles",
+    "latency_us",
+    "useful_macs",
+    "fillers",
+    "pointer_reads",
+    "spm_line_reads",
+    "stall_cycles",
+    "starvation_cycles",
+    "busy_total",
+    "busy_max",
+    "energy_j",
+    "spmat_j",
+    "pointer_j",
+    "arith_j",
+    "actrw_j",
+    "queue_j",
+    "broadcast_j",
+    "static_j",
+)
+
+
+def network_sweep(
+    net: Network,
+    x: Any,
+    configs: Any,
+    *,
+    progress: bool = False,
+    **sweep_kwargs: Any,
+) -> dict[str, np.ndarray]:
+    """EIE configurations evaluated on a whole network, layer after layer, on real inputs.
+
+    For every input sample each layer gets the activations the previous layers produce
+    (float32 functional model), is swept over ``configs`` with :func:`eie_model.sweep.sweep`,
+    and the counters are summed over layers (EIE runs the layers one after another), then
+    averaged over samples.
+
+    Args:
+        net: the :class:`Network`.
+        x: ``(S, n_0)`` input samples (a few test images: activation sparsity varies per input).
+        configs: as :func:`eie_model.sweep.sweep` (e.g. ``grid(n_pes=[16, 64], fifo_depth=8)``).
+        progress: a tqdm bar over the ``S x L`` layer sweeps.
+        **sweep_kwargs: passed to :func:`eie_model.sweep.sweep` (``bcast_latency``, ``devices``).
+
+    Returns:
+        a table (dict of ``(configs,)`` NumPy arrays): the configuration fields; the per-network
+        means of ``cycles, latency_us, useful_macs, fillers, pointer_reads, spm_line_reads,
+        stall_cycles, starvation_cycles, busy_total, busy_max, energy_j`` and its parts (sums
+        over layers); ``area_mm2``; the derived ``power_w, gops, gops_per_w, frames_per_s,
+        mac_efficiency = useful_macs / (cycles * n_pes), load_efficiency = busy_total /
+        (cycles * n_pes), load_balance = busy_total / (busy_max * n_pes)`` of those means; and
+        ``cycles:<name>`` per layer.
+
+    Raises:
+        ValueError: bad ``x`` (see :func:`network_forward`) or ``configs`` (see ``sweep``).
+
+    Example::
+
+        >>> t = network_sweep(net, x_test[:8], grid(n_pes=[16, 32, 64]))  # doctest: +SKIP
+        >>> t["latency_us"], t["energy_j"]  # doctest: +SKIP
+    """
+    from eie_model.sweep import sweep
+
+    x = _inputs(x, net)
+    if len(x) == 0:
+        raise ValueError("x must hold at least one input sample")
+    _, ins = network_forward(net, x)
+    L, S = len(net.names), len(x)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=S * L, desc="EIE network sweep", unit="layer")
+    acc: dict[str, np.ndarray] = {}
+    per_layer = [None] * L
+    base: Mapping[str, np.ndarray] | None = None
+    for s in range(S):
+        for i in range(L):
+            layer = Layer(net.codes[i], net.codebooks[i], ins[i][s], None, net.names[i])
+            t = sweep(layer, configs, **sweep_kwargs)
+            base = t if base is None else base
+            for k in _ADDITIVE:
+                acc[k] = acc.get(k, 0.0) + np.asarray(t[k], np.float64) / S
+            c = np.asarray(t["cycles"], np.float64) / S
+            per_layer[i] = c if per_layer[i] is None else per_layer[i] + c
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    from eie_model.sweep import CONFIG_FIELDS
+
+    out: dict[str, np.ndarray] = {k: np.asarray(base[k]) for k in CONFIG_FIELDS}
+    out.update(acc)
+    n = out["n_pes"].astype(np.float64)
+    time_s = out["latency_us"] * 1e-6
+    cyc_n = np.maximum(out["cycles"], 1e-12) * n
+    out.update(
+        area_mm2=np.asarray(base["area_mm2"], np.float64),
+        power_w=out["energy_j"] / time_s,
+        gops=2.0 * out["useful_macs"] / time_s / 1e9,
+        frames_per_s=1.0 / time_s,
+        mac_efficiency=out["useful_macs"] / cyc_n,
+        load_efficiency=out["busy_total"] / cyc_n,
+        load_balance=out["busy_total"] / np.maximum(out["busy_max"] * n, 1e-12),
+    )
+    out["gops_per_w"] = out["gops"] / out["power_w"]
+    for i, name in enumerate(net.names):
+        out[f"cycles:{name}"] = per_layer[i]
+    return out

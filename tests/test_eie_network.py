@@ -1,0 +1,195 @@
+"""Whole networks on EIE: loading a .dcz chain, the functional forward pass, summed sweeps."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import jax
+import numpy as np
+import pytest
+
+from eie_model import network as nw
+from eie_model.functional import spmv_float
+from eie_model.network import (
+    Network,
+    calibrate_fracs,
+    load_dcz_network,
+    network_forward,
+    network_sweep,
+)
+from eie_model.sweep import grid, sweep
+from jaxcomp.fileformat import save_compressed
+
+SHAPES = ((12, 20), (6, 12), (3, 6))  # EIE (m, n): 20 -> 12 -> 6 -> 3
+
+
+def _net(seed=0, density=0.4, bits=4, positive=False) -> Network:
+    rng = np.random.default_rng(seed)
+    codes, books, biases = [], [], []
+    for m, n in SHAPES:
+        c = rng.integers(1, 2**bits, size=(m, n)) * (rng.random((m, n)) < density)
+        codes.append(c.astype(np.uint8))
+        w = rng.normal(0, 0.5, 2**bits - 1)
+        b = rng.normal(0, 0.1, m)
+        books.append(np.concatenate([[0.0], np.abs(w) if positive else w]).astype(np.float32))
+        biases.append((np.abs(b) if positive else b).astype(np.float32))
+    return Network(("a/kernel", "b/kernel", "c/kernel"), tuple(codes), tuple(books), tuple(biases))
+
+
+def _x(seed=1, batch=7):
+    rng = np.random.default_rng(seed)
+    return (rng.random((batch, SHAPES[0][1])) * (rng.random((batch, SHAPES[0][1])) < 0.6)).astype(
+        np.float32
+    )
+
+
+def _dense_forward(net, x):
+    a = x.astype(np.float64)
+    for i, (c, b, bias) in enumerate(zip(net.codes, net.codebooks, net.biases, strict=True)):
+        a = a @ b[c].T.astype(np.float64) + bias
+        if i < len(net.codes) - 1:
+            a = np.maximum(a, 0)
+    return a
+
+
+def test_float_forward_is_the_dense_network_and_spmv_float_per_layer():
+    net, x = _net(), _x()
+    out, ins = network_forward(net, x, batch=3)  # batching must not matter
+    np.testing.assert_allclose(out, _dense_forward(net, x), rtol=1e-5, atol=1e-5)
+    assert [a.shape for a in ins] == [(7, 20), (7, 12), (7, 6)]
+    # layer 2's input is relu(spmv_float(layer 1) + bias), bit for bit, under jit
+    y = jax.jit(spmv_float)(net.codes[0], net.codebooks[0], x[4])
+    np.testing.assert_array_equal(ins[1][4], np.maximum(np.asarray(y) + net.biases[0], 0))
+    np.testing.assert_array_equal(ins[0], x)
+
+
+def test_images_are_flattened():
+    net = _net()
+    x = _x().reshape(7, 4, 5)
+    np.testing.assert_array_equal(network_forward(net, x)[0], network_forward(net, _x())[0])
+
+
+@pytest.mark.parametrize("bits, tol", [(32, 1e-6), (16, 2e-3)])
+def test_fixed_forward_tracks_float(bits, tol):
+    # non-negative weights: partial sums never exceed the final output, so formats calibrated
+    # on the outputs cannot saturate mid-sum (with mixed signs they can, as on EIE)
+    net, x = _net(positive=True), _x(batch=20)
+    ref, _ = network_forward(net, x)
+    fracs = calibrate_fracs(net, x, bits)
+    out, _ = network_forward(net, x, bits=bits, fracs=fracs)
+    assert np.max(np.abs(out - ref)) < tol * max(1.0, np.abs(ref).max())
+    # default fracs = calibrated on x itself
+    np.testing.assert_array_equal(network_forward(net, x, bits=bits)[0], out)
+
+
+def test_fixed_forward_saturates_and_quantizes_on_a_hand_example():
+    # one layer: y = 3 * x + bias, 8-bit; x = 1.0 at 6 fraction bits, output at 4 bits
+    net = Network(
+        ("l",), (np.ones((1, 1), np.uint8),), (np.array([0, 3.0], np.float32),),
+        (np.array([0.30], np.float32),),
+    )  # fmt: skip
+    out, _ = network_forward(net, np.ones((1, 1), np.float32), bits=8, fracs=(6, 4))
+    assert out[0, 0] == 3.0 + 5 / 16  # bias 0.30 -> round(4.8) = 5 sixteenths
+    # output range at 4 fraction bits is [-8, 127/16]: 9 * 1.0 saturates
+    big = Network(net.names, net.codes, (np.array([0, 9.0], np.float32),), net.biases)
+    out, _ = network_forward(big, np.ones((1, 1), np.float32), bits=8, fracs=(6, 4))
+    assert out[0, 0] == 127 / 16
+
+
+def test_calibrate_fracs_matches_frac_bits_for():
+    net, x = _net(), _x()
+    out, ins = network_forward(net, x)
+    fr = calibrate_fracs(net, x, 16)
+    assert len(fr) == 4
+    from eie_model.functional import frac_bits_for
+
+    assert fr[0] == int(frac_bits_for(np.float32(np.abs(x).max()), 16))
+    assert fr[-1] == int(frac_bits_for(np.float32(np.abs(out).max()), 16))
+
+
+def test_network_sweep_is_the_sum_of_layer_sweeps_averaged_over_samples():
+    net, x = _net(), _x(batch=3)
+    configs = grid(n_pes=[1, 2, 4], fifo_depth=[1, 4])
+    t = network_sweep(net, x, configs)
+    _, ins = network_forward(net, x)
+    want = {k: 0.0 for k in ("cycles", "energy_j", "useful_macs", "busy_total")}
+    per_layer = [0.0] * 3
+    for s in range(3):
+        for i in range(3):
+            layer = {"codes": net.codes[i], "codebook": net.codebooks[i], "act": ins[i][s]}
+            r = sweep(layer, configs)
+            for k in want:
+                want[k] = want[k] + r[k] / 3
+            per_layer[i] = per_layer[i] + r["cycles"] / 3
+    for k, v in want.items():
+        np.testing.assert_allclose(t[k], v, rtol=1e-12)
+    for i, name in enumerate(net.names):
+        np.testing.assert_allclose(t[f"cycles:{name}"], per_layer[i])
+    n = t["n_pes"]
+    np.testing.assert_allclose(t["mac_efficiency"], t["useful_macs"] / (t["cycles"] * n))
+    np.testing.assert_allclose(t["power_w"], t["energy_j"] / (t["latency_us"] * 1e-6))
+    assert np.all(t["load_balance"] <= 1 + 1e-12) and np.all(t["load_balance"] > 0)
+    assert t["n_pes"].tolist() == [1, 1, 2, 2, 4, 4]
+
+
+def test_network_sweep_one_pe_has_perfect_balance():
+    t = network_sweep(_net(), _x(batch=1), {"n_pes": [1]})
+    np.testing.assert_allclose(t["load_balance"], 1.0)
+
+
+def test_load_dcz_network_transposes_and_finds_biases(tmp_path):
+    net = _net()
+    params = {}
+    books, codes = {}, {}
+    for name, c, b, bias in zip(net.names, net.codes, net.codebooks, net.biases, strict=True):
+        layer = name.split("/")[0]
+        params[layer] = {"kernel": np.zeros(c.T.shape, np.float32), "bias": bias}
+        books[name], codes[name] = b, c.T  # Flax (in, out)
+    f = tmp_path / "m.dcz"
+    save_compressed(f, params, books, codes)
+    got = load_dcz_network(f)
+    assert got.names == net.names and got.shapes == SHAPES
+    for a, b in zip(got.codes, net.codes, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(got.biases, net.biases, strict=True):
+        np.testing.assert_array_equal(a, b)
+    sub = load_dcz_network(f, ["b/kernel", "c/kernel"])
+    assert sub.shapes == SHAPES[1:]
+    with pytest.raises(ValueError, match=r"zz/kernel.*choose among"):
+        load_dcz_network(f, ["zz/kernel"])
+    with pytest.raises(ValueError, match="chain"):
+        load_dcz_network(f, ["a/kernel", "c/kernel"])
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda n: n._replace(biases=n.biases[:2]), "one length"),
+        (lambda n: n._replace(biases=(np.zeros(5, np.float32),) + n.biases[1:]), "biases"),
+        (lambda n: n._replace(codes=(n.codes[0], n.codes[1][:, :5], n.codes[2])), "chain"),
+        (lambda n: n._replace(codebooks=(n.codebooks[0][:3],) + n.codebooks[1:]), "codebook"),
+    ],
+)
+def test_bad_networks_raise(bad, match):
+    with pytest.raises(ValueError, match=match):
+        network_forward(bad(_net()), _x())
+
+
+def test_bad_inputs_raise_naming_the_argument():
+    net = _net()
+    with pytest.raises(ValueError, match=r"x must be \(batch, 20\)"):
+        network_forward(net, np.ones((2, 19), np.float32))
+    with pytest.raises(ValueError, match="bits must be"):
+        network_forward(net, _x(), bits=12)
+    with pytest.raises(ValueError, match="fracs must hold 4"):
+        network_forward(net, _x(), bits=16, fracs=(8, 8))
+    with pytest.raises(ValueError, match="at least one"):
+        network_sweep(net, np.zeros((0, 20), np.float32), {"n_pes": [1]})
+
+
+def test_docstring_examples_run():
+    mod = importlib.import_module("eie_model.network")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+    assert nw.__all__ == sorted(nw.__all__)

@@ -1,0 +1,71 @@
+"""The co-design example runs end to end on real MNIST at its small size, and its models are
+what it says: equal sparsity, load-balanced non-zeros per PE, accuracy on EIE = accuracy in JAX."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eie_model import load_dcz_network
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def result(mnist_dir, tmp_path_factory):
+    ex = _load("codesign")
+    out = tmp_path_factory.mktemp("codesign")
+    argv = ["--small", "--keep-scales", "1", "--train-limit", "2048", "--test-limit", "2000",
+            "--out", str(out), "--data-dir", str(mnist_dir.parent), "--no-progress"]  # fmt: skip
+    assert ex.main(argv) == 0
+    return out, json.loads((out / "codesign.json").read_text()), ex
+
+
+def test_rows_cover_every_model_and_pe_count(result):
+    out, res, _ = result
+    rows = res["rows"]
+    assert {(r["load_balanced"], r["n_pes"]) for r in rows} == {
+        (lb, n) for lb in (False, True) for n in (4, 64)
+    }
+    assert res["data"] == "full" and res["n_train"] == 2048 and res["lb_pes"] == 64
+    for r in rows:
+        assert 0 < r["eie_test_error"] < 0.5 and r["cycles"] > 0 and r["energy_j"] > 0
+        # accuracy on EIE's 16-bit arithmetic is the model's own, to a few test images
+        assert abs(r["eie_test_error"] - r["test_error"]) <= 0.003
+        per_layer = sum(v for k, v in r.items() if k.startswith("cycles:"))
+        assert per_layer == pytest.approx(r["cycles"])
+    assert (out / "codesign.png").stat().st_size > 10_000
+
+
+def test_load_balanced_models_keep_as_many_weights_balanced_over_pes(result):
+    out, res, _ = result
+    nets = {lb: load_dcz_network(out / f"keep1x-{lb}" / "model.dcz") for lb in ("plain", "lb")}
+    for plain, lb in zip(nets["plain"].codes, nets["lb"].codes, strict=True):
+        assert np.count_nonzero(plain) == np.count_nonzero(lb)  # same sparsity
+        m = lb.shape[0]
+        groups = min(m, 64)
+        per_pe = [np.count_nonzero(lb[k::64]) for k in range(groups)]
+        full = [k for k in range(groups) if len(range(k, m, 64)) == -(-m // 64)]
+        # DESIGN §4.1: equal non-zeros per PE (+-1) among PEs with the same number of rows
+        assert max(per_pe[k] for k in full) - min(per_pe[k] for k in full) <= 1
+    balance = {
+        (r["load_balanced"], r["n_pes"]): r["load_balance"] for r in res["rows"]
+    }  # busy_total / (busy_max * N): the balanced model's PEs are more evenly busy
+    assert balance[True, 64] > balance[False, 64]
+
+
+def test_summary_reports_speedup_lines(result):
+    _, res, ex = result
+    text = ex.summary(res)
+    assert "speedup" in text and "keep1x-lb" in text and text.count("\n| keep1x") == 2
