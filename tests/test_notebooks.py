@@ -204,9 +204,9 @@ def test_notebook_is_stripped_and_colab_first(path: Path):
     assert first.cell_type == "markdown"
     assert f"[![Open In Colab]({BADGE})]({link})" in first.source
     assert "JAXCOMP_NOTEBOOK_SMALL" in first.source, "document the size knob in the first cell"
-    assert any(
-        "JAXCOMP_NOTEBOOK_SMALL" in c.source for c in nb.cells if c.cell_type == "code"
-    ), "read the size knob"
+    assert any("JAXCOMP_NOTEBOOK_SMALL" in c.source for c in nb.cells if c.cell_type == "code"), (
+        "read the size knob"
+    )
 
     # The install cell: plain Python (valid in any kernel), every statement guarded by the
     # Colab check, and a pip install inside the guard.
