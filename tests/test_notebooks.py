@@ -24,9 +24,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-# jupyter_core (imported by nbclient / jupyter_client) warns with a DeprecationWarning that its
-# paths are moving to platformdirs unless this opt-in is set; the suite turns warnings into
-# errors, so opt in before the first import of nbclient (below, inside the test).
+# Some jupyter_core 5 releases (imported by nbclient / jupyter_client; 5.9 no longer) warn with a
+# DeprecationWarning that its paths move to platformdirs unless this opt-in is set; the suite
+# turns warnings into errors, so opt in before the first import of nbclient (inside the test).
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
