@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from jaxcomp.atomic import atomic_open
 from jaxcomp.data import MNIST, load_mnist
 from jaxcomp.models import MODELS, make_model
 from jaxcomp.optim import dsd
@@ -145,19 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         config = {k: v for k, v in vars(args).items() if k != "out"}
-        out.write_text(
-            json.dumps(
-                {
-                    "config": config,
-                    "epochs": epochs,
-                    "data": data.source,
-                    "runs": runs,
-                    "summary": s,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        record = {
+            "config": config,
+            "epochs": epochs,
+            "data": data.source,
+            "runs": runs,
+            "summary": s,
+        }
+        with atomic_open(out, "w") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
     return 0
 
 

@@ -29,6 +29,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jaxcomp.atomic import atomic_open
 from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
 from jaxcomp.data import MNIST, batches, load_mnist
 from jaxcomp.models import MODELS, make_model
@@ -270,7 +271,8 @@ def train_baseline(
             "recipe": recipe,
             "train_seconds": history["seconds"],
         }
-        (out / "baseline.json").write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_open(out / "baseline.json", "w") as f:
+            f.write(json.dumps(meta, indent=2) + "\n")
     return apply, params, err
 
 
