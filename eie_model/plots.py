@@ -33,6 +33,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
@@ -180,8 +181,8 @@ def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
     Three panels: (a) speedup of load-balance-aware over plain pruning (cycles of the plain
     model / cycles of the balanced one, same sparsity) vs the number of PEs, one line per
     sparsity (thesis Figure 3.11); (b) test error on EIE vs weights kept for both (Figure 3.12);
-    (c) latency vs energy of every row, coloured by test error, with the
-    error-latency-energy Pareto front ringed.
+    (c) test error vs latency of every row, coloured by energy, with the error-latency front
+    (line) and the error-latency-energy Pareto front (ringed).
 
     Args:
         table: dict of equal-length columns ``keep_pct`` (weights kept, %), ``load_balanced``
@@ -205,7 +206,7 @@ def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
     t = {k: np.asarray(v) for k, v in table.items()}
     lb = t["load_balanced"].astype(bool)
     keep = np.round(t["keep_pct"], 6)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
     ax = axes[0]
     for k in sorted(np.unique(keep), reverse=True):
         pes, speed = [], []
@@ -233,23 +234,31 @@ def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
     axes[1].set_title("(b) accuracy on EIE")
     ax = axes[2]
     err = 100 * t["eie_test_error"]
+    energy = t["energy_j"] * 1e6
+    norm = matplotlib.colors.LogNorm(energy.min(), max(energy.max(), energy.min() * 1.001))
     for b, label, _, marker in styles:
         sel = lb == b
         sc = ax.scatter(
-            t["latency_us"][sel], t["energy_j"][sel] * 1e6, c=err[sel], marker=marker,
-            cmap="viridis", vmin=err.min(), vmax=err.max(), s=28, label=label,
+            t["latency_us"][sel], err[sel], c=energy[sel], marker=marker, cmap="viridis",
+            norm=norm, s=30, label=label,
         )  # fmt: skip
-    fig.colorbar(sc, ax=ax, label="test error on EIE (%)")
+    fig.colorbar(sc, ax=ax, label="energy per inference (uJ)")
+    f2 = pareto_front(t, ("eie_test_error", "latency_us"))
+    order = np.argsort(t["latency_us"][f2])
+    ax.step(t["latency_us"][f2][order], err[f2][order], "r-", where="post", lw=1,
+            label="error-latency front")  # fmt: skip
     front = pareto_front(t, ("eie_test_error", "latency_us", "energy_j"))
     ax.scatter(
-        t["latency_us"][front], t["energy_j"][front] * 1e6, s=90, facecolors="none",
-        edgecolors="r", lw=1.0, label="error-latency-energy front",
+        t["latency_us"][front], err[front], s=90, facecolors="none", edgecolors="k", lw=0.7,
+        label="error-latency-energy front",
     )  # fmt: skip
-    ax.set(xscale="log", yscale="log", xlabel="latency per inference (us)", ylabel="energy (uJ)")
+    ax.set(xscale="log", xlabel="latency per inference (us)", ylabel="test error on EIE (%)")
     ax.set_title("(c) every model x EIE configuration")
     for a in axes:
         a.grid(True, alpha=0.3)
-        _legend(a)
+    _legend(axes[0])
+    _legend(axes[1])
+    axes[2].legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return fig
 
 

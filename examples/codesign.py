@@ -106,57 +106,63 @@ def run(args: argparse.Namespace, log=print) -> dict:
     samples = data.x_test[: args.samples]
     configs = grid(n_pes=args.sweep_pes, fifo_depth=args.fifo)
     rows: list[dict] = []
-    for scale in args.keep_scales:
+    variants = [
+        (scale, lb, seed)
+        for scale in args.keep_scales
+        for seed in range(args.seed, args.seed + args.seeds)
+        for lb in (False, True)
+    ]
+    for scale, lb, seed in variants:
         sparsity = sparsity_at(scale)
-        for lb in (False, True):
-            name = f"keep{scale:g}x-{'lb' if lb else 'plain'}"
-            cfg = default_config(
-                MODEL,
-                seed=args.seed,
-                sparsity=sparsity,
-                load_balance_pes=args.lb_pes if lb else None,
-                prune_epochs=args.prune_epochs,
-                epochs_per_step=args.epochs_per_step,
-                prune_fractions=tuple(args.prune_fractions),
-                finetune_epochs=args.finetune_epochs,
-            )
-            t0 = time.perf_counter()
-            rep = compress(
-                cfg,
-                out / name,
-                data=data,
-                baseline=baseline,
-                progress=args.progress,
-                plots=False,
-                log=lambda s, name=name: log(f"[{name}] {s}"),
-            )
-            net = load_dcz_network(out / name / "model.dcz")
-            fracs = calibrate_fracs(net, calib, 16)
-            logits, _ = network_forward(net, data.x_test, bits=16, fracs=fracs)
-            eie_err = float(np.mean(logits.argmax(-1) != data.y_test))
-            table = network_sweep(net, samples, configs, progress=args.progress)
-            kept = sum(int(np.count_nonzero(c)) for c in net.codes)
-            total = sum(c.size for c in net.codes)
-            for i in range(len(table["n_pes"])):
-                row = {
-                    "model": name,
-                    "keep_scale": scale,
-                    "keep_pct": 100.0 * kept / total,
-                    "load_balanced": lb,
-                    "compression_rate": rep["compression_rate"],
-                    "test_error": rep["test_error"]["final"],
-                    "eie_test_error": eie_err,
-                    "n_pes": int(table["n_pes"][i]),
-                    "fifo_depth": int(table["fifo_depth"][i]),
-                }
-                row.update({k: float(table[k][i]) for k in COLUMNS})
-                row.update({k: float(v[i]) for k, v in table.items() if k.startswith("cycles:")})
-                rows.append(row)
-            log(
-                f"[{name}] kept {100 * kept / total:.2f}%, {rep['compression_rate']:.1f}x, "
-                f"test error {100 * rep['test_error']['final']:.2f}% (JAX) / "
-                f"{100 * eie_err:.2f}% (EIE 16-bit), {time.perf_counter() - t0:.0f} s"
-            )
+        name = f"keep{scale:g}x-{'lb' if lb else 'plain'}" + (f"-seed{seed}" if seed else "")
+        cfg = default_config(
+            MODEL,
+            seed=seed,
+            sparsity=sparsity,
+            load_balance_pes=args.lb_pes if lb else None,
+            prune_epochs=args.prune_epochs,
+            epochs_per_step=args.epochs_per_step,
+            prune_fractions=tuple(args.prune_fractions),
+            finetune_epochs=args.finetune_epochs,
+        )
+        t0 = time.perf_counter()
+        rep = compress(
+            cfg,
+            out / name,
+            data=data,
+            baseline=baseline,
+            progress=args.progress,
+            plots=False,
+            log=lambda s, name=name: log(f"[{name}] {s}"),
+        )
+        net = load_dcz_network(out / name / "model.dcz")
+        fracs = calibrate_fracs(net, calib, 16)
+        logits, _ = network_forward(net, data.x_test, bits=16, fracs=fracs)
+        eie_err = float(np.mean(logits.argmax(-1) != data.y_test))
+        table = network_sweep(net, samples, configs, progress=args.progress)
+        kept = sum(int(np.count_nonzero(c)) for c in net.codes)
+        total = sum(c.size for c in net.codes)
+        for i in range(len(table["n_pes"])):
+            row = {
+                "model": name,
+                "keep_scale": scale,
+                "keep_pct": 100.0 * kept / total,
+                "load_balanced": lb,
+                "seed": seed,
+                "compression_rate": rep["compression_rate"],
+                "test_error": rep["test_error"]["final"],
+                "eie_test_error": eie_err,
+                "n_pes": int(table["n_pes"][i]),
+                "fifo_depth": int(table["fifo_depth"][i]),
+            }
+            row.update({k: float(table[k][i]) for k in COLUMNS})
+            row.update({k: float(v[i]) for k, v in table.items() if k.startswith("cycles:")})
+            rows.append(row)
+        log(
+            f"[{name}] kept {100 * kept / total:.2f}%, {rep['compression_rate']:.1f}x, "
+            f"test error {100 * rep['test_error']['final']:.2f}% (JAX) / "
+            f"{100 * eie_err:.2f}% (EIE 16-bit), {time.perf_counter() - t0:.0f} s"
+        )
     return {
         "model": MODEL,
         "data": data.source,
@@ -165,7 +171,13 @@ def run(args: argparse.Namespace, log=print) -> dict:
         "lb_pes": args.lb_pes,
         "settings": {
             k: getattr(args, k)
-            for k in ("prune_epochs", "epochs_per_step", "prune_fractions", "finetune_epochs")
+            for k in (
+                "prune_epochs",
+                "epochs_per_step",
+                "prune_fractions",
+                "finetune_epochs",
+                "seeds",
+            )
         },
         "rows": rows,
     }
@@ -178,7 +190,8 @@ def columns(result: dict) -> dict[str, np.ndarray]:
 
 
 def summary(result: dict) -> str:
-    """Markdown: one line per model at ``lb_pes`` PEs, then the load-balance verdict per level."""
+    """Markdown: one line per model at ``lb_pes`` PEs, then plain vs balanced per sparsity and PE
+    count (means over seeds; the error as mean +- standard deviation when there are several)."""
     n = result["lb_pes"]
     rows = [r for r in result["rows"] if r["n_pes"] == n]
     lines = [
@@ -193,24 +206,29 @@ def summary(result: dict) -> str:
             f"{r['cycles']:.1f} | {r['latency_us']:.3f} | {1e9 * r['energy_j']:.1f} | "
             f"{r['load_balance']:.3f} |"
         )
+    seeds = sorted({r["seed"] for r in result["rows"]})
     lines += [
         "",
-        "load-balance-aware vs plain pruning, same sparsity (speedup = plain / LB cycles):",
+        f"load-balance-aware vs plain pruning at equal sparsity, {len(seeds)} seed(s) "
+        "(speedup = plain cycles / balanced cycles):",
     ]
+
+    def err(rs):
+        e = 100 * np.array([r["eie_test_error"] for r in rs])
+        return f"{e.mean():.2f}%" + (f" +- {e.std(ddof=1):.2f}" if len(e) > 1 else "")
+
     for scale in sorted({r["keep_scale"] for r in result["rows"]}, reverse=True):
         for pes in sorted({r["n_pes"] for r in result["rows"]}):
-            pair = {
-                r["load_balanced"]: r
-                for r in result["rows"]
-                if r["keep_scale"] == scale and r["n_pes"] == pes
-            }
-            if len(pair) == 2:
-                p, b = pair[False], pair[True]
+            sel = [r for r in result["rows"] if r["keep_scale"] == scale and r["n_pes"] == pes]
+            p = [r for r in sel if not r["load_balanced"]]
+            b = [r for r in sel if r["load_balanced"]]
+            if p and b:
+                pc, bc = (np.mean([r["cycles"] for r in x]) for x in (p, b))
+                pe, be = (np.mean([r["energy_j"] for r in x]) for x in (p, b))
                 lines.append(
-                    f"  keep {scale:g}x thesis, {pes:>3} PEs: speedup "
-                    f"{p['cycles'] / b['cycles']:.3f}x, energy ratio "
-                    f"{b['energy_j'] / p['energy_j']:.3f}, error {100 * p['eie_test_error']:.2f}%"
-                    f" -> {100 * b['eie_test_error']:.2f}%"
+                    f"  keep {scale:g}x thesis ({p[0]['keep_pct']:.2f}%), {pes:>3} PEs: "
+                    f"speedup {pc / bc:.3f}x, energy ratio {be / pe:.3f}, "
+                    f"EIE test error {err(p)} -> {err(b)}"
                 )
     return "\n".join(lines)
 
@@ -242,12 +260,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, default=4)
     p.add_argument("--train-limit", type=int, default=None, help="first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="first N test images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first seed (pruning and fine-tuning)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per model (same dense baseline)")
     p.add_argument(
         "--small",
         action="store_true",
         help="tiny settings for a smoke run, with its own small dense baseline (also "
         "JAXCOMP_NOTEBOOK_SMALL=1)",
+    )
+    p.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="redraw the figure and reprint the table from OUT/codesign.json (no training)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -266,14 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     args.prune_fractions = _parse_floats(args.prune_fractions, "--prune-fractions")
     if args.lb_pes not in args.sweep_pes:
         raise SystemExit(f"--lb-pes {args.lb_pes} must be one of --sweep-pes {args.sweep_pes}")
-    result = run(args)
     out = Path(args.out)
-    with atomic_open(out / "codesign.json", "w", make_parents=True) as f:
-        json.dump(result, f, indent=1)
+    if args.plot_only:
+        result = json.loads((out / "codesign.json").read_text())
+    else:
+        result = run(args)
+        with atomic_open(out / "codesign.json", "w", make_parents=True) as f:
+            json.dump(result, f, indent=1)
     from eie_model.plots import fig_codesign, save_figure
 
     for path in [out / "codesign.png"] + ([Path(args.figure)] if args.figure else []):
-        save_figure(fig_codesign(columns(result), n_pes=args.lb_pes), path)
+        save_figure(fig_codesign(columns(result), n_pes=result["lb_pes"]), path)
     print(summary(result))
     print(f"wrote {out / 'codesign.json'} and {out / 'codesign.png'}")
     return 0
