@@ -10,7 +10,10 @@ How the batch is evaluated (each counter depends on a few knobs only, so each st
 distinct value of those knobs, found on the host):
 
 1. per distinct ``(n_pes, index_bits)`` pair: the per-PE work tables (:func:`cycles.pe_work`,
-   on device, ``jax.vmap`` over pairs — one sort of the non-zeros per pair);
+   on device, a ``lax.scan`` over pairs — one sort of the non-zeros per distinct N, NumPy's on
+   CPU). They depend on the layer and the pair only: :func:`prepare` computes them once and
+   returns a :class:`PreparedLayer` that ``sweep`` accepts in place of the layer, so repeated
+   sweeps of one layer (other FIFO depths, widths, precisions, clocks) skip this stage;
 2. per distinct ``(n_pes, index_bits, fifo_depth)`` triple: the timing scan
    (:func:`cycles.timing`'s core), ``jax.vmap`` over triples, **sharded over every local device**
    with a 1-D :class:`jax.sharding.Mesh` (``jax.shard_map``; the batch is padded to a multiple
@@ -43,7 +46,7 @@ import itertools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,8 +61,10 @@ __all__ = [
     "CONFIG_FIELDS",
     "DEFAULTS",
     "ENERGY_COLUMNS",
+    "PreparedLayer",
     "grid",
     "pareto_front",
+    "prepare",
     "sweep",
     "to_records",
     "write_csv",
@@ -225,7 +230,121 @@ def _work_tables(ev, pair_n, pair_r, n_pairs, *, max_pes, write_latency):
     tab = cycles.scan_tables(works, write_latency=write_latency)
     useful = works.nnz.sum((1, 2))
     fillers = works.entries.sum((1, 2)) - useful
-    return works, tab, useful, fillers
+    return works, tab, cycles._line_walk(works), useful, fillers
+
+
+class PreparedLayer(NamedTuple):
+    """A layer with its per-(N, r) work tables computed, for repeated :func:`sweep` calls.
+
+    Everything here depends only on the layer and the distinct ``(n_pes, index_bits)`` pairs
+    (plus the static PE bound and write latency), not on FIFO depth, SRAM width, precision or
+    clock: :func:`prepare` computes it once, and ``sweep(prepared, configs)`` skips the
+    per-layer work (the sort of the non-zeros per PE count and the per-PE segment sums) for
+    any configurations whose pairs it holds. It is a snapshot of the layer at
+    :func:`prepare` time (the layer's arrays are copied into :class:`cycles.LayerEvents`).
+
+    Attributes:
+        events: :class:`cycles.LayerEvents` of the layer.
+        code_bits: bits of a weight code (an SRAM entry is ``code_bits + index_bits`` bits).
+        pairs: ``(P, 2) int32`` the distinct ``(n_pes, index_bits)`` pairs, sorted.
+        max_pes: static PE-axis length of the tables (a power of two >= every N).
+        write_latency: the pipeline latency the tables were built for.
+        works: :class:`cycles.PEWork` with a leading pair axis (padded to a power of two).
+        tables: :class:`cycles.ScanTables` of those works (the timing scans' input).
+        line_prev: ``(P', max_pes, K) int32`` per PE and event, the CSC address of the last
+            entry walked before it (``-1``: none), the width-independent part of the SRAM
+            line reads.
+        useful_macs: ``(P,) int64`` useful MACs per pair. fillers: ``(P,) int64``.
+    """
+
+    events: cycles.LayerEvents
+    code_bits: int
+    pairs: np.ndarray
+    max_pes: int
+    write_latency: int
+    works: cycles.PEWork
+    tables: cycles.ScanTables
+    line_prev: jax.Array
+    useful_macs: np.ndarray
+    fillers: np.ndarray
+
+
+def _layer_events(layer: Any, code_bits: int | None) -> tuple[cycles.LayerEvents, int]:
+    """``(events, code_bits)`` of a layer (or of a :class:`cycles.LayerEvents`)."""
+    if isinstance(layer, cycles.LayerEvents):
+        return layer, 4 if code_bits is None else int(code_bits)
+    ev = cycles.prepare_layer(layer)
+    if code_bits is not None:
+        return ev, int(code_bits)
+    book = layer.get("codebook") if isinstance(layer, Mapping) else None
+    if book is None and not isinstance(layer, Mapping):
+        book = getattr(layer, "codebook", None)
+    return ev, int(np.asarray(book).shape[0]).bit_length() - 1 if book is not None else 4
+
+
+def _pair_index(pairs: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Row of ``pairs`` (sorted, distinct ``(P, 2)``) holding each row of ``keys``; -1: none."""
+    code = pairs[:, 0].astype(np.int64) * 64 + pairs[:, 1]  # index_bits <= 16 < 64
+    want = keys[:, 0].astype(np.int64) * 64 + keys[:, 1]
+    i = np.minimum(np.searchsorted(code, want), len(code) - 1)
+    return np.where(code[i] == want, i, -1)
+
+
+def _prepare(ev, code_bits, pairs, max_pes, write_latency) -> PreparedLayer:
+    if (ev.n + 2) * (ev.m + max_pes) >= 2**31:
+        raise ValueError("layer too large for the int32 event model (see cycles.pe_work)")
+    pp = _pad(pairs.astype(np.int32), _bucket(len(pairs)))  # sorted by N, then r
+    works, tab, prev, useful, fillers = _work_tables(
+        ev,
+        pp[:, 0],
+        pp[:, 1],
+        np.int32(len(pairs)),
+        max_pes=max_pes,
+        write_latency=write_latency,
+    )
+    return PreparedLayer(
+        events=ev,
+        code_bits=int(code_bits),
+        pairs=pairs.astype(np.int32),
+        max_pes=int(max_pes),
+        write_latency=int(write_latency),
+        works=works,
+        tables=tab,
+        line_prev=prev,
+        useful_macs=np.asarray(useful)[: len(pairs)].astype(np.int64),
+        fillers=np.asarray(fillers)[: len(pairs)].astype(np.int64),
+    )
+
+
+def prepare(
+    layer: Any, configs: Any, *, code_bits: int | None = None, write_latency: int = 5
+) -> PreparedLayer:
+    """Compute a layer's per-(N, r) work tables once, for repeated :func:`sweep` calls.
+
+    Args:
+        layer: as for :func:`sweep` (a layer, mapping, npz or :class:`cycles.LayerEvents`).
+        configs: as for :func:`sweep`; only its distinct ``(n_pes, index_bits)`` pairs matter
+            (a later ``sweep(prepared, other_configs)`` may use any FIFO depths, SRAM widths,
+            precisions and clocks, but only these pairs).
+        code_bits: keyword-only, as for :func:`sweep`.
+        write_latency: keyword-only pipeline latency to the accumulator write (5).
+
+    Returns:
+        :class:`PreparedLayer`, which :func:`sweep` accepts in place of the layer.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = {"codes": np.eye(4, dtype=np.uint8), "act": np.ones(4, np.float32)}
+        >>> prep = prepare(layer, grid(n_pes=[1, 2]))
+        >>> prep.pairs.tolist()
+        [[1, 4], [2, 4]]
+        >>> sweep(prep, grid(n_pes=[1, 2], fifo_depth=[1, 4]))["cycles"].tolist()
+        [18, 12, 18, 12]
+    """
+    cols = _normalize(configs)
+    ev, cb = _layer_events(layer, code_bits)
+    pairs = np.unique(np.stack([cols["n_pes"], cols["index_bits"]], 1), axis=0)
+    return _prepare(ev, cb, pairs, _bucket(int(cols["n_pes"].max())), write_latency)
 
 
 def _timing_batch_impl(tab, pair, fifo, *, max_fifo, bcast_latency, unroll, mesh):
@@ -258,10 +377,12 @@ _timing_batch = jax.jit(_timing_batch_impl, static_argnames=_STATIC_T)
 
 
 @jax.jit
-def _line_table(works, line_pair, line_epl):
+def _line_table(works, line_prev, line_pair, line_epl):
+    """SRAM line reads (summed over PEs) of each (pair, entries per line)."""
+
     def one(p, e):
         w = jax.tree.map(lambda x: x[p], works)
-        return cycles.sram_line_reads(w, e).sum()
+        return cycles._line_reads_from_walk(w, line_prev[p], e).sum()
 
     return jax.lax.map(lambda a: one(*a), (line_pair, line_epl))
 
@@ -305,20 +426,20 @@ ENERGY_COLUMNS: tuple[str, ...] = (
 def _energy_columns(table: dict[str, np.ndarray], code_bits: int) -> dict[str, np.ndarray]:
     """Energy, power, area and throughput per configuration (:func:`energy.energy_report`).
 
-    ``energy_report`` takes an ``EIEConfig`` whose ``n_pes`` / ``index_bits`` are static, so
-    it is called once per distinct (N, r) with the other knobs as arrays (vectorized).
+    ``energy_report`` takes an ``EIEConfig`` whose ``n_pes`` is static, so it is called once
+    per distinct N with the other knobs as arrays (vectorized; its result does not depend on
+    ``index_bits``, which is set to the group's smallest so that every width is valid).
     """
     from eie_model.config import EIEConfig
     from eie_model.energy import energy_report
 
     n_rows = table["n_pes"].shape[0]
     out = {k: np.zeros(n_rows) for k in ENERGY_COLUMNS}
-    keys = np.stack([table["n_pes"], table["index_bits"]], 1)
-    for n, r in np.unique(keys, axis=0):
-        sel = np.flatnonzero((keys[:, 0] == n) & (keys[:, 1] == r))
+    for n in np.unique(table["n_pes"]):
+        sel = np.flatnonzero(table["n_pes"] == n)
         cfg = EIEConfig(
             n_pes=int(n),
-            index_bits=int(r),
+            index_bits=int(table["index_bits"][sel].min()),
             code_bits=int(code_bits),
             fifo_depth=table["fifo_depth"][sel],
             sram_width=table["sram_width"][sel],
@@ -342,29 +463,33 @@ def sweep(
     *,
     code_bits: int | None = None,
     bcast_latency: int = 2,
-    write_latency: int = 5,
+    write_latency: int | None = None,
     devices: Sequence[Any] | None = None,
     chunk: int | None = None,
     progress: Callable[[int, int], None] | bool = False,
-    unroll: int = 4,
+    unroll: int = 1,
 ) -> dict[str, np.ndarray]:
     """Evaluate every configuration of ``configs`` on ``layer``.
 
     Args:
         layer: a ``Layer`` / mapping / npz with ``codes``, ``act``, optional ``bias_codes``
-            and ``codebook`` (its length sets ``code_bits``), or a
-            :class:`cycles.LayerEvents` (then give ``code_bits``).
+            and ``codebook`` (its length sets ``code_bits``), a :class:`cycles.LayerEvents`
+            (then give ``code_bits``), or a :class:`PreparedLayer` from :func:`prepare` (its
+            per-(N, r) work tables are reused: repeated sweeps of one layer skip that work;
+            ``configs`` may then use only its ``(n_pes, index_bits)`` pairs).
         configs: mapping field -> values (broadcast together; see :func:`grid`), an
             ``EIEConfig`` (batched or not) or a sequence of them. Missing fields take
             :data:`DEFAULTS`.
         code_bits: bits of a weight code (default: from the codebook, else 4); an SRAM line
             holds ``sram_width // (code_bits + index_bits)`` entries.
-        bcast_latency, write_latency: pipeline latencies (2 and 5 in DESIGN §4.4).
+        bcast_latency, write_latency: pipeline latencies (2 and 5 in DESIGN §4.4; ``None``
+            write latency: 5, or the :class:`PreparedLayer`'s).
         devices: devices to shard the timing batch over (default: all of ``jax.devices()``).
         chunk: evaluate the timing triples in fixed chunks of this size (one compiled shape
             whatever the number of configurations; enables ``progress``). ``None``: one call.
         progress: ``True`` for a tqdm bar, or a callable ``(done, total)`` called per chunk.
-        unroll: ``lax.scan`` unroll factor (speed only).
+        unroll: ``lax.scan`` unroll factor (speed only; 1 is fastest on XLA:CPU here: unrolling
+            by 4 made the Alex-7 scans 2-7x slower).
 
     Returns:
         dict of 1-D NumPy arrays, one row per configuration: the :data:`CONFIG_FIELDS`, then
@@ -381,18 +506,30 @@ def sweep(
         ([16, 16, 16], [4, 8, 16])
     """
     cols = _normalize(configs)
-    if isinstance(layer, cycles.LayerEvents):
-        ev = layer
-        cb = 4 if code_bits is None else code_bits
+    keys = np.stack([cols["n_pes"], cols["index_bits"]], 1)
+    if isinstance(layer, PreparedLayer):
+        prep = layer
+        for name, got, have in (
+            ("code_bits", code_bits, prep.code_bits),
+            ("write_latency", write_latency, prep.write_latency),
+        ):
+            if got is not None and got != have:
+                raise ValueError(
+                    f"sweep: {name}={got} differs from the prepared layer's {have}; call "
+                    f"prepare(layer, configs, {name}={got}) or leave {name} unset"
+                )
+        known = _pair_index(prep.pairs, keys)
+        if np.any(known < 0):
+            missing = np.unique(keys[known < 0], axis=0)[:5].tolist()
+            raise ValueError(
+                f"sweep: configs use (n_pes, index_bits) pairs {missing} that the prepared "
+                "layer does not hold; prepare(layer, configs) with these configs, or pass the "
+                "layer itself"
+            )
+        cb = prep.code_bits
     else:
-        ev = cycles.prepare_layer(layer)
-        if code_bits is None:
-            book = layer.get("codebook") if isinstance(layer, Mapping) else None
-            if book is None and not isinstance(layer, Mapping):
-                book = getattr(layer, "codebook", None)
-            cb = int(np.asarray(book).shape[0]).bit_length() - 1 if book is not None else 4
-        else:
-            cb = code_bits
+        prep = None
+        ev, cb = _layer_events(layer, code_bits)
     n_cfg = cols["n_pes"].shape[0]
     epl = cols["sram_width"] // (cb + cols["index_bits"])
     if np.any(epl < 1):
@@ -400,30 +537,20 @@ def sweep(
             f"configs: sram_width must hold one entry (>= code_bits + index_bits = "
             f"{cb} + index_bits bits); got widths {cols['sram_width'][epl < 1][:5].tolist()}"
         )
-    max_pes = _bucket(int(cols["n_pes"].max()))
-    if (ev.n + 2) * (ev.m + max_pes) >= 2**31:
-        raise ValueError("layer too large for the int32 event model (see cycles.pe_work)")
+    if prep is None:
+        wl = 5 if write_latency is None else write_latency
+        max_pes = _bucket(int(cols["n_pes"].max()))
+        prep = _prepare(ev, cb, np.unique(keys, axis=0), max_pes, wl)
+    ev, tab = prep.events, prep.tables
     max_fifo = _bucket(int(cols["fifo_depth"].max()))
 
-    # distinct knob combinations (host)
-    pairs, pair_of = np.unique(
-        np.stack([cols["n_pes"], cols["index_bits"]], 1), axis=0, return_inverse=True
-    )
+    # distinct knob combinations (host); pair_of indexes prep.pairs
+    pair_of = _pair_index(prep.pairs, keys)
     trips, trip_of = np.unique(
         np.stack([pair_of, cols["fifo_depth"]], 1), axis=0, return_inverse=True
     )
     lines, line_of = np.unique(np.stack([pair_of, epl], 1), axis=0, return_inverse=True)
-    pair_of, trip_of, line_of = pair_of.ravel(), trip_of.ravel(), line_of.ravel()
-
-    pp = _pad(pairs.astype(np.int32), _bucket(len(pairs)))  # np.unique: sorted by N, then r
-    works, tab, useful, fillers = _work_tables(
-        ev,
-        pp[:, 0],
-        pp[:, 1],
-        np.int32(len(pairs)),
-        max_pes=max_pes,
-        write_latency=write_latency,
-    )
+    trip_of, line_of = trip_of.ravel(), line_of.ravel()
 
     mesh = _mesh(devices)
     ndev = 1 if mesh is None else mesh.size
@@ -465,9 +592,10 @@ def sweep(
     )
 
     lp = _pad(lines.astype(np.int32), _bucket(len(lines)))
-    line_reads = np.asarray(_line_table(works, lp[:, 0], lp[:, 1]))[: len(lines)]
-    useful = np.asarray(useful)[: len(pairs)]
-    fillers = np.asarray(fillers)[: len(pairs)]
+    line_reads = np.asarray(_line_table(prep.works, prep.line_prev, lp[:, 0], lp[:, 1]))[
+        : len(lines)
+    ]
+    useful, fillers = prep.useful_macs, prep.fillers
 
     n = cols["n_pes"].astype(np.int64)
     cyc = t_cycles[trip_of].astype(np.int64)
