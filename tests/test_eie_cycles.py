@@ -325,3 +325,28 @@ def test_real_layer_equals_reference_many_configs(eie_layer_path):
         ref = reference.simulate(layer.codes, layer.act, layer.bias_codes, config=c)
         for k in SCALARS:
             assert int(table[k][i]) == int(getattr(ref, k)), (k, i)
+
+
+def test_slice_gaps_numpy_sort_equals_xla_sort(monkeypatch):
+    """On CPU the one sort goes through NumPy (a host callback); JAXCOMP_XLA_SORT=1 keeps
+    lax.sort. Both give the same gaps, also under vmap over N (the callback's batching)."""
+    rng = np.random.default_rng(11)
+    codes, act, bias = _random_layer(rng, 53, 31, 0.3, 0.6, True)
+    ev = cycles.prepare_layer({"codes": codes, "act": act, "bias_codes": bias}, pad_nnz=600)
+    ns = jnp.array([1, 3, 4, 7], jnp.int32)
+
+    def run():  # a fresh function each time: the sort is chosen at trace time
+        f = jax.jit(jax.vmap(lambda n: cycles.slice_gaps(ev, n)))
+        return f.lower(ns).as_text(), jax.tree.map(np.asarray, f(ns))
+
+    text_np, by_numpy = run()
+    monkeypatch.setenv("JAXCOMP_XLA_SORT", "1")
+    text_xla, by_xla = run()
+    assert "callback" in text_np and "stablehlo.sort" not in text_np
+    assert "stablehlo.sort" in text_xla and "callback" not in text_xla
+    for a, b in zip(by_numpy, by_xla, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for i, n in enumerate(np.asarray(ns)):
+        one = cycles.slice_gaps(ev, int(n))
+        for a, b in zip(by_numpy, one, strict=True):
+            np.testing.assert_array_equal(a[i], np.asarray(b))

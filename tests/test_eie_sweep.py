@@ -187,3 +187,32 @@ def test_docstring_examples_run():
     mod = importlib.import_module("eie_model.sweep")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_prepared_layer_reuses_tables_and_equals_fresh_sweep():
+    """sweep(prepare(layer, ...), configs) equals sweep(layer, configs) in every column, for
+    other FIFO depths / widths / precisions and a subset of the prepared (N, r) pairs."""
+    layer = _layer(2)
+    prep = sweep.prepare(layer, sweep.grid(n_pes=[2, 5, 8], index_bits=[2, 4]))
+    assert prep.pairs.tolist() == [[2, 2], [2, 4], [5, 2], [5, 4], [8, 2], [8, 4]]
+    assert prep.code_bits == 4 and prep.max_pes == 8
+    g = sweep.grid(
+        n_pes=[5, 2], fifo_depth=[1, 3, 9], index_bits=[4, 2], sram_width=[16, 64], act_bits=[8]
+    )
+    want = sweep.sweep(layer, g)
+    for _ in range(2):  # the prepared layer is not changed by a sweep
+        got = sweep.sweep(prep, g)
+        assert sorted(got) == sorted(want)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # a non-default write latency travels with the prepared layer
+    prep7 = sweep.prepare(layer, g, write_latency=7)
+    np.testing.assert_array_equal(
+        sweep.sweep(prep7, g)["cycles"], sweep.sweep(layer, g, write_latency=7)["cycles"]
+    )
+    with pytest.raises(ValueError, match=r"pairs \[\[3, 4\]\].*prepare"):
+        sweep.sweep(prep, {"n_pes": [2, 3]})
+    with pytest.raises(ValueError, match="write_latency=6"):
+        sweep.sweep(prep, {"n_pes": 2}, write_latency=6)
+    with pytest.raises(ValueError, match="code_bits=5"):
+        sweep.sweep(prep, {"n_pes": 2}, code_bits=5)
