@@ -320,15 +320,17 @@ def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
     if not rows.shape[0]:
         z = jnp.zeros(0, jnp.int32)
         return SliceGaps(z, z, z)
-    row_p = (rows % n_pes) * lr_count + rows // n_pes  # PE-major row order within a column
+    # rows, row_p >= 0 and N >= 1: truncating lax.div / lax.rem are floor division here (jnp's
+    # // and % add a remainder and sign fix-ups: slow integer divisions on XLA:CPU)
+    row_p = lax.rem(rows, n_pes) * lr_count + lax.div(rows, n_pes)  # PE-major within a column
     span = n_pes * lr_count
     # ev.cols is sorted and is the key's major part, so the sort leaves it in place: only the
-    # PE-major row order within each column moves (no divisions of the sorted key by traced
-    # values for the column, which XLA:CPU does slowly).
+    # PE-major row order within each column moves (no division of the sorted key to find it).
     row_p = _sort_keys(cols * span + row_p) - cols * span
-    pe = row_p // lr_count
-    lr = row_p - pe * lr_count
-    same = (pe[1:] == pe[:-1]) & (cols[1:] == cols[:-1])  # same (column, PE) slice
+    pe = lax.div(row_p, lr_count)
+    start = pe * lr_count  # the PE's first local row in row_p order
+    lr = row_p - start
+    same = (row_p[:-1] >= start[1:]) & (cols[1:] == cols[:-1])  # same (column, PE) slice
     gap = jnp.concatenate([lr[:1], jnp.where(same, row_p[1:] - row_p[:-1] - 1, lr[1:])])
     bucket = jnp.asarray(ev.col_bucket)[cols]
     isb = jnp.asarray(ev.col_is_bcast)[cols].astype(jnp.int32)
