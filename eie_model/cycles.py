@@ -248,13 +248,17 @@ class SliceGaps(NamedTuple):
     Attributes:
         seg: ``(Z,) int32`` ``pe * (K + 1) + bucket``: the (PE, event bucket) the non-zero's
             entries count toward (bucket ``K`` = after the last broadcast, dropped).
-        gap: ``(Z,) int32`` zero local rows ``z`` skipped before it in its (column, PE) slice.
+        gap: ``(Z,) int32`` zero local rows ``z`` skipped before it in its (column, PE) slice
+            (of its pass, with ``acc_regs``).
         bcast: ``(Z,) int32`` 1 where its column is broadcast.
+        block: ``(Z,) int32`` its ``acc_regs`` pass (local row ``// acc_regs``), or ``None``
+            (no ``acc_regs``: one pass).
     """
 
     seg: jax.Array
     gap: jax.Array
     bcast: jax.Array
+    block: jax.Array | None = None
 
 
 def _cumulative(op: Any, x: jax.Array) -> jax.Array:
@@ -291,7 +295,7 @@ def _sort_keys(x: jax.Array) -> jax.Array:
     return lax.platform_dependent(x, cpu=_numpy_sort, default=jnp.sort)
 
 
-def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
+def slice_gaps(ev: LayerEvents, n_pes: Any, *, acc_regs: Any = None) -> SliceGaps:
     """Sort the non-zeros by (column, PE, local row) for N PEs and read off their gaps.
 
     The only sort of the model (``O(Z log Z)``; NumPy's on CPU, see :func:`_sort_keys`); shared
@@ -301,6 +305,10 @@ def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
         ev: :func:`prepare_layer` result (may be a traced pytree); ``ev.cols`` sorted ascending
             (as :func:`prepare_layer` returns it).
         n_pes: ``() int`` N (traced OK).
+        acc_regs: keyword-only ``() int`` accumulators per PE A (traced OK), or ``None``. With
+            A, output rows ``[p N A, (p + 1) N A)`` run as pass ``p`` (DESIGN §4.4, as in
+            :func:`eie_model.reference.simulate`): a PE's local rows ``[p A, (p + 1) A)``, whose
+            zero runs restart at local row ``p A``.
 
     Returns:
         :class:`SliceGaps`.
@@ -319,7 +327,7 @@ def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
     cols = jnp.asarray(ev.cols)
     if not rows.shape[0]:
         z = jnp.zeros(0, jnp.int32)
-        return SliceGaps(z, z, z)
+        return SliceGaps(z, z, z, None if acc_regs is None else z)
     # rows, row_p >= 0 and N >= 1: truncating lax.div / lax.rem are floor division here (jnp's
     # // and % add a remainder and sign fix-ups: slow integer divisions on XLA:CPU)
     row_p = lax.rem(rows, n_pes) * lr_count + lax.div(rows, n_pes)  # PE-major within a column
@@ -331,6 +339,12 @@ def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
     start = pe * lr_count  # the PE's first local row in row_p order
     lr = row_p - start
     same = (row_p[:-1] >= start[1:]) & (cols[1:] == cols[:-1])  # same (column, PE) slice
+    block = None
+    if acc_regs is not None:  # a pass's zero runs start at its first local row
+        a = jnp.asarray(acc_regs, jnp.int32)
+        block = lax.div(lr, a)
+        same = same & (block[1:] == block[:-1])
+        lr = lr - block * a
     gap = jnp.concatenate([lr[:1], jnp.where(same, row_p[1:] - row_p[:-1] - 1, lr[1:])])
     bucket = jnp.asarray(ev.col_bucket)[cols]
     isb = jnp.asarray(ev.col_is_bcast)[cols].astype(jnp.int32)
@@ -338,6 +352,7 @@ def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
         seg=(pe * (k_ev + 1) + bucket).astype(jnp.int32),
         gap=gap.astype(jnp.int32),
         bcast=isb,
+        block=block,
     )
 
 
@@ -348,6 +363,8 @@ def pe_work(
     *,
     max_pes: int,
     gaps: SliceGaps | None = None,
+    acc_regs: Any = None,
+    pass_index: Any = 0,
 ) -> PEWork:
     """Per-PE, per-event work for ``n_pes`` PEs and ``index_bits`` relative-index bits.
 
@@ -361,7 +378,13 @@ def pe_work(
         n_pes: ``() int`` PE count N, ``1 <= N <= max_pes``.
         index_bits: ``() int`` relative-index bits r (a run of g zeros costs ``g >> r`` fillers).
         max_pes: keyword-only static upper bound of N (sets the PE axis).
-        gaps: keyword-only :func:`slice_gaps` ``(ev, n_pes)`` when already computed.
+        gaps: keyword-only :func:`slice_gaps` ``(ev, n_pes, acc_regs=acc_regs)`` when
+            already computed.
+        acc_regs: keyword-only ``() int`` accumulators per PE A (traced OK), or ``None`` (one
+            pass over every row, the default of DESIGN §4.4).
+        pass_index: keyword-only ``() int`` (traced OK): with ``acc_regs``, the pass ``p``
+            whose work to return: output rows ``[p N A, (p + 1) N A)`` as a layer of their own
+            (its counters add up over the ``ceil(m / (N A))`` passes).
 
     Returns:
         :class:`PEWork` with ``(max_pes, K)`` tables.
@@ -388,9 +411,15 @@ def pe_work(
 
     if ev.rows.shape[0]:
         if gaps is None:
-            gaps = slice_gaps(ev, n_pes)
+            gaps = slice_gaps(ev, n_pes, acc_regs=acc_regs)
+        if (acc_regs is None) != (gaps.block is None):
+            raise ValueError("pe_work: give acc_regs to slice_gaps and pe_work alike")
         ent = 1 + jnp.right_shift(gaps.gap, r)
-        data = jnp.stack([ent, ent * gaps.bcast, gaps.bcast], axis=1)
+        bcast = gaps.bcast
+        if acc_regs is not None:  # only this pass's non-zeros
+            mine = (gaps.block == jnp.asarray(pass_index, jnp.int32)).astype(jnp.int32)
+            ent, bcast = ent * mine, bcast * mine
+        data = jnp.stack([ent, ent * bcast, bcast], axis=1)
         sums = jax.ops.segment_sum(data, gaps.seg, num_segments=max_pes * (k_ev + 1))
         sums = sums.reshape(max_pes, k_ev + 1, 3)[:, :k_ev]
         total, entries, nnz = sums[..., 0], sums[..., 1], sums[..., 2]
