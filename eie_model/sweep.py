@@ -340,7 +340,13 @@ def _units_of(prep: PreparedLayer, pair: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _sum_by(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """``out[j] = sum of values[i] over owner[i] == j`` (int64; extra axes kept)."""
+    """``out[j] = sum of values[i] over owner[i] == j`` (int64; extra axes kept).
+
+    ``owner`` is sorted and hits every ``j`` (from :func:`_units_of`), so equal lengths mean
+    the identity (every pair has one unit: no ``acc_regs`` passes).
+    """
+    if len(owner) == n:
+        return values.astype(np.int64)
     out = np.zeros((n, *values.shape[1:]), np.int64)
     np.add.at(out, owner, values.astype(np.int64))
     return out
