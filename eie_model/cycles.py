@@ -13,6 +13,9 @@ Pipeline of one configuration (every stage jittable, PE count and index bits are
    entries (fillers included), non-zeros, the CSC address of each slice, and the LNZD latch gaps.
    Rows are interleaved (row ``i`` in PE ``i % N`` at local row ``i // N``); fillers come from
    the gaps between consecutive non-zero local rows of a (PE, column) slice after one sort.
+   With ``acc_regs`` A (DESIGN §4.4's optional accumulator limit), output rows
+   ``[p N A, (p + 1) N A)`` run as pass ``p``, a layer of its own: ``pe_work(...,
+   acc_regs=A, pass_index=p)`` gives its table, and every counter is the sum over passes.
 3. :func:`timing` (device): the event recurrence, one ``lax.scan`` step per broadcast::
 
        ready[k] = e[k-1] + c[k]                        (LNZD: latch / one per cycle rules)
