@@ -35,6 +35,7 @@ _AXES = {
     "sram_width": "sram_width",
     "act_bits": "act_bits",
     "weight_bits": "weight_bits",
+    "acc_regs": "acc_regs",
     "clock_mhz": "clock_hz",
 }
 
@@ -165,6 +166,7 @@ def _simulate(args: argparse.Namespace) -> int:
         "sram_width": [args.sram_width],
         "act_bits": [args.act_bits],
         "weight_bits": [args.weight_bits],
+        "acc_regs": [args.acc_regs],
         "clock_hz": [args.clock_mhz * 1e6],
     }
     t = sweep(layer, cfg, devices=[__import__("jax").devices()[0]])
@@ -363,6 +365,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--act-bits", type=int, default=16, help="activation precision (16)")
     s.add_argument("--weight-bits", type=int, default=16, help="weight precision (16)")
     s.add_argument("--clock-mhz", type=float, default=800.0, help="clock in MHz (800)")
+    s.add_argument(
+        "--acc-regs", type=int, default=0, help="accumulators per PE (0 = unlimited, one pass)"
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(fn=_simulate)
 

@@ -13,6 +13,9 @@ Pipeline of one configuration (every stage jittable, PE count and index bits are
    entries (fillers included), non-zeros, the CSC address of each slice, and the LNZD latch gaps.
    Rows are interleaved (row ``i`` in PE ``i % N`` at local row ``i // N``); fillers come from
    the gaps between consecutive non-zero local rows of a (PE, column) slice after one sort.
+   With ``acc_regs`` A (DESIGN §4.4's optional accumulator limit), output rows
+   ``[p N A, (p + 1) N A)`` run as pass ``p``, a layer of its own: ``pe_work(...,
+   acc_regs=A, pass_index=p)`` gives its table, and every counter is the sum over passes.
 3. :func:`timing` (device): the event recurrence, one ``lax.scan`` step per broadcast::
 
        ready[k] = e[k-1] + c[k]                        (LNZD: latch / one per cycle rules)
@@ -63,6 +66,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -185,10 +189,15 @@ def prepare_layer(layer: Any, *, pad_nnz: int | None = None) -> LayerEvents:
     """
     codes, act, bias = _layer_fields(layer)
     m, n = codes.shape
-    full = codes
-    if bias is not None:
-        full = np.concatenate([codes, bias[:, None]], axis=1)
-    cols, rows = np.nonzero(full.T)  # sorted by (col, row)
+    # non-zeros sorted by (col, row): a row-major scan and one sort of the column-major keys
+    # (1.7x faster than np.nonzero of the transposed view for Alex-7)
+    idx = np.flatnonzero(codes != 0)
+    key = np.sort((idx % n) * m + idx // n)
+    cols, rows = np.divmod(key, m)
+    if bias is not None:  # the bias is column n, after every other
+        b_rows = np.flatnonzero(bias != 0)
+        cols = np.concatenate([cols, np.full(b_rows.size, n, cols.dtype)])
+        rows = np.concatenate([rows, b_rows.astype(rows.dtype)])
     if pad_nnz is not None:
         if pad_nnz < cols.size:
             raise ValueError(f"pad_nnz={pad_nnz} is below the layer's {cols.size} non-zeros")
@@ -242,23 +251,67 @@ class SliceGaps(NamedTuple):
     Attributes:
         seg: ``(Z,) int32`` ``pe * (K + 1) + bucket``: the (PE, event bucket) the non-zero's
             entries count toward (bucket ``K`` = after the last broadcast, dropped).
-        gap: ``(Z,) int32`` zero local rows ``z`` skipped before it in its (column, PE) slice.
+        gap: ``(Z,) int32`` zero local rows ``z`` skipped before it in its (column, PE) slice
+            (of its pass, with ``acc_regs``).
         bcast: ``(Z,) int32`` 1 where its column is broadcast.
+        block: ``(Z,) int32`` its ``acc_regs`` pass (local row ``// acc_regs``), or ``None``
+            (no ``acc_regs``: one pass).
     """
 
     seg: jax.Array
     gap: jax.Array
     bcast: jax.Array
+    block: jax.Array | None = None
 
 
-def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
+def _cumulative(op: Any, x: jax.Array) -> jax.Array:
+    """Inclusive prefix ``op`` (``jnp.add`` / ``jnp.maximum``) along the last axis, ``O(K log K)``.
+
+    ``jnp.cumsum`` / ``lax.cummax`` lower to a ``reduce_window`` as wide as the axis on CPU,
+    ``O(K^2)`` work: for Alex-7's ``(64, 1489)`` tables, 1.7 ms per ``cummax`` against
+    0.27 ms for this ``associative_scan``.
+    """
+    if not x.shape[-1]:
+        return x
+    return lax.associative_scan(op, x, axis=x.ndim - 1)
+
+
+def _numpy_sort(x: jax.Array) -> jax.Array:
+    return jax.pure_callback(
+        lambda a: np.sort(np.asarray(a), axis=-1),
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+        x,
+        vmap_method="expand_dims",
+    )
+
+
+def _sort_keys(x: jax.Array) -> jax.Array:
+    """Ascending sort of an int32 key vector: NumPy on CPU, ``lax.sort`` elsewhere.
+
+    XLA:CPU sorts 1.5 M int32 keys about 15x slower than NumPy (0.11 s against 7 ms), and this
+    sort is most of a sweep's per-layer cost, so on CPU it goes through ``jax.pure_callback``
+    (as ``jaxcomp.quantize`` does); ``JAXCOMP_XLA_SORT=1`` forces ``lax.sort`` on CPU too (no
+    host callback, e.g. for export). Read at trace time.
+    """
+    if os.environ.get("JAXCOMP_XLA_SORT"):
+        return jnp.sort(x)
+    return lax.platform_dependent(x, cpu=_numpy_sort, default=jnp.sort)
+
+
+def slice_gaps(ev: LayerEvents, n_pes: Any, *, acc_regs: Any = None) -> SliceGaps:
     """Sort the non-zeros by (column, PE, local row) for N PEs and read off their gaps.
 
-    The only sort of the model (``O(Z log Z)``); shared by every ``index_bits`` of one N.
+    The only sort of the model (``O(Z log Z)``; NumPy's on CPU, see :func:`_sort_keys`); shared
+    by every ``index_bits`` of one N.
 
     Args:
-        ev: :func:`prepare_layer` result (may be a traced pytree).
+        ev: :func:`prepare_layer` result (may be a traced pytree); ``ev.cols`` sorted ascending
+            (as :func:`prepare_layer` returns it).
         n_pes: ``() int`` N (traced OK).
+        acc_regs: keyword-only ``() int`` accumulators per PE A (traced OK), or ``None``. With
+            A, output rows ``[p N A, (p + 1) N A)`` run as pass ``p`` (DESIGN §4.4, as in
+            :func:`eie_model.reference.simulate`): a PE's local rows ``[p A, (p + 1) A)``, whose
+            zero runs restart at local row ``p A``.
 
     Returns:
         :class:`SliceGaps`.
@@ -277,22 +330,32 @@ def slice_gaps(ev: LayerEvents, n_pes: Any) -> SliceGaps:
     cols = jnp.asarray(ev.cols)
     if not rows.shape[0]:
         z = jnp.zeros(0, jnp.int32)
-        return SliceGaps(z, z, z)
-    row_p = (rows % n_pes) * lr_count + rows // n_pes  # PE-major row order within a column
-    key = jnp.sort(cols * (n_pes * lr_count) + row_p)
-    grp = key // lr_count  # (column, PE) slice id
-    lr = key % lr_count
-    pe = grp % n_pes
-    col = grp // n_pes
-    same = jnp.concatenate([jnp.zeros(1, bool), grp[1:] == grp[:-1]])
-    prev = jnp.concatenate([jnp.zeros(1, jnp.int32), lr[:-1] + 1])
-    gap = lr - jnp.where(same, prev, 0)
-    bucket = jnp.asarray(ev.col_bucket)[col]
-    isb = jnp.asarray(ev.col_is_bcast)[col].astype(jnp.int32)
+        return SliceGaps(z, z, z, None if acc_regs is None else z)
+    # rows, row_p >= 0 and N >= 1: truncating lax.div / lax.rem are floor division here (jnp's
+    # // and % add a remainder and sign fix-ups: slow integer divisions on XLA:CPU)
+    row_p = lax.rem(rows, n_pes) * lr_count + lax.div(rows, n_pes)  # PE-major within a column
+    span = n_pes * lr_count
+    # ev.cols is sorted and is the key's major part, so the sort leaves it in place: only the
+    # PE-major row order within each column moves (no division of the sorted key to find it).
+    row_p = _sort_keys(cols * span + row_p) - cols * span
+    pe = lax.div(row_p, lr_count)
+    start = pe * lr_count  # the PE's first local row in row_p order
+    lr = row_p - start
+    same = (row_p[:-1] >= start[1:]) & (cols[1:] == cols[:-1])  # same (column, PE) slice
+    block = None
+    if acc_regs is not None:  # a pass's zero runs start at its first local row
+        a = jnp.asarray(acc_regs, jnp.int32)
+        block = lax.div(lr, a)
+        same = same & (block[1:] == block[:-1])
+        lr = lr - block * a
+    gap = jnp.concatenate([lr[:1], jnp.where(same, row_p[1:] - row_p[:-1] - 1, lr[1:])])
+    bucket = jnp.asarray(ev.col_bucket)[cols]
+    isb = jnp.asarray(ev.col_is_bcast)[cols].astype(jnp.int32)
     return SliceGaps(
         seg=(pe * (k_ev + 1) + bucket).astype(jnp.int32),
         gap=gap.astype(jnp.int32),
         bcast=isb,
+        block=block,
     )
 
 
@@ -303,6 +366,8 @@ def pe_work(
     *,
     max_pes: int,
     gaps: SliceGaps | None = None,
+    acc_regs: Any = None,
+    pass_index: Any = 0,
 ) -> PEWork:
     """Per-PE, per-event work for ``n_pes`` PEs and ``index_bits`` relative-index bits.
 
@@ -316,7 +381,13 @@ def pe_work(
         n_pes: ``() int`` PE count N, ``1 <= N <= max_pes``.
         index_bits: ``() int`` relative-index bits r (a run of g zeros costs ``g >> r`` fillers).
         max_pes: keyword-only static upper bound of N (sets the PE axis).
-        gaps: keyword-only :func:`slice_gaps` ``(ev, n_pes)`` when already computed.
+        gaps: keyword-only :func:`slice_gaps` ``(ev, n_pes, acc_regs=acc_regs)`` when
+            already computed.
+        acc_regs: keyword-only ``() int`` accumulators per PE A (traced OK), or ``None`` (one
+            pass over every row, the default of DESIGN §4.4).
+        pass_index: keyword-only ``() int`` (traced OK): with ``acc_regs``, the pass ``p``
+            whose work to return: output rows ``[p N A, (p + 1) N A)`` as a layer of their own
+            (its counters add up over the ``ceil(m / (N A))`` passes).
 
     Returns:
         :class:`PEWork` with ``(max_pes, K)`` tables.
@@ -343,13 +414,19 @@ def pe_work(
 
     if ev.rows.shape[0]:
         if gaps is None:
-            gaps = slice_gaps(ev, n_pes)
+            gaps = slice_gaps(ev, n_pes, acc_regs=acc_regs)
+        if (acc_regs is None) != (gaps.block is None):
+            raise ValueError("pe_work: give acc_regs to slice_gaps and pe_work alike")
         ent = 1 + jnp.right_shift(gaps.gap, r)
-        data = jnp.stack([ent, ent * gaps.bcast, gaps.bcast], axis=1)
+        bcast = gaps.bcast
+        if acc_regs is not None:  # only this pass's non-zeros
+            mine = (gaps.block == jnp.asarray(pass_index, jnp.int32)).astype(jnp.int32)
+            ent, bcast = ent * mine, bcast * mine
+        data = jnp.stack([ent, ent * bcast, bcast], axis=1)
         sums = jax.ops.segment_sum(data, gaps.seg, num_segments=max_pes * (k_ev + 1))
         sums = sums.reshape(max_pes, k_ev + 1, 3)[:, :k_ev]
         total, entries, nnz = sums[..., 0], sums[..., 1], sums[..., 2]
-        base = jnp.cumsum(total, axis=1) - entries
+        base = _cumulative(jnp.add, total) - entries
     else:
         entries = nnz = base = jnp.zeros((max_pes, k_ev), jnp.int32)
 
@@ -560,18 +637,67 @@ def sram_line_reads(work: PEWork, entries_per_line: Any) -> jax.Array:
         >>> sram_line_reads(pe_work(ev, 1, 4, max_pes=1), 2).tolist()  # addrs 0,1 | 2
         [2]
     """
+    return _line_reads_from_walk(work, _line_walk(work), entries_per_line)
+
+
+def _line_walk(work: PEWork) -> jax.Array:
+    """The width-independent part of the SRAM line reads: the end of the previous walk.
+
+    Per PE, for each event ``k``: the CSC address of the last entry of the last non-empty
+    broadcast slice before ``k`` (``-1`` when none). Addresses grow along the walk, so the
+    previous entry's line is ``prev // entries_per_line`` for every line width
+    (:func:`_line_reads_from_walk`).
+
+    Args:
+        work: :func:`pe_work` result (tables ``(..., max_pes, K)``).
+
+    Returns:
+        ``(..., max_pes, K) int32``.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.ones((1, 3), np.uint8), "act": np.ones(3)})
+        >>> _line_walk(pe_work(ev, 1, 4, max_pes=1)).tolist()
+        [[-1, 0, 1]]
+    """
+    ent = work.entries
+    last = jnp.where(ent > 0, work.base + ent - 1, -1)
+    if not ent.shape[-1]:
+        return last
+    prev = _cumulative(jnp.maximum, last)
+    pad = jnp.full((*prev.shape[:-1], 1), -1, prev.dtype)
+    return jnp.concatenate([pad, prev[..., :-1]], -1).astype(jnp.int32)
+
+
+def _line_reads_from_walk(work: PEWork, prev: jax.Array, entries_per_line: Any) -> jax.Array:
+    """Line reads per PE from :func:`_line_walk`'s ``prev`` (two divisions per slice).
+
+    A non-empty slice at addresses ``base .. base + entries - 1`` reads its lines
+    ``base // L .. (base + entries - 1) // L`` (``L`` = entries per line), less the first one
+    when the previous walked entry ``prev`` (``< base``) sits on it: ``prev >= (base // L) * L``.
+
+    Args:
+        work: :func:`pe_work` result. prev: its :func:`_line_walk`.
+        entries_per_line: ``() int`` entries per SRAM line, >= 1.
+
+    Returns:
+        ``(..., max_pes) int32`` line reads per PE.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = prepare_layer({"codes": np.ones((1, 3), np.uint8), "act": np.ones(3)})
+        >>> w = pe_work(ev, 1, 4, max_pes=1)
+        >>> _line_reads_from_walk(w, _line_walk(w), 2).tolist()  # addrs 0,1 | 2
+        [2]
+    """
     epl = jnp.maximum(jnp.asarray(entries_per_line, jnp.int32), 1)
-    ne = work.entries > 0
-    first = work.base // epl
-    last = (work.base + work.entries - 1) // epl
-    last_m = jnp.where(ne, last, -1)
-    if work.entries.shape[1]:
-        prev = lax.cummax(last_m, axis=1)
-        prev = jnp.concatenate([jnp.full((prev.shape[0], 1), -1, prev.dtype), prev[:, :-1]], 1)
-    else:
-        prev = last_m
-    reads = jnp.where(ne, last - first + 1 - (first == prev).astype(jnp.int32), 0)
-    return jnp.sum(reads, axis=1).astype(jnp.int32)
+    ent = work.entries
+    # addresses are >= 0, so truncating lax.div is floor division (jnp's // adds a remainder
+    # and sign fix-ups: three times the integer divisions, the bulk of this function on CPU)
+    first = lax.div(work.base, epl)
+    last = lax.div(jnp.maximum(work.base + ent - 1, 0), epl)
+    new = last - first + 1 - (prev >= first * epl).astype(jnp.int32)
+    return jnp.sum(jnp.where(ent > 0, new, 0), axis=-1).astype(jnp.int32)
 
 
 def counters(work: PEWork, t: Timing, entries_per_line: Any) -> dict[str, jax.Array]:

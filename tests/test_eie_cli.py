@@ -80,6 +80,27 @@ def test_simulate_json_contract_equals_reference(tmp_path, capsys):
     assert out["energy_j"] > 0
 
 
+def test_acc_regs_flag_equals_reference(tmp_path, capsys):
+    """--acc-regs 2 at 4 PEs runs the 24 outputs as 3 passes, as the reference does."""
+    p = _npz(tmp_path, seed=3)
+    args = ["--layer", str(p), "--pes", "4", "--fifo", "2", "--acc-regs", "2"]
+    assert cli.main(["simulate", *args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    with np.load(p) as d:
+        cfg = EIEConfig(n_pes=4, fifo_depth=2, acc_regs=2)
+        ref = simulate(d["codes"], d["act"], d["bias_codes"], config=cfg)
+    for k in ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads"):
+        assert out[k] == getattr(ref, k), k
+    csv_path = tmp_path / "a.csv"
+    assert (
+        cli.main(["sweep", *args[:6], "--acc-regs", "0,2", "--out", str(csv_path), "--quiet"]) == 0
+    )
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["acc_regs"]) for r in rows] == [0, 2]
+    assert int(rows[1]["cycles"]) == out["cycles"] > int(rows[0]["cycles"])
+
+
 def test_simulate_text_and_errors(tmp_path, capsys):
     p = _npz(tmp_path)
     assert cli.main(["simulate", "--layer", str(p), "--pes", "2", "--fifo", "2"]) == 0

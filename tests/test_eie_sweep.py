@@ -68,6 +68,37 @@ def test_batch_equals_reference_per_config():
     assert table["area_mm2"][i] == pytest.approx(float(rep.area_mm2), rel=1e-6)
 
 
+def test_acc_regs_passes_equal_reference_per_config():
+    """With acc_regs A, outputs beyond N * A run as extra passes (DESIGN §4.4): every counter
+    of every row equals the reference simulator's acc_regs run (0 = unlimited, one pass), also
+    through a prepared layer."""
+    from eie_model.config import EIEConfig
+    from eie_model.reference import simulate
+
+    layer = _layer(4)
+    g = sweep.grid(n_pes=[1, 3, 8], fifo_depth=[1, 4], index_bits=[2], acc_regs=[0, 2, 5, 64])
+    table = sweep.sweep(layer, g)
+    again = sweep.sweep(sweep.prepare(layer, g), g)
+    for i in range(len(g["n_pes"])):
+        a = int(g["acc_regs"][i])
+        cfg = EIEConfig(
+            **{k: g[k][i].item() for k in ("n_pes", "fifo_depth", "index_bits")},
+            acc_regs=a or None,
+        )
+        ref = simulate(layer["codes"], layer["act"], layer["bias_codes"], config=cfg)
+        for k in COUNTERS[:7]:
+            assert int(table[k][i]) == int(getattr(ref, k)), (k, i)
+            assert int(again[k][i]) == int(getattr(ref, k)), (k, i)
+        assert int(table["busy_total"][i]) == int(ref.busy.sum())
+        assert int(table["busy_max"][i]) == int(ref.busy.max())
+        assert table["mac_efficiency"][i] == pytest.approx(ref.mac_efficiency, 1e-9)
+    passes = -(-40 // (g["n_pes"] * np.maximum(g["acc_regs"], 1)))
+    passes = np.where(g["acc_regs"] > 0, passes, 1)
+    assert passes.max() == 20  # N = 1, A = 2: 20 passes
+    k_ev = table["pointer_reads"][0]  # row 0: N = 1, one pass
+    np.testing.assert_array_equal(table["pointer_reads"], g["n_pes"] * k_ev * passes)
+
+
 def test_compiles_do_not_grow_with_configs(monkeypatch):
     """The timing scan traces once for a 120-config sweep and again not at all for another
     120 configurations with new values; with chunk= any count reuses one shape."""
@@ -109,8 +140,12 @@ def test_configs_from_eieconfig_and_validation():
     a = sweep.sweep(layer, [EIEConfig(n_pes=4, fifo_depth=2), EIEConfig(n_pes=4, fifo_depth=3)])
     b = sweep.sweep(layer, {"n_pes": 4, "fifo_depth": [2, 3]})
     np.testing.assert_array_equal(a["cycles"], b["cycles"])
+    c = sweep.sweep(layer, [EIEConfig(n_pes=4, acc_regs=2), EIEConfig(n_pes=4)])
+    d = sweep.sweep(layer, {"n_pes": 4, "acc_regs": [2, 0]})
+    np.testing.assert_array_equal(c["cycles"], d["cycles"])
+    assert c["acc_regs"].tolist() == [2, 0]
     with pytest.raises(ValueError, match="acc_regs"):
-        sweep.sweep(layer, [EIEConfig(n_pes=4, acc_regs=2)])
+        sweep.sweep(layer, {"acc_regs": [-1]})
     with pytest.raises(ValueError, match="unknown field"):
         sweep.sweep(layer, {"pes": [1]})
     with pytest.raises(ValueError, match="fifo_depth"):
@@ -187,3 +222,32 @@ def test_docstring_examples_run():
     mod = importlib.import_module("eie_model.sweep")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_prepared_layer_reuses_tables_and_equals_fresh_sweep():
+    """sweep(prepare(layer, ...), configs) equals sweep(layer, configs) in every column, for
+    other FIFO depths / widths / precisions and a subset of the prepared (N, r) pairs."""
+    layer = _layer(2)
+    prep = sweep.prepare(layer, sweep.grid(n_pes=[2, 5, 8], index_bits=[2, 4]))
+    assert prep.pairs.tolist() == [[2, 2, 0], [2, 4, 0], [5, 2, 0], [5, 4, 0], [8, 2, 0], [8, 4, 0]]
+    assert prep.code_bits == 4 and prep.max_pes == 8
+    g = sweep.grid(
+        n_pes=[5, 2], fifo_depth=[1, 3, 9], index_bits=[4, 2], sram_width=[16, 64], act_bits=[8]
+    )
+    want = sweep.sweep(layer, g)
+    for _ in range(2):  # the prepared layer is not changed by a sweep
+        got = sweep.sweep(prep, g)
+        assert sorted(got) == sorted(want)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # a non-default write latency travels with the prepared layer
+    prep7 = sweep.prepare(layer, g, write_latency=7)
+    np.testing.assert_array_equal(
+        sweep.sweep(prep7, g)["cycles"], sweep.sweep(layer, g, write_latency=7)["cycles"]
+    )
+    with pytest.raises(ValueError, match=r"\[\[3, 4, 0\]\].*prepare"):
+        sweep.sweep(prep, {"n_pes": [2, 3]})
+    with pytest.raises(ValueError, match="write_latency=6"):
+        sweep.sweep(prep, {"n_pes": 2}, write_latency=6)
+    with pytest.raises(ValueError, match="code_bits=5"):
+        sweep.sweep(prep, {"n_pes": 2}, code_bits=5)
