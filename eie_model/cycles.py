@@ -46,7 +46,8 @@ Counters (all ``int32`` unless said; per-PE arrays have length ``max_pes``, zero
   wait before the first column and after the last are not counted). It telescopes to
   ``f[i] - s[i,0] - sum_k d[i,k]`` with ``f`` the final free time, so the scan carries no
   counter for it.
-* ``pointer_reads``: ``N * K`` (every PE reads its column pointers for every broadcast).
+* ``pointer_reads``: ``N * K`` (every PE reads its column pointers for every broadcast;
+  padding events are no broadcast).
 * ``spm_line_reads``: per PE walk the broadcast columns' entries in CSC address order; an entry
   at address ``p`` is on line ``p // entries_per_line``; a read whenever the line changes,
   starting from no line; summed over PEs.
@@ -147,7 +148,8 @@ class LayerEvents(NamedTuple):
         col_bucket: ``(n + 2,) int32`` for each column, the first event whose column is >= it
             (``K`` past the last broadcast; column ``n + 1`` holds padding).
         col_is_bcast: ``(n + 2,) bool`` whether the column is broadcast.
-        ev_col: ``(K,) int32`` the column of each event (``n`` for the bias).
+        ev_col: ``(K,) int32`` the column of each event (``n`` for the bias, ``n + 1`` for a
+            padding event: see ``prepare_layer(pad_events=)``).
         ev_is_bias: ``(K,) bool``.
         m: outputs. n: inputs (Python ints; traced when the tuple is a jit argument).
     """
@@ -163,11 +165,23 @@ class LayerEvents(NamedTuple):
 
     @property
     def num_events(self) -> int:
-        """``K``, the number of broadcasts (static)."""
+        """``K``, the length of the event axis (static; padding events included)."""
         return int(self.ev_col.shape[0])
 
+    @property
+    def num_broadcasts(self) -> int:
+        """Broadcasts actually made: ``K`` less the padding events (host-side tuples only)."""
+        return int(np.count_nonzero(np.asarray(self.ev_col) <= self.n))
 
-def prepare_layer(layer: Any, *, pad_nnz: int | None = None) -> LayerEvents:
+    @property
+    def padded(self) -> bool:
+        """Whether the event axis holds padding events (host-side tuples only)."""
+        return self.num_broadcasts < self.num_events
+
+
+def prepare_layer(
+    layer: Any, *, pad_nnz: int | None = None, pad_events: int | None = None
+) -> LayerEvents:
     """Extract the non-zeros and broadcast events of a layer (host side, once per layer).
 
     Args:
@@ -176,6 +190,11 @@ def prepare_layer(layer: Any, *, pad_nnz: int | None = None) -> LayerEvents:
         pad_nnz: keyword-only; pad the non-zero list to this length with dummy entries in a
             never-broadcast column ``n + 1`` (so layers of equal ``n`` and ``K`` share one
             compiled program; ``m`` and ``n`` are traced). ``None``: no padding.
+        pad_events: keyword-only; pad the event axis to this length with no-op events (column
+            ``n + 1``: no work, no time, no pointer read; the timing scan skips them), so layers
+            whose inputs have different numbers of non-zero activations share one compiled
+            program (``eie_model.network`` pads every layer of a network this way). ``None``:
+            no padding. Counters are identical with and without padding.
 
     Returns:
         :class:`LayerEvents`. A bias (when given) is always broadcast, as in the authors'
@@ -208,8 +227,12 @@ def prepare_layer(layer: Any, *, pad_nnz: int | None = None) -> LayerEvents:
     bcast[:n] = act.astype(np.float32) != 0  # the activation SRAM holds float32
     bcast[n] = bias is not None
     ev_col = np.flatnonzero(bcast).astype(np.int32)
+    if pad_events is not None:
+        if pad_events < ev_col.size:
+            raise ValueError(f"pad_events={pad_events} is below the layer's {ev_col.size} events")
+        ev_col = np.concatenate([ev_col, np.full(pad_events - ev_col.size, n + 1, np.int32)])
     col_bucket = np.searchsorted(ev_col, np.arange(n + 2), side="left").astype(np.int32)
-    col_bucket[n + 1] = ev_col.size
+    col_bucket[n + 1] = ev_col.size  # padding non-zeros: past the last event (dropped)
     ev_is_bias = ev_col == n
     return LayerEvents(
         rows=rows.astype(np.int32),
@@ -230,7 +253,8 @@ class PEWork(NamedTuple):
         entries: ``(max_pes, K) int32`` entries (fillers included) of PE i's slice of event k.
         nnz: ``(max_pes, K) int32`` non-zero entries of that slice.
         base: ``(max_pes, K) int32`` CSC address of the slice's first entry in PE i's array.
-        ready_gap: ``(K,) int32`` ``c[k]`` of the LNZD schedule (see module docstring).
+        ready_gap: ``(K,) int32`` ``c[k]`` of the LNZD schedule (see module docstring);
+            ``-1`` for a padding event.
         tail_gap: ``() int32`` cycles from the last broadcast to the latch of the group after
             the last group (from cycle 0 when there is no broadcast): the end of a layer with
             no accumulator write.
@@ -432,21 +456,26 @@ def pe_work(
 
     # LNZD: group / lane of each event (the bias sits at column ceil(n/N)*N, lane 0).
     bias_col = (ev.n + n_pes - 1) // n_pes * n_pes
-    ev_col = jnp.where(jnp.asarray(ev.ev_is_bias), bias_col, jnp.asarray(ev.ev_col))
+    raw_col = jnp.asarray(ev.ev_col)
+    ev_col = jnp.where(jnp.asarray(ev.ev_is_bias), bias_col, raw_col)
     group = ev_col // n_pes
     lane = ev_col % n_pes
+    live = raw_col <= ev.n  # padding events (column n + 1) come last
+    n_groups = (ev.n + n_pes - 1) // n_pes + jnp.any(jnp.asarray(ev.ev_is_bias)).astype(jnp.int32)
     if k_ev:
         gprev = jnp.concatenate([jnp.full(1, -1, jnp.int32), group[:-1]])
         lprev = jnp.concatenate([jnp.full(1, -1, jnp.int32), lane[:-1]])
         cross = jnp.where(lprev == n_pes - 1, 1, 2) + group - gprev - 1
         gap = jnp.where(group == gprev, 1, cross)
-        ready_gap = gap.at[0].set(1 + group[0])
+        ready_gap = jnp.where(live, gap.at[0].set(1 + group[0]), -1)  # -1 marks padding
+        last = jnp.maximum(jnp.sum(live.astype(jnp.int32)) - 1, 0)  # the last real event
+        tail_gap = jnp.where(
+            live[last],
+            jnp.where(lane[last] == n_pes - 1, 1, 2) + n_groups - 1 - group[last],
+            1 + n_groups,
+        )
     else:
         ready_gap = jnp.zeros(0, jnp.int32)
-    n_groups = (ev.n + n_pes - 1) // n_pes + jnp.any(jnp.asarray(ev.ev_is_bias)).astype(jnp.int32)
-    if k_ev:
-        tail_gap = jnp.where(lane[-1] == n_pes - 1, 1, 2) + n_groups - 1 - group[-1]
-    else:
         tail_gap = 1 + n_groups
     valid = (pe_idx < n_pes)[:, None]
     return PEWork(
@@ -518,6 +547,7 @@ def scan_tables(work: PEWork, *, write_latency: int = 5) -> ScanTables:
         work = jax.tree.map(lambda x: x[None], work)
     ent = work.entries  # (P, max_pes, K)
     valid = jnp.arange(ent.shape[1])[None, :, None] < work.n_pes[:, None, None]
+    valid = valid & (work.ready_gap >= 0)[:, None, :]  # padding events take no time
     d = jnp.where(valid, jnp.maximum(ent, 1), 0)
     w = jnp.where(ent > 0, ent + write_latency, NEG)
     return ScanTables(
@@ -531,11 +561,15 @@ def scan_tables(work: PEWork, *, write_latency: int = 5) -> ScanTables:
     )
 
 
-def _timing_core(tab: ScanTables, pair, fifo_depth, *, max_fifo, bcast_latency, unroll=1):
+def _timing_core(
+    tab: ScanTables, pair, fifo_depth, *, max_fifo, bcast_latency, unroll=1, padded=True
+):
     """The scan for one config reading row ``pair`` of the tables.
 
     A ``jax.vmap`` over configs (``pair``, ``fifo_depth`` batched, ``tab`` not) then gathers a
     ``(configs, max_pes)`` slab per step instead of materializing a table per configuration.
+    ``padded`` (static): the tables may hold padding events (``c == -1``), which leave the
+    state unchanged; ``False`` skips those selects when the caller knows there are none.
     """
     k_ev, _, max_pes = tab.d.shape
     ring_len = max(int(max_fifo), 2)
@@ -552,8 +586,16 @@ def _timing_core(tab: ScanTables, pair, fifo_depth, *, max_fifo, bcast_latency, 
         s = jnp.maximum(e + bcast_latency, f)
         f_new = s + d
         ring = ring.at[k % ring_len].set(jnp.max(jnp.where(is_d1, f_new, s)))
-        g = jnp.maximum(g, s + w_k[pair])
-        return (f_new, ring, e, g, stall + (e - ready)), None
+        g_new = jnp.maximum(g, s + w_k[pair])
+        stall_new = stall + (e - ready)
+        if padded:  # a padding event changes nothing
+            live = c_k[pair] >= 0
+            f_new = jnp.where(live, f_new, f)
+            ring = jnp.where(live, ring, carry[1])
+            e = jnp.where(live, e, e_prev)
+            g_new = jnp.where(live, g_new, g)
+            stall_new = jnp.where(live, stall_new, stall)
+        return (f_new, ring, e, g_new, stall_new), None
 
     init = (
         jnp.full(max_pes, NEG, jnp.int32),
@@ -570,7 +612,7 @@ def _timing_core(tab: ScanTables, pair, fifo_depth, *, max_fifo, bcast_latency, 
     cycles = jnp.where(last > NEG // 2, last, e_last + tab.tail[pair])
     if k_ev:
         s0 = tab.c[0, pair] + bcast_latency  # e[0] = c[0] (no stall possible), s[i,0] = e0 + 2
-        starv = jnp.where(valid, f - s0 - tab.dsum[pair], 0).sum()
+        starv = jnp.where(valid & (tab.c[0, pair] >= 0), f - s0 - tab.dsum[pair], 0).sum()
     else:
         starv = jnp.int32(0)
     return Timing(
@@ -720,7 +762,7 @@ def counters(work: PEWork, t: Timing, entries_per_line: Any) -> dict[str, jax.Ar
         >>> int(counters(w, timing(w, 2, max_fifo=2), 8)["spm_line_reads"])
         2
     """
-    k_ev = work.entries.shape[1]
+    k_ev = jnp.sum((work.ready_gap >= 0).astype(jnp.int32))  # broadcasts (padding excluded)
     n = work.n_pes
     useful = jnp.sum(work.nnz)
     fillers = jnp.sum(work.entries) - useful

@@ -303,7 +303,9 @@ def network_sweep(
     For every input sample each layer gets the activations the previous layers produce
     (float32 functional model), is swept over ``configs`` with :func:`eie_model.sweep.sweep`,
     and the counters are summed over layers (EIE runs the layers one after another), then
-    averaged over samples.
+    averaged over samples. Each layer's non-zeros and broadcasts are padded to powers of two
+    (``cycles.prepare_layer(pad_nnz=, pad_events=)``, no change to any counter), so samples
+    with different numbers of non-zero activations share compiled programs.
 
     Args:
         net: the :class:`Network`.
@@ -329,7 +331,8 @@ def network_sweep(
         >>> t = network_sweep(net, x_test[:8], grid(n_pes=[16, 32, 64]))  # doctest: +SKIP
         >>> t["latency_us"], t["energy_j"]  # doctest: +SKIP
     """
-    from eie_model.sweep import sweep
+    from eie_model.cycles import prepare_layer
+    from eie_model.sweep import _bucket, sweep
 
     x = _inputs(x, net)
     if len(x) == 0:
@@ -344,10 +347,16 @@ def network_sweep(
     acc: dict[str, np.ndarray] = {}
     per_layer = [None] * L
     base: Mapping[str, np.ndarray] | None = None
+    nnz = [int(np.count_nonzero(c)) for c in net.codes]
     for s in range(S):
         for i in range(L):
             layer = Layer(net.codes[i], net.codebooks[i], ins[i][s], None, net.names[i])
-            t = sweep(layer, configs, **sweep_kwargs)
+            # pad non-zeros and broadcasts to powers of two: every sample (and every model of
+            # similar size) reuses one compiled program per layer instead of compiling anew
+            k = int(np.count_nonzero(ins[i][s]))
+            ev = prepare_layer(layer, pad_nnz=_bucket(nnz[i]), pad_events=_bucket(k))
+            t = sweep(ev, configs, code_bits=net.codebooks[i].shape[0].bit_length() - 1,
+                      **sweep_kwargs)  # fmt: skip
             base = t if base is None else base
             for k in _ADDITIVE:
                 acc[k] = acc.get(k, 0.0) + np.asarray(t[k], np.float64) / S

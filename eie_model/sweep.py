@@ -420,7 +420,7 @@ def prepare(
     return _prepare(ev, cb, pairs, _bucket(int(cols["n_pes"].max())), write_latency)
 
 
-def _timing_batch_impl(tab, pair, fifo, *, max_fifo, bcast_latency, unroll, mesh):
+def _timing_batch_impl(tab, pair, fifo, *, max_fifo, bcast_latency, unroll, mesh, padded):
     """vmap of the scan over timing triples, sharded over ``mesh``'s single axis."""
 
     def local(tab, pair, fifo):
@@ -429,6 +429,7 @@ def _timing_batch_impl(tab, pair, fifo, *, max_fifo, bcast_latency, unroll, mesh
             max_fifo=max_fifo,
             bcast_latency=bcast_latency,
             unroll=unroll,
+            padded=padded,
         )
         t = jax.vmap(f, in_axes=(None, 0, 0))(tab, pair, fifo)
         return t.cycles, t.busy, t.stall_cycles, t.starvation_cycles
@@ -445,7 +446,7 @@ def _timing_batch_impl(tab, pair, fifo, *, max_fifo, bcast_latency, unroll, mesh
     )(tab, pair, fifo)
 
 
-_STATIC_T = ("max_fifo", "bcast_latency", "unroll", "mesh")
+_STATIC_T = ("max_fifo", "bcast_latency", "unroll", "mesh", "padded")
 _timing_batch = jax.jit(_timing_batch_impl, static_argnames=_STATIC_T)
 
 
@@ -654,6 +655,7 @@ def sweep(
             bcast_latency=bcast_latency,
             unroll=unroll,
             mesh=mesh,
+            padded=ev.padded,
         )
         outs.append([_gather(x) for x in res])
         done = min((c + 1) * size, n_trip)
@@ -686,7 +688,7 @@ def sweep(
         latency_us=cyc / cols["clock_hz"] * 1e6,
         useful_macs=useful[pair_of].astype(np.int64),
         fillers=fillers[pair_of].astype(np.int64),
-        pointer_reads=n * ev.num_events * prep.passes[pair_of],
+        pointer_reads=n * ev.num_broadcasts * prep.passes[pair_of],
         spm_line_reads=line_reads[line_of].astype(np.int64),
         stall_cycles=t_stall[trip_of].astype(np.int64),
         starvation_cycles=t_starv[trip_of].astype(np.int64),

@@ -386,3 +386,35 @@ def test_property_acc_regs_passes_match_reference():
         checked += 1
     assert checked == 48 and multi >= 20
     assert _one_pass._cache_size() <= 2
+
+
+def test_padding_events_and_nonzeros_changes_no_counter():
+    """cycles.prepare_layer(pad_nnz=, pad_events=): no-op events and dummy non-zeros leave every
+    counter of every configuration as it is (sweep and simulate_layer), including a layer with
+    no non-zero activation (only padding events) and one with a bias."""
+    from eie_model.sweep import grid, sweep
+
+    rng = np.random.default_rng(7)
+    g = grid(n_pes=[1, 3, 8], fifo_depth=[1, 4], index_bits=[1, 4], acc_regs=[0, 2])
+    for t in range(4):
+        m, n = (int(v) for v in rng.integers(2, 30, 2))
+        codes = (rng.integers(1, 16, (m, n)) * (rng.random((m, n)) < 0.4)).astype(np.uint8)
+        act = (rng.random(n) * (rng.random(n) < 0.5)).astype(np.float32)
+        if t == 0:
+            act[:] = 0.0
+        layer = {"codes": codes, "act": act}
+        if t % 2:
+            layer["bias_codes"] = rng.integers(0, 16, m).astype(np.uint8)
+        ev = cycles.prepare_layer(layer)
+        padded = cycles.prepare_layer(layer, pad_nnz=ev.rows.size + 5, pad_events=ev.num_events + 3)
+        assert padded.padded and not ev.padded
+        assert padded.num_broadcasts == ev.num_broadcasts == ev.num_events
+        want, got = sweep(ev, g, code_bits=4), sweep(padded, g, code_bits=4)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=f"layer {t}: {k}")
+        a = cycles.simulate_layer(layer, n_pes=4, fifo_depth=2)
+        b = cycles.simulate_layer(padded, n_pes=4, fifo_depth=2)
+        for k in a:
+            np.testing.assert_array_equal(np.asarray(b[k]), np.asarray(a[k]), err_msg=k)
+    with pytest.raises(ValueError, match="pad_events"):
+        cycles.prepare_layer(layer, pad_events=ev.num_events - 1)
