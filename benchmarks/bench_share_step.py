@@ -2,9 +2,9 @@
 
 Both steps are ``jaxcomp.make_train_step`` (forward, backward, optimizer, apply) on the same
 batch, SGD with momentum; the shared one wraps it in ``share_weights(..., bits=6)`` on every
-kernel (centroid gradients by ``segment_sum``, centroid update, ``codebook[codes]``). The two are
-timed interleaved, many steps each; the ratio of the median per-step times is the result
-(the ratio of the best times is printed too).
+kernel (centroid gradients by one scatter-add per kernel, centroid update, ``codebook[codes]``).
+The two are timed interleaved, many steps each; the ratio of the median per-step times is the
+result (the ratio of the best times is printed too).
 
 Run: ``PYTHONPATH=. python benchmarks/bench_share_step.py [--batch 128]``.
 The last line is the ratio (shared step time / dense step time).

@@ -581,11 +581,14 @@ def centroid_grads(grads: Any, codes: Any, k: int) -> jax.Array:
 
     Entry 0 collects the gradients of pruned weights (optimizers ignore it: ``codebook[0]`` stays
     0). Equal to ``jax.grad`` of a loss through :func:`shared_weight`, computed as one
-    ``segment_sum``.
+    scatter-add: the sums of ``jax.ops.segment_sum`` (codes outside ``0 .. k - 1`` are dropped),
+    but integer codes index the scatter as they are (no ``int32`` copy of ``uint8`` codes) and
+    the flat ``(n, 1)`` operands are XLA's canonical scatter form, so XLA:CPU does not copy the
+    gradient into that layout first (``segment_sum`` does).
 
     Args:
       grads: the weight gradient, any shape.
-      codes: integer codes of ``grads``' shape.
+      codes: integer codes of ``grads``' shape (other dtypes are cast to ``int32``).
       k: Python int, codebook size (``2**bits``).
 
     Returns:
@@ -600,9 +603,21 @@ def centroid_grads(grads: Any, codes: Any, k: int) -> jax.Array:
     codes = jnp.asarray(codes)
     if codes.shape != grads.shape:
         raise ValueError(f"codes shape {codes.shape} must equal the grads shape {grads.shape}")
-    return jax.ops.segment_sum(
-        grads.reshape(-1), codes.reshape(-1).astype(jnp.int32), num_segments=int(k)
+    if not jnp.issubdtype(codes.dtype, jnp.integer):
+        codes = codes.astype(jnp.int32)
+    return lax.scatter_add(
+        jnp.zeros((int(k),), grads.dtype),
+        codes.reshape(-1, 1),
+        grads.reshape(-1, 1),
+        _CENTROID_SCATTER,
+        mode=lax.GatherScatterMode.FILL_OR_DROP,
     )
+
+
+# out[codes[i, 0]] += grads[i, 0]: a size-1 update window over the operand's only dimension.
+_CENTROID_SCATTER = lax.ScatterDimensionNumbers(
+    update_window_dims=(1,), inserted_window_dims=(), scatter_dims_to_operand_dims=(0,)
+)
 
 
 # ----------------------------------------------------------------------------- plotting

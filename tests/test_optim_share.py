@@ -311,3 +311,53 @@ def test_composes_with_the_pruning_wrapper():
         _assert_on_centroids(params, state, zeros0)
         for k in ("fc1", "fc2"):  # the pruning masks agree with the codes
             assert np.array_equal(~np.asarray(state.masks[k]["kernel"]), zeros0[k])
+
+
+def _edge_floats():
+    # float32 values at and next to powers of two, both signs, many binades: where
+    # ``old + ((old + step) - old)`` can miss ``old + step`` (e.g. a centroid near 0 whose step
+    # crosses a binade), so the new centroid must be chosen with care.
+    u = np.float32(2.0**-23)
+    m = [1, 1 + u, 1 + 2 * u, 2 - u, 2 - 2 * u, 1.5, 1.5 + u, 1.5 - u, 1.25, 1 + 2**-12]
+    mants = np.array(m, np.float32)
+    vals = (mants[:, None] * np.exp2(np.arange(-40, 9, dtype=np.float32))[None, :]).ravel()
+    vals = np.concatenate([vals, -vals, [np.float32(0.0)]]).astype(np.float32)
+    return np.repeat(vals, len(vals)), np.tile(vals, len(vals))
+
+
+def test_landing_centroids_make_on_centroid_updates_exact():
+    from jaxcomp.optim import _landing_centroids
+
+    old, step = _edge_floats()
+    target = old + step
+    assert np.any(old + (target - old) != target)  # the case the choice of centroid is for
+    for f in (_landing_centroids, jax.jit(_landing_centroids)):
+        new = np.asarray(f(jnp.asarray(old), jnp.asarray(target)))
+        np.testing.assert_array_equal(old + (new - old), new)  # lands bit for bit
+        # next to the inner optimizer's target: within an ulp of it
+        assert np.all(np.abs(new - target) <= np.spacing(np.abs(target)))
+    nan = _landing_centroids(jnp.array([1.0, 2.0]), jnp.array([np.nan, 3.0]))
+    assert np.isnan(nan[0]) and nan[1] == 3.0  # divergence stays visible
+
+
+def test_on_centroid_weights_land_exactly_on_edge_case_centroids():
+    # weights on centroids near 0 that SGD moves across powers of two: after apply_updates
+    # every weight is still bit-exactly codebook[codes]
+    old, step = _edge_floats()
+    target = old + step
+    hard = (old != 0) & (old + (target - old) != target)  # target itself would be missed
+    old, step = old[hard], step[hard]
+    assert len(old) > 20
+    k = 4
+    codes = jnp.asarray(np.tile(np.arange(1, k, dtype=np.uint8), 3)[None, :].repeat(2, 0))
+    tx = share_weights(optax.sgd(1.0), bits=2)
+    params = {"w": jnp.ones(codes.shape, jnp.float32)}
+    state = tx.init(params)
+    for i in range(0, len(old) - k, max(1, len(old) // 20)):
+        cb = jnp.asarray(np.concatenate([[0.0], old[i : i + k - 1]]), jnp.float32)
+        st = state._replace(codebooks={"w": cb}, codes={"w": codes})
+        p = {"w": cb[codes]}
+        g = jnp.zeros(codes.shape).at[0, : k - 1].set(-step[i : i + k - 1])  # one per code
+        updates, new = tx.update({"w": g}, st, p)
+        w = optax.apply_updates(p, updates)["w"]
+        np.testing.assert_array_equal(w, new.codebooks["w"][codes])

@@ -89,6 +89,31 @@ def test_centroid_grads_equal_autodiff_of_codebook_gather():
     np.testing.assert_allclose(got, [gw[cn == j].sum() for j in range(k)], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int8, np.int32])
+def test_centroid_grads_code_dtypes_drop_out_of_range_and_vmap(dtype):
+    # The scatter indexes with the codes' own dtype; sums equal a float64 per-code oracle and
+    # codes outside 0 .. k-1 (negative or too large) are dropped, as segment_sum drops them.
+    rng = np.random.default_rng(1)
+    k = 8
+    lo = -3 if np.issubdtype(dtype, np.signedinteger) else 0
+    codes = rng.integers(lo, k + 3, size=(2, 13, 7)).astype(dtype)
+    grads = rng.standard_normal((2, 13, 7)).astype(np.float32)
+    want = np.stack(
+        [[grads[b][codes[b] == j].astype(np.float64).sum() for j in range(k)] for b in range(2)]
+    )
+    f = jax.jit(q.centroid_grads, static_argnums=2)
+    for b in range(2):
+        np.testing.assert_allclose(f(grads[b], codes[b], k), want[b], rtol=1e-5, atol=1e-6)
+    batched = jax.vmap(lambda g, c: q.centroid_grads(g, c, k))(grads, codes)
+    for b in range(2):
+        np.testing.assert_array_equal(batched[b], q.centroid_grads(grads[b], codes[b], k))
+    # no weights: all-zero sums; a scalar weight: its own gradient
+    np.testing.assert_array_equal(q.centroid_grads(np.zeros((0, 3)), np.zeros((0, 3), dtype), k), 0)
+    np.testing.assert_array_equal(
+        q.centroid_grads(np.float32(2.5), dtype(3), k), [0, 0, 0, 2.5, 0, 0, 0, 0]
+    )
+
+
 def test_centroid_grads_shape_mismatch():
     with pytest.raises(ValueError, match="codes shape"):
         q.centroid_grads(jnp.ones(3), jnp.ones(4, jnp.uint8), 4)
