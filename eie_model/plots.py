@@ -187,8 +187,8 @@ def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
     Args:
         table: dict of equal-length columns ``keep_pct`` (weights kept, %), ``load_balanced``
             (bool), ``eie_test_error`` (fraction), ``n_pes``, ``cycles``, ``latency_us``,
-            ``energy_j`` (as ``examples/codesign.py`` writes); a plain and a balanced model of
-            equal ``keep_pct`` form a pair.
+            ``energy_j``, optionally ``seed`` (as ``examples/codesign.py`` writes); a plain and a
+            balanced model of equal ``keep_pct`` form a pair, averaged over seeds.
         n_pes: the PE count the balanced models were pruned for (marked in panel (a)).
 
     Returns:
@@ -225,12 +225,24 @@ def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
     styles = ((False, "plain magnitude pruning", "tab:blue", "o"),
               (True, f"load-balance-aware ({n_pes} PEs)", "tab:orange", "s"))  # fmt: skip
     for b, label, color, marker in styles:
-        ks, errs = [], []
+        ks, errs, spread = [], [], []
         for k in np.unique(keep[lb == b]):
+            # one error per model (rows repeat it per configuration): models = distinct errors
+            # of distinct seeds when a "seed" column is given
+            sel = (lb == b) & (keep == k)
+            if "seed" in t:
+                _, first = np.unique(t["seed"][sel], return_index=True)
+                e = 100 * t["eie_test_error"][sel][first]
+            else:
+                e = 100 * t["eie_test_error"][sel][:1]
             ks.append(k)
-            errs.append(100 * t["eie_test_error"][(lb == b) & (keep == k)].mean())
-        axes[1].plot(ks, errs, marker=marker, color=color, label=label)
-    axes[1].set(xlabel="weights kept (%)", ylabel="test error on EIE, 16-bit (%)")
+            errs.append(e.mean())
+            spread.append(e.std(ddof=1) if e.size > 1 else 0.0)
+        axes[1].errorbar(ks, errs, yerr=spread, marker=marker, color=color, label=label,
+                         capsize=3)  # fmt: skip
+    axes[1].set(
+        xlabel="weights kept (%)", ylabel="test error on EIE, 16-bit (%, mean +- std over seeds)"
+    )
     axes[1].set_title("(b) accuracy on EIE")
     ax = axes[2]
     err = 100 * t["eie_test_error"]
