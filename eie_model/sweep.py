@@ -33,8 +33,9 @@ number of configurations (a sweep of 10 or 10,000 configurations of one layer co
 timing scan at most once per bucket; ``chunk=`` fixes the shape completely).
 
 Multi-host: call ``jax.distributed.initialize()`` on every host first (same script, same
-configurations on every host); :func:`sweep` then builds its mesh over ``jax.devices()`` (all
-hosts' devices) and gathers the result on every host.
+configurations on every host; on CPU hosts set ``jax_cpu_collectives_implementation`` to
+``"gloo"`` before); :func:`sweep` then builds its mesh over ``jax.devices()`` (all hosts'
+devices) and gathers the result on every host (``tests/test_eie_multihost.py``: two processes).
 
 Example:
     >>> import numpy as np
