@@ -175,7 +175,7 @@ def fig_pareto(table: Mapping[str, np.ndarray], *, title: str = "Pareto front"):
     return fig
 
 
-def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
+def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64, label: str | None = None):
     """Co-design figure: one row per (compressed model, EIE configuration).
 
     Three panels: (a) speedup of load-balance-aware over plain pruning (cycles of the plain
@@ -190,6 +190,7 @@ def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
             ``energy_j``, optionally ``seed`` (as ``examples/codesign.py`` writes); a plain and a
             balanced model of equal ``keep_pct`` form a pair, averaged over seeds.
         n_pes: the PE count the balanced models were pruned for (marked in panel (a)).
+        label: the balanced models' legend entry (default ``load-balance-aware (N PEs)``).
 
     Returns:
         a ``matplotlib.figure.Figure``.
@@ -223,7 +224,7 @@ def fig_codesign(table: Mapping[str, np.ndarray], *, n_pes: int = 64):
     ax.set(xlabel="EIE processing elements", ylabel="speedup (plain cycles / balanced cycles)")
     ax.set_title("(a) load-balance-aware pruning: speedup")
     styles = ((False, "plain magnitude pruning", "tab:blue", "o"),
-              (True, f"load-balance-aware ({n_pes} PEs)", "tab:orange", "s"))  # fmt: skip
+              (True, label or f"load-balance-aware ({n_pes} PEs)", "tab:orange", "s"))  # fmt: skip
     for b, label, color, marker in styles:
         ks, errs, spread = [], [], []
         for k in np.unique(keep[lb == b]):

@@ -14,7 +14,8 @@ fully-connected layers run on EIE:
   and energy summed over the layers and averaged over ``--samples`` images.
 
 It prints one table (one row per model and PE count), writes every row to
-``OUT/codesign.json`` and draws ``OUT/codesign.png`` (:func:`eie_model.plots.fig_codesign`):
+``OUT/codesign.json`` and draws ``OUT/codesign.png`` (:func:`eie_model.plots.fig_codesign`;
+``codesign-lb-fc1+fc2.*`` with ``--lb-layers fc1,fc2``, which balances only those layers):
 cycles of plain vs load-balance-aware pruning, their test errors, and the accuracy-latency-energy
 Pareto front of every model x configuration.
 
@@ -114,12 +115,21 @@ def run(args: argparse.Namespace, log=print) -> dict:
     ]
     for scale, lb, seed in variants:
         sparsity = sparsity_at(scale)
-        name = f"keep{scale:g}x-{'lb' if lb else 'plain'}" + (f"-seed{seed}" if seed else "")
+        kind = "plain"
+        balance: int | dict[str, int] | None = None
+        if lb:
+            kind = "lb" if args.lb_layers is None else "lb-" + "+".join(args.lb_layers)
+            balance = (
+                args.lb_pes
+                if args.lb_layers is None
+                else {f"{layer}/kernel": args.lb_pes for layer in args.lb_layers}
+            )
+        name = f"keep{scale:g}x-{kind}" + (f"-seed{seed}" if seed else "")
         cfg = default_config(
             MODEL,
             seed=seed,
             sparsity=sparsity,
-            load_balance_pes=args.lb_pes if lb else None,
+            load_balance_pes=balance,
             prune_epochs=args.prune_epochs,
             epochs_per_step=args.epochs_per_step,
             prune_fractions=tuple(args.prune_fractions),
@@ -169,6 +179,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
         "n_train": int(len(data.x_train)),
         "samples": int(len(samples)),
         "lb_pes": args.lb_pes,
+        "lb_layers": args.lb_layers,
         "settings": {
             k: getattr(args, k)
             for k in (
@@ -251,6 +262,11 @@ def _parser() -> argparse.ArgumentParser:
         help="sparsity levels as multiples of the thesis' kept fractions (8/9/26%%)",
     )
     p.add_argument("--lb-pes", type=int, default=64, help="PEs load-balance-aware pruning targets")
+    p.add_argument(
+        "--lb-layers",
+        default=None,
+        help="balance only these layers, e.g. 'fc1,fc2' (default: every pruned layer)",
+    )
     p.add_argument("--sweep-pes", default="2,4,8,16,32,64,128", help="EIE PE counts to sweep")
     p.add_argument("--fifo", type=int, default=8, help="EIE FIFO depth")
     p.add_argument("--samples", type=int, default=16, help="test images fed through EIE")
@@ -288,21 +304,33 @@ def main(argv: list[str] | None = None) -> int:
     args.keep_scales = _parse_floats(args.keep_scales, "--keep-scales")
     args.sweep_pes = [int(v) for v in _parse_floats(args.sweep_pes, "--sweep-pes")]
     args.prune_fractions = _parse_floats(args.prune_fractions, "--prune-fractions")
+    if args.lb_layers is not None:
+        args.lb_layers = [v.strip().split("/")[0] for v in args.lb_layers.split(",") if v.strip()]
+        known = [p.split("/")[0] for p in THESIS[MODEL]["sparsity"]]
+        bad = [v for v in args.lb_layers if v not in known]
+        if bad or not args.lb_layers:
+            raise SystemExit(f"--lb-layers: unknown layers {bad}; choose among {known}")
     if args.lb_pes not in args.sweep_pes:
         raise SystemExit(f"--lb-pes {args.lb_pes} must be one of --sweep-pes {args.sweep_pes}")
     out = Path(args.out)
+    # one result file per choice of balanced layers (the models themselves share OUT)
+    stem = "codesign" if args.lb_layers is None else "codesign-lb-" + "+".join(args.lb_layers)
     if args.plot_only:
-        result = json.loads((out / "codesign.json").read_text())
+        result = json.loads((out / f"{stem}.json").read_text())
     else:
         result = run(args)
-        with atomic_open(out / "codesign.json", "w", make_parents=True) as f:
+        with atomic_open(out / f"{stem}.json", "w", make_parents=True) as f:
             json.dump(result, f, indent=1)
     from eie_model.plots import fig_codesign, save_figure
 
-    for path in [out / "codesign.png"] + ([Path(args.figure)] if args.figure else []):
-        save_figure(fig_codesign(columns(result), n_pes=result["lb_pes"]), path)
+    layers = result.get("lb_layers")
+    label = (
+        f"load-balance-aware ({'+'.join(layers) + ', ' if layers else ''}{result['lb_pes']} PEs)"
+    )
+    for path in [out / f"{stem}.png"] + ([Path(args.figure)] if args.figure else []):
+        save_figure(fig_codesign(columns(result), n_pes=result["lb_pes"], label=label), path)
     print(summary(result))
-    print(f"wrote {out / 'codesign.json'} and {out / 'codesign.png'}")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
     return 0
 
 

@@ -118,10 +118,9 @@ def _compress_parser(sub) -> None:
     p.add_argument("--prune-weight-decay", type=float, default=None)
     p.add_argument(
         "--load-balance-pes",
-        type=int,
         default=None,
-        help="prune load-balance-aware for N EIE PEs (equal non-zeros per PE; default: plain "
-        "magnitude)",
+        help="prune load-balance-aware for N EIE PEs (equal non-zeros per PE): '64' (every "
+        "pruned layer) or 'fc1=64,fc2=64' (those layers; default: plain magnitude)",
     )
     p.add_argument(
         "--bits",
@@ -160,7 +159,6 @@ def _config_from_args(args):
         ("prune_epochs", "prune_epochs"),
         ("prune_lr", "prune_lr"),
         ("prune_weight_decay", "prune_weight_decay"),
-        ("load_balance_pes", "load_balance_pes"),
         ("share_init", "share_init"),
         ("kmeans_iters", "kmeans_iters"),
         ("finetune_epochs", "finetune_epochs"),
@@ -185,6 +183,20 @@ def _config_from_args(args):
             **base.index_bits,
             **parse_layer_values(args.index_bits, int, layers=layers, name="--index-bits"),
         }
+    if args.load_balance_pes is not None:
+        text = args.load_balance_pes.strip()
+        if "=" in text:
+            over["load_balance_pes"] = parse_layer_values(
+                text, int, layers=layers, name="--load-balance-pes"
+            )
+        else:
+            try:
+                over["load_balance_pes"] = int(text)
+            except ValueError:
+                raise ValueError(
+                    f"--load-balance-pes: cannot parse {text!r}; give an int (e.g. 64) or "
+                    "layer=int pairs (e.g. fc1=64,fc2=64)"
+                ) from None
     if args.prune_fractions is not None:
         try:
             over["prune_fractions"] = tuple(float(f) for f in args.prune_fractions.split(","))

@@ -113,7 +113,7 @@ def _selected_from_masks(masks: PyTree) -> list[str]:
 def prune(
     inner: optax.GradientTransformation,
     schedule: Any,
-    criterion: str | Callable[[jax.Array, jax.Array], jax.Array] = "magnitude",
+    criterion: Any = "magnitude",
     *,
     include: Any = None,
     exclude: Any = None,
@@ -148,8 +148,11 @@ def prune(
       criterion: ``"magnitude"`` (per-layer exact sparsity, :func:`jaxcomp.magnitude_mask`),
         ``"global"`` (one ranking over all selected leaves), ``"threshold"`` (Han's
         ``|w| < quality * std``), or a function ``(w, target) -> bool mask`` such as
-        ``functools.partial(jaxcomp.load_balanced_mask, num_pes=64)``. When wrapping ``prune``
-        in ``optax.inject_hyperparams`` a callable criterion must be listed in ``static_args``.
+        ``functools.partial(jaxcomp.load_balanced_mask, num_pes=64)``; or a mapping from leaf
+        path to any of those but ``"global"``, one entry per selected leaf (e.g. balance
+        ``fc1`` and ``fc2`` for EIE and prune ``fc3`` by plain magnitude). When wrapping
+        ``prune`` in ``optax.inject_hyperparams`` a callable criterion must be listed in
+        ``static_args``.
       include, exclude, predicate: leaf selection (:func:`jaxcomp.tree.selected_paths`;
         default: every array with ``ndim >= 2``, biases untouched).
       mask_gradients: zero the gradients of pruned entries before ``inner`` sees them, so its
@@ -180,24 +183,52 @@ def prune(
             f"inner must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
             f"got {type(inner).__name__}"
         )
-    if isinstance(criterion, str):
-        if criterion not in _CRITERIA:
-            raise ValueError(
-                f"criterion must be one of {_CRITERIA} or a callable (w, target) -> mask, "
-                f"got {criterion!r}"
-            )
-    elif not callable(criterion):
-        raise TypeError(f"criterion must be a string or a callable, got {type(criterion)!r}")
+
+    def check_criterion(c: Any, name: str) -> None:
+        if isinstance(c, str):
+            if c not in _CRITERIA:
+                raise ValueError(
+                    f"{name} must be one of {_CRITERIA} or a callable (w, target) -> mask, "
+                    f"got {c!r}"
+                )
+        elif not callable(c):
+            raise TypeError(f"{name} must be a string or a callable, got {type(c)!r}")
+
+    per_leaf_criterion = isinstance(criterion, Mapping)
+    if per_leaf_criterion:
+        criteria = {str(k): v for k, v in criterion.items()}
+        for k, v in criteria.items():
+            check_criterion(v, f"criterion[{k!r}]")
+            if isinstance(v, str) and v == "global":
+                raise ValueError(
+                    f"criterion[{k!r}]: 'global' ranks all layers together; give it as the "
+                    "one criterion, not per layer"
+                )
+    else:
+        check_criterion(criterion, "criterion")
     per_layer = isinstance(schedule, Mapping)
     if per_layer and criterion == "global":
         raise ValueError(
             "criterion='global' ranks all layers together and needs one scalar schedule, "
             "not a per-layer mapping"
         )
-    is_sparsity = criterion in ("magnitude", "global")
+
+    def is_sparsity_for(c: Any) -> bool:
+        return isinstance(c, str) and c in ("magnitude", "global")
+
+    is_sparsity = (
+        all(is_sparsity_for(v) for v in criteria.values())
+        if per_leaf_criterion
+        else is_sparsity_for(criterion)
+    )
     if per_layer:
         schedules = {
-            str(k): _as_schedule(v, f"schedule[{k!r}]", is_sparsity) for k, v in schedule.items()
+            str(k): _as_schedule(
+                v,
+                f"schedule[{k!r}]",
+                is_sparsity_for(criteria.get(str(k))) if per_leaf_criterion else is_sparsity,
+            )
+            for k, v in schedule.items()
         }
     else:
         one = _as_schedule(schedule, "schedule", is_sparsity)
@@ -218,6 +249,14 @@ def prune(
                     f"schedule mapping must have one entry per selected leaf; missing "
                     f"{missing}, not selected {extra}"
                 )
+        if per_leaf_criterion:
+            missing = [p for p in sel if p not in criteria]
+            extra = [k for k in criteria if k not in sel]
+            if missing or extra:
+                raise ValueError(
+                    f"criterion mapping must have one entry per selected leaf; missing "
+                    f"{missing}, not selected {extra}"
+                )
         return sel
 
     def targets(sel: list[str], count: jax.Array) -> jax.Array:
@@ -233,16 +272,16 @@ def prune(
             sel_set = set(sel)
             return global_magnitude_masks(params, t[0], predicate=lambda p, x: p in sel_set)
         index = {p: i for i, p in enumerate(sel)}
-        if criterion == "magnitude":
-            fn = magnitude_mask
-        elif criterion == "threshold":
-            fn = threshold_mask
-        else:
-            fn = criterion
+
+        def kernel(c: Any) -> Callable:
+            if isinstance(c, str):
+                return magnitude_mask if c == "magnitude" else threshold_mask
+            return c
 
         def one_leaf(path: str, x: jax.Array, m: Any) -> Any:
             if m is None:
                 return None
+            fn = kernel(criteria[path] if per_leaf_criterion else criterion)
             out = jnp.asarray(fn(x, t[index[path]]))
             if out.shape != m.shape:
                 raise ValueError(

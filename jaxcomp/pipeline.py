@@ -119,7 +119,8 @@ class CompressConfig:
       load_balance_pes: None (default) prunes each layer by plain magnitude; an int N prunes
         with :func:`jaxcomp.load_balanced_mask` for N EIE processing elements (thesis §3.5,
         load-balance-aware pruning): at the same sparsity every group of output neurons
-        ``i mod N`` keeps the same number of weights, so no PE waits for a busier one.
+        ``i mod N`` keeps the same number of weights, so no PE waits for a busier one. A
+        mapping ``{leaf path: N}`` balances only those layers (the others: plain magnitude).
       bits: ``{leaf path: bits per weight code}``; the other leaves (biases) stay float32.
       share_init: k-means initialisation (``"linear"``, ``"density"``, ``"random"``,
         ``"kmeans++"``) or ``"uniform"``.
@@ -142,7 +143,7 @@ class CompressConfig:
     prune_epochs: int = 60
     prune_lr: float = 0.05
     prune_weight_decay: float = 1e-4
-    load_balance_pes: int | None = None
+    load_balance_pes: int | Mapping[str, int] | None = None
     bits: Mapping[str, int] = dataclasses.field(default_factory=dict)
     share_init: str = "linear"
     kmeans_iters: int = 50
@@ -181,11 +182,19 @@ class CompressConfig:
                 f"prune_fractions must increase within (0, 1] and end at 1.0, got {fr}"
             )
         lb = self.load_balance_pes
-        if lb is not None and (not isinstance(lb, int) or isinstance(lb, bool) or lb < 1):
-            raise ValueError(
-                f"load_balance_pes must be None (plain magnitude pruning) or an int >= 1 "
-                f"(the number of EIE PEs to balance for), got {lb!r}"
-            )
+        lbs = lb.items() if isinstance(lb, Mapping) else [] if lb is None else [("", lb)]
+        for p, n in lbs:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ValueError(
+                    f"load_balance_pes{'[' + repr(p) + ']' if p else ''} must be an int >= 1 "
+                    f"(the number of EIE PEs to balance for; None: plain magnitude pruning), "
+                    f"got {n!r}"
+                )
+            if p and p not in self.sparsity:
+                raise ValueError(
+                    f"load_balance_pes names {p!r}, which is not pruned; pruned layers: "
+                    f"{sorted(self.sparsity)}"
+                )
         if self.epochs_per_step < 1:
             raise ValueError(f"epochs_per_step must be >= 1, got {self.epochs_per_step}")
         need = (len(fr) - 1) * self.epochs_per_step + 1
@@ -211,6 +220,8 @@ class CompressConfig:
         d["sparsity"] = dict(self.sparsity)
         d["bits"] = dict(self.bits)
         d["index_bits"] = dict(self.index_bits)
+        if isinstance(self.load_balance_pes, Mapping):
+            d["load_balance_pes"] = dict(self.load_balance_pes)
         d["prune_fractions"] = list(self.prune_fractions)
         return d
 
@@ -326,12 +337,17 @@ def prune_stage(
     }
     total = config.prune_epochs * steps_per_epoch
     inner = default_optimizer(config.prune_lr, steps=total, weight_decay=config.prune_weight_decay)
-    criterion: Any = "magnitude"
-    if config.load_balance_pes is not None:
+
+    def balanced(n: int) -> Callable:
         # EIE rows are outputs: the last axis of a Flax kernel (in, out) or (kh, kw, in, out)
-        criterion = functools.partial(
-            load_balanced_mask, num_pes=config.load_balance_pes, row_axis=-1
-        )
+        return functools.partial(load_balanced_mask, num_pes=n, row_axis=-1)
+
+    lb = config.load_balance_pes
+    criterion: Any = "magnitude"
+    if isinstance(lb, Mapping):
+        criterion = {p: balanced(lb[p]) if p in lb else "magnitude" for p in config.sparsity}
+    elif lb is not None:
+        criterion = balanced(lb)
     tx = prune(inner, sched, criterion)
     params, state, history = fit(
         apply,

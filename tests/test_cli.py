@@ -46,6 +46,8 @@ def test_parse_layer_values_errors_name_the_flag(text, match):
         (["--prune-epochs", "2"], "prune_epochs"),
         (["--prune-fractions", "0.5,x"], "--prune-fractions"),
         (["--load-balance-pes", "0"], "load_balance_pes"),
+        (["--load-balance-pes", "x"], "--load-balance-pes"),
+        (["--load-balance-pes", "fc9=4"], "--load-balance-pes: unknown layer"),
     ],
 )
 def test_compress_bad_flags_exit_2_with_a_message(extra, match, tmp_path, capsys):

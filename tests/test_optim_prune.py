@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from jaxcomp import optim, schedules
-from jaxcomp.prune import load_balanced_mask
+from jaxcomp.prune import load_balanced_mask, magnitude_mask
 from jaxcomp.tree import leaves_with_paths
 
 
@@ -321,3 +321,24 @@ def test_mask_gradients_off_still_keeps_exact_zeros():
     mu_d = np.asarray(state_default.inner_state[0].mu["fc1"]["kernel"])
     m_d = np.asarray(state_default.masks["fc1"]["kernel"])
     assert (mu_d[~m_d] == 0).all()
+
+
+def test_per_leaf_criteria():
+    """A criterion mapping: each layer pruned by its own kernel, one entry per selected leaf."""
+    params = _params()
+    g = jax.tree.map(jnp.ones_like, params)
+    lba = functools.partial(load_balanced_mask, num_pes=4)
+    tx = optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba, "fc2/kernel": "magnitude"})
+    _, s = jax.jit(tx.update)(g, tx.init(params), params)
+    per_pe = [int(s.masks["fc1"]["kernel"][:, k::4].sum()) for k in range(4)]
+    assert sum(per_pe) == 60 and max(per_pe) - min(per_pe) <= 1
+    np.testing.assert_array_equal(s.masks["fc1"]["kernel"], lba(params["fc1"]["kernel"], 0.5))
+    np.testing.assert_array_equal(
+        s.masks["fc2"]["kernel"], magnitude_mask(params["fc2"]["kernel"], 0.5)
+    )
+    with pytest.raises(ValueError, match="one entry per selected leaf"):
+        optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba}).init(params)
+    with pytest.raises(ValueError, match=r"criterion\['fc1/kernel'\].*global"):
+        optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": "global", "fc2/kernel": "magnitude"})
+    with pytest.raises(ValueError, match=r"criterion\['fc2/kernel'\] must be one of"):
+        optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba, "fc2/kernel": "bogus"})

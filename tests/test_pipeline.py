@@ -176,6 +176,8 @@ def test_default_configs_are_the_thesis_settings():
         ({"model": "lenet-300-100", "prune_fractions": (0.5, 0.9)}, "prune_fractions"),
         ({"model": "lenet-300-100", "load_balance_pes": 0}, "load_balance_pes"),
         ({"model": "lenet-300-100", "load_balance_pes": 4.0}, "load_balance_pes"),
+        ({"model": "lenet-300-100", "load_balance_pes": {"fc1/kernel": 0}}, "load_balance_pes"),
+        ({"model": "lenet-300-100", "load_balance_pes": {"fc9/kernel": 8}}, "not pruned"),
     ],
 )  # fmt: skip
 def test_bad_configs_raise_naming_the_field(kw, match):
@@ -190,3 +192,30 @@ def test_load_dcz_model_rejects_files_without_a_model_name(tmp_path):
     save_compressed(f, {"b": np.ones(2, np.float32)}, {}, {})
     with pytest.raises(ValueError, match="names model None"):
         load_dcz_model(f)
+
+
+def test_prune_stage_balances_only_the_layers_named(mnist_dir):
+    """load_balance_pes={"fc1/kernel": 8}: fc1 keeps equal non-zeros per PE group (DESIGN
+    §4.1), fc2 and fc3 are pruned by plain magnitude; every layer at its exact sparsity."""
+    from jaxcomp.models import make_model
+    from jaxcomp.pipeline import prune_stage
+    from jaxcomp.train import functional
+
+    data = load_mnist(mnist_dir.parent)
+    data = data._replace(x_train=data.x_train[:1024], y_train=data.y_train[:1024])
+    cfg = default_config(
+        "lenet-300-100",
+        load_balance_pes={"fc1/kernel": 8},
+        prune_epochs=2,
+        epochs_per_step=1,
+        prune_fractions=(0.5, 1.0),
+    )
+    apply, params = functional(make_model("lenet-300-100", seed=0))
+    pruned, _ = prune_stage(apply, params, data, cfg, progress=False)
+    for layer in ("fc1", "fc2", "fc3"):
+        w = np.asarray(pruned[layer]["kernel"])
+        assert np.count_nonzero(w == 0) == math.floor(cfg.sparsity[f"{layer}/kernel"] * w.size)
+    w = np.asarray(pruned["fc1"]["kernel"])  # (in, out): PE k holds outputs k, k + 8, ...
+    per_pe = [np.count_nonzero(w[:, k::8]) for k in range(8)]
+    # 300 outputs over 8 PEs: groups 0-3 hold 38 rows, 4-7 hold 37; equal quotas (+-1)
+    assert max(per_pe) - min(per_pe) <= 1, per_pe
