@@ -216,8 +216,10 @@ def prune(
     def is_sparsity_for(c: Any) -> bool:
         return isinstance(c, str) and c in ("magnitude", "global")
 
+    # one scalar schedule shared by a criterion mapping is a sparsity as soon as one leaf
+    # reads it as one ("magnitude"), so it is checked as a sparsity then
     is_sparsity = (
-        all(is_sparsity_for(v) for v in criteria.values())
+        any(is_sparsity_for(v) for v in criteria.values())
         if per_leaf_criterion
         else is_sparsity_for(criterion)
     )

@@ -342,3 +342,17 @@ def test_per_leaf_criteria():
         optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": "global", "fc2/kernel": "magnitude"})
     with pytest.raises(ValueError, match=r"criterion\['fc2/kernel'\] must be one of"):
         optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba, "fc2/kernel": "bogus"})
+
+
+def test_per_leaf_criteria_with_one_scalar_schedule_check_the_sparsity():
+    """A criterion mapping with one scalar schedule: the scalar is a sparsity for the leaves
+    pruned by "magnitude", so it must lie in [0, 1] as it does with criterion="magnitude"."""
+    lba = functools.partial(load_balanced_mask, num_pes=4)
+    for crit in (
+        {"fc1/kernel": "threshold", "fc2/kernel": "magnitude"},
+        {"fc1/kernel": lba, "fc2/kernel": "magnitude"},
+    ):
+        with pytest.raises(ValueError, match=r"schedule: a sparsity must lie in \[0, 1\]"):
+            optim.prune(optax.sgd(0.1), 1.5, crit)
+    # a quality above 1 stays fine where no leaf reads the schedule as a sparsity
+    optim.prune(optax.sgd(0.1), 1.5, {"fc1/kernel": "threshold", "fc2/kernel": "threshold"})
