@@ -184,6 +184,8 @@ def _inputs(x: Any, net: Network, name: str = "x") -> np.ndarray:
             f"{name} must be (batch, {n0}) inputs of {net.names[0]} (images are flattened), "
             f"got shape {np.shape(x)}"
         )
+    if not len(x):
+        raise ValueError(f"{name} must hold at least one input sample, got shape {x.shape}")
     return x
 
 
@@ -212,10 +214,12 @@ def network_forward(
         ``L`` float32 arrays ``(B, n_l)`` each layer received (what EIE broadcasts).
 
     Raises:
-        ValueError: bad ``x`` shape, ``bits`` or ``fracs`` length.
+        ValueError: bad ``x`` shape (or no sample), ``bits``, ``fracs`` length or ``batch``.
     """
     net.check()
     x = _inputs(x, net)
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an int >= 1 (inputs per compiled call), got {batch!r}")
     L = len(net.names)
     if bits is not None:
         if bits not in (8, 16, 32):
@@ -335,8 +339,6 @@ def network_sweep(
     from eie_model.sweep import _bucket, sweep
 
     x = _inputs(x, net)
-    if len(x) == 0:
-        raise ValueError("x must hold at least one input sample")
     _, ins = network_forward(net, x)
     L, S = len(net.names), len(x)
     bar = None

@@ -193,3 +193,14 @@ def test_docstring_examples_run():
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
     assert nw.__all__ == sorted(nw.__all__)
+
+
+def test_empty_inputs_and_bad_batch_raise_naming_the_argument():
+    net = _net()
+    empty = np.zeros((0, 20), np.float32)
+    with pytest.raises(ValueError, match="x must hold at least one"):
+        network_forward(net, empty)
+    with pytest.raises(ValueError, match="x must hold at least one"):
+        calibrate_fracs(net, empty, 16)
+    with pytest.raises(ValueError, match="batch must be an int >= 1"):
+        network_forward(net, _x(), batch=0)
