@@ -95,7 +95,8 @@ def run(args: argparse.Namespace, log=print) -> dict:
         auto = Path("runs") / "baselines" / MODEL
         baseline = auto if (auto / "params").exists() and not args.small else None
     if baseline is None:  # one dense model for every variant, trained once and kept in OUT
-        baseline = out / "baseline"
+        # (--small's own: a full run in the same OUT must not take the tiny one as its dense model)
+        baseline = out / ("baseline-small" if args.small else "baseline")
         if not (baseline / "params").exists():
             _, _, err = train_baseline(
                 MODEL, data, epochs=args.dense_epochs, out=baseline, progress=args.progress
@@ -253,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline",
         default=None,
         help="dense baseline folder (default: runs/baselines/lenet-300-100 when present, "
-        "else one is trained into OUT/baseline)",
+        "else one is trained into OUT/baseline, OUT/baseline-small with --small)",
     )
     p.add_argument("--dense-epochs", type=int, default=None, help="when training the baseline")
     p.add_argument(

@@ -69,3 +69,36 @@ def test_summary_reports_speedup_lines(result):
     _, res, ex = result
     text = ex.summary(res)
     assert "speedup" in text and "keep1x-lb" in text and text.count("\n| keep1x") == 2
+
+
+@pytest.mark.parametrize("small", [True, False])
+def test_small_and_full_runs_in_one_out_do_not_share_a_dense_baseline(tmp_path, monkeypatch, small):
+    """--small trains "its own small dense baseline": a full run in the same OUT must not pick
+    up the small one (2 epochs on 4,096 images) as its dense model, nor the other way round."""
+    from jaxcomp.data import MNIST
+
+    ex = _load("codesign")
+    z = np.zeros((8, 28, 28), np.float32)
+    y = np.zeros(8, np.int32)
+    monkeypatch.setattr(ex, "load_mnist", lambda d: MNIST(z, y, z, y, "full"))
+    monkeypatch.chdir(tmp_path)  # no runs/baselines/ here
+    trained = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model, data, *, epochs, out, progress):
+        trained.append(Path(out))
+        raise Stop
+
+    monkeypatch.setattr(ex, "train_baseline", fake_train)
+    out = tmp_path / "out"
+    other = ["--small"] if not small else []
+    # the other kind of run trained a baseline into OUT before
+    argv = ["--out", str(out), "--no-progress"]
+    with pytest.raises(Stop):
+        ex.main(argv + other)
+    (trained[0] / "params").mkdir(parents=True)
+    with pytest.raises(Stop):
+        ex.main(argv + (["--small"] if small else []))
+    assert len(trained) == 2 and trained[1] != trained[0]
