@@ -40,8 +40,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-from eie_model.functional import _sat_add, frac_bits_for, quantize_fixed, spmv_fixed, spmv_float
+from eie_model.functional import (
+    _mul_round_sat,
+    _sat_add,
+    frac_bits_for,
+    quantize_fixed,
+    spmv_float,
+)
 from eie_model.layers import Layer, validate_layer
 
 __all__ = [
@@ -161,18 +168,28 @@ def _float_layer(codes, codebook, bias, a, *, relu):
 
 
 @partial(jax.jit, static_argnames=("bits", "relu"))
-def _fixed_layer(codes, codebook, bias, a, fa, fy, *, bits, relu):
-    def one(v):
-        r = spmv_fixed(
-            codes, codebook, v, act_bits=bits, weight_bits=bits, act_frac=fa, out_frac=fy
-        )
-        return r.y_int
+def _fixed_layer(codes, codebook, bias, qa, fa, fy, *, bits, relu):
+    """``(B, n) int32`` activations at ``fa`` fraction bits -> ``(B, m) int32`` at ``fy``.
 
-    acc = jax.vmap(one)(a)
+    :func:`eie_model.functional.spmv_fixed`'s arithmetic on integer activations: the previous
+    layer's accumulators go on as they are (a float32 round trip would drop the low bits of
+    32-bit values).
+    """
+    fw = frac_bits_for(codebook, bits)
+    qw = quantize_fixed(codebook, bits, fw)[codes].T  # (n, m)
+    shift = fw + fa - fy
+
+    def one(q):
+        def step(acc, xs):
+            w_col, a = xs
+            p = _mul_round_sat(w_col, jnp.broadcast_to(a, w_col.shape), shift, bits)
+            return jnp.where(a != 0, _sat_add(acc, p, bits), acc), None
+
+        return lax.scan(step, jnp.zeros(codes.shape[0], jnp.int32), (qw, q))[0]
+
+    acc = jax.vmap(one)(qa)
     acc = _sat_add(acc, quantize_fixed(bias, bits, fy)[None, :], bits)
-    if relu:
-        acc = jnp.maximum(acc, 0)
-    return jnp.ldexp(acc.astype(jnp.float32), -fy)
+    return jnp.maximum(acc, 0) if relu else acc
 
 
 def _inputs(x: Any, net: Network, name: str = "x") -> np.ndarray:
@@ -231,14 +248,17 @@ def network_forward(
     outs = []
     for lo in range(0, len(x), batch):
         a = jnp.asarray(x[lo : lo + batch])
+        if bits is not None:  # fixed point: the integers go from layer to layer
+            q = quantize_fixed(a, bits, fracs[0])
         for i in range(L):
             ins[i].append(np.asarray(a))
             relu = i < L - 1
-            args = (net.codes[i], net.codebooks[i], net.biases[i], a)
+            args = (net.codes[i], net.codebooks[i], net.biases[i])
             if bits is None:
-                a = _float_layer(*args, relu=relu)
+                a = _float_layer(*args, a, relu=relu)
             else:
-                a = _fixed_layer(*args, fracs[i], fracs[i + 1], bits=bits, relu=relu)
+                q = _fixed_layer(*args, q, fracs[i], fracs[i + 1], bits=bits, relu=relu)
+                a = jnp.ldexp(q.astype(jnp.float32), -fracs[i + 1])
         outs.append(np.asarray(a))
     return np.concatenate(outs), [np.concatenate(v) for v in ins]
 

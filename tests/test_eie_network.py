@@ -204,3 +204,43 @@ def test_empty_inputs_and_bad_batch_raise_naming_the_argument():
         calibrate_fracs(net, empty, 16)
     with pytest.raises(ValueError, match="batch must be an int >= 1"):
         network_forward(net, _x(), batch=0)
+
+
+def test_fixed_32_bit_layers_pass_their_integers_on_exactly():
+    """bits=32: the next layer gets the previous one's 32-bit accumulators, not their float32
+    rounding (24-bit mantissa). Layer a: y0 = 2**25 + 1, y1 = 2**25 (exact integers at 0
+    fraction bits); layer b: y0 - y1 = 1 (0 when y0 is rounded to float32 on the way)."""
+    book = np.array([0, 1.0, -1.0, 0], np.float32)
+    net = Network(
+        ("a", "b"),
+        (np.array([[1, 1], [1, 0]], np.uint8), np.array([[1, 2]], np.uint8)),
+        (book, book),
+        (np.zeros(2, np.float32), np.zeros(1, np.float32)),
+    )
+    x = np.array([[2.0**25, 1.0]], np.float32)
+    out, _ = network_forward(net, x, bits=32, fracs=(0, 0, 0))
+    assert out.tolist() == [[1.0]]
+    # 16 bits: the same chain in range, under jit inside network_forward
+    out, _ = network_forward(net, np.array([[2.0**10, 1.0]], np.float32), bits=16, fracs=(0, 0, 0))
+    assert out.tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_fixed_forward_is_spmv_fixed_layer_after_layer(bits):
+    """In range of float32 (bits <= 16) every layer is spmv_fixed of the previous layer's output
+    (bias added with saturation, ReLU after all but the last), bit for bit, under jit."""
+    from functools import partial
+
+    from eie_model.functional import quantize_fixed, spmv_fixed
+
+    net, x = _net(), _x(batch=5)
+    fracs = calibrate_fracs(net, x, bits)
+    out, ins = network_forward(net, x, bits=bits, fracs=fracs)
+    f = jax.jit(partial(spmv_fixed, act_bits=bits, weight_bits=bits))
+    for i in range(3):
+        y = jax.vmap(lambda v, i=i: f(net.codes[i], net.codebooks[i], v, act_frac=fracs[i],
+                                      out_frac=fracs[i + 1]).y_int)(ins[i])  # fmt: skip
+        b = np.asarray(quantize_fixed(net.biases[i], bits, fracs[i + 1]), np.int64)
+        acc = np.clip(np.asarray(y, np.int64) + b, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        want = np.ldexp(np.maximum(acc, 0) if i < 2 else acc, -fracs[i + 1]).astype(np.float32)
+        np.testing.assert_array_equal(ins[i + 1] if i < 2 else out, want, err_msg=f"layer {i}")
