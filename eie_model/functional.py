@@ -228,6 +228,25 @@ def _sat_add(x, y, bits: int):
     return jnp.where(wrapped, jnp.where(x >= 0, jnp.int32(2**31 - 1), jnp.int32(-(2**31))), s)
 
 
+def _accumulate(qw, qa, shift, bits: int):
+    """EIE's column-by-column MAC loop in integers: ``(n, m)`` quantized weights (transposed
+    codebook lookup) times ``(n,)`` quantized activations -> ``(m,)`` int32 accumulators.
+
+    Each product is rounded and shifted by ``shift`` (``weight_frac + act_frac - out_frac``)
+    and saturated to ``bits``; zero activations are skipped (never broadcast); the sum
+    saturates. Shared by :func:`spmv_fixed` and :mod:`eie_model.network`, whose layers pass
+    their integer accumulators on to the next layer.
+    """
+
+    def step(acc, xs):
+        w_col, a = xs
+        p = _mul_round_sat(w_col, jnp.broadcast_to(a, w_col.shape), shift, bits)
+        return jnp.where(a != 0, _sat_add(acc, p, bits), acc), None
+
+    acc, _ = lax.scan(step, jnp.zeros(qw.shape[1], jnp.int32), (qw, qa))
+    return acc
+
+
 class FixedResult(NamedTuple):
     """Output of ``spmv_fixed``.
 
@@ -298,16 +317,7 @@ def spmv_fixed(
     fy = fa if out_frac is None else jnp.asarray(out_frac, jnp.int32)
     qcb = quantize_fixed(codebook, weight_bits, fw)
     qa = quantize_fixed(act, act_bits, fa)
-    qw = qcb[codes].T  # (n, m)
-    shift = fw + fa - fy
-
-    def step(acc, xs):
-        w_col, a = xs
-        p = _mul_round_sat(w_col, jnp.broadcast_to(a, w_col.shape), shift, act_bits)
-        return jnp.where(a != 0, _sat_add(acc, p, act_bits), acc), None
-
-    acc0 = jnp.zeros(codes.shape[0], jnp.int32)
-    acc, _ = lax.scan(step, acc0, (qw, qa))
+    acc = _accumulate(qcb[codes].T, qa, fw + fa - fy, act_bits)
     if bias_codes is not None:
         qb = qcb[bias_codes]
         p = _mul_round_sat(qb, jnp.ones_like(qb), fw - fy, act_bits)  # times exactly 1.0

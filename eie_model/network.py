@@ -40,10 +40,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from eie_model.functional import (
-    _mul_round_sat,
+    _accumulate,
     _sat_add,
     frac_bits_for,
     quantize_fixed,
@@ -177,15 +176,9 @@ def _fixed_layer(codes, codebook, bias, qa, fa, fy, *, bits, relu):
     """
     fw = frac_bits_for(codebook, bits)
     qw = quantize_fixed(codebook, bits, fw)[codes].T  # (n, m)
-    shift = fw + fa - fy
 
     def one(q):
-        def step(acc, xs):
-            w_col, a = xs
-            p = _mul_round_sat(w_col, jnp.broadcast_to(a, w_col.shape), shift, bits)
-            return jnp.where(a != 0, _sat_add(acc, p, bits), acc), None
-
-        return lax.scan(step, jnp.zeros(codes.shape[0], jnp.int32), (qw, q))[0]
+        return _accumulate(qw, q, fw + fa - fy, bits)
 
     acc = jax.vmap(one)(qa)
     acc = _sat_add(acc, quantize_fixed(bias, bits, fy)[None, :], bits)
