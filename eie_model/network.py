@@ -341,7 +341,8 @@ def network_sweep(
         ``cycles:<name>`` per layer.
 
     Raises:
-        ValueError: bad ``x`` (see :func:`network_forward`) or ``configs`` (see ``sweep``).
+        ValueError: bad ``x`` (see :func:`network_forward`), ``configs`` (see ``sweep``), or
+            ``code_bits`` among ``sweep_kwargs`` (it comes from each layer's codebook).
 
     Example::
 
@@ -351,6 +352,11 @@ def network_sweep(
     from eie_model.cycles import prepare_layer
     from eie_model.sweep import _bucket, sweep
 
+    if "code_bits" in sweep_kwargs:
+        raise ValueError(
+            "network_sweep: code_bits comes from each layer's codebook; do not pass it in "
+            "sweep_kwargs"
+        )
     x = _inputs(x, net)
     _, ins = network_forward(net, x)
     L, S = len(net.names), len(x)
@@ -395,7 +401,10 @@ def network_sweep(
         frames_per_s=1.0 / time_s,
         mac_efficiency=out["useful_macs"] / cyc_n,
         load_efficiency=out["busy_total"] / cyc_n,
-        load_balance=out["busy_total"] / np.maximum(out["busy_max"] * n, 1e-12),
+        # a network with no work at all is perfectly balanced (as sweep() reports a layer)
+        load_balance=np.where(
+            out["busy_max"] > 0, out["busy_total"] / np.maximum(out["busy_max"] * n, 1e-12), 1.0
+        ),
     )
     out["gops_per_w"] = out["gops"] / out["power_w"]
     for i, name in enumerate(net.names):

@@ -94,9 +94,11 @@ def run(args: argparse.Namespace, log=print) -> dict:
     if baseline is None:
         auto = Path("runs") / "baselines" / MODEL
         baseline = auto if (auto / "params").exists() and not args.small else None
-    if baseline is None:  # one dense model for every variant, trained once and kept in OUT
-        # (--small's own: a full run in the same OUT must not take the tiny one as its dense model)
-        baseline = out / ("baseline-small" if args.small else "baseline")
+    if baseline is None:  # one dense model for every variant, trained once and kept in OUT,
+        # named by what it was trained on: another run in the same OUT (--small, --train-limit,
+        # --dense-epochs) gets its own instead of silently reusing one made differently
+        epochs = "recipe" if args.dense_epochs is None else args.dense_epochs
+        baseline = out / f"baseline-{len(data.x_train)}img-{epochs}ep"
         if not (baseline / "params").exists():
             _, _, err = train_baseline(
                 MODEL, data, epochs=args.dense_epochs, out=baseline, progress=args.progress
@@ -254,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline",
         default=None,
         help="dense baseline folder (default: runs/baselines/lenet-300-100 when present, "
-        "else one is trained into OUT/baseline, OUT/baseline-small with --small)",
+        "else one is trained into OUT/baseline-<images>img-<epochs>ep)",
     )
     p.add_argument("--dense-epochs", type=int, default=None, help="when training the baseline")
     p.add_argument(

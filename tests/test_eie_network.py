@@ -244,3 +244,16 @@ def test_fixed_forward_is_spmv_fixed_layer_after_layer(bits):
         acc = np.clip(np.asarray(y, np.int64) + b, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
         want = np.ldexp(np.maximum(acc, 0) if i < 2 else acc, -fracs[i + 1]).astype(np.float32)
         np.testing.assert_array_equal(ins[i + 1] if i < 2 else out, want, err_msg=f"layer {i}")
+
+
+def test_network_sweep_without_work_and_code_bits_clash():
+    """A network whose inputs are all zero does no work: balance 1.0 as sweep() reports a
+    layer; code_bits in the sweep arguments is refused by name."""
+    net = _net()
+    t = network_sweep(net, np.zeros((1, 20), np.float32), {"n_pes": [2]})
+    assert t["busy_total"][0] == 0 and t["load_balance"][0] == 1.0  # nothing broadcast
+    zero = net._replace(codes=tuple(np.zeros_like(c) for c in net.codes))
+    t = network_sweep(zero, _x(batch=1), {"n_pes": [2]})
+    assert t["busy_total"][0] == 0 and t["load_balance"][0] == 1.0
+    with pytest.raises(ValueError, match="code_bits"):
+        network_sweep(net, _x(batch=1), {"n_pes": [2]}, code_bits=4)
