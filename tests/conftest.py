@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -47,3 +48,17 @@ def mnist_dir(real_data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def eie_layer_path(real_data_dir: Path) -> Path:
     return _need(real_data_dir / "eie-layer" / "layer.npz", "EIE real layer")
+
+
+@pytest.fixture(scope="session")
+def load_example():
+    """``load_example(name)``: import ``examples/<name>.py`` (not a package) as a module."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -204,14 +204,8 @@ def test_bad_input():
 
 
 @pytest.mark.slow
-def test_precision_example_runs(mnist_dir):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "eie_precision.py"
-    spec = importlib.util.spec_from_file_location("eie_precision", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_precision_example_runs(mnist_dir, load_example):
+    mod = load_example("eie_precision")
     # "allow": jaxcomp.quantize.kmeans_fit (issue 4, as merged here) broadcasts (n,) against
     # (k, 1) in _segment_means, which the suite's rank-promotion="raise" rejects.
     with jax.numpy_rank_promotion("allow"):

@@ -3,7 +3,6 @@ what it says: equal sparsity, load-balanced non-zeros per PE, accuracy on EIE = 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,19 +11,10 @@ import pytest
 
 from eie_model import load_dcz_network
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
-def result(mnist_dir, tmp_path_factory):
-    ex = _load("codesign")
+def result(mnist_dir, tmp_path_factory, load_example):
+    ex = load_example("codesign")
     out = tmp_path_factory.mktemp("codesign")
     argv = ["--small", "--keep-scales", "1", "--train-limit", "2048", "--test-limit", "2000",
             "--out", str(out), "--data-dir", str(mnist_dir.parent), "--no-progress"]  # fmt: skip
@@ -72,12 +62,14 @@ def test_summary_reports_speedup_lines(result):
 
 
 @pytest.mark.parametrize("small", [True, False])
-def test_small_and_full_runs_in_one_out_do_not_share_a_dense_baseline(tmp_path, monkeypatch, small):
+def test_small_and_full_runs_in_one_out_do_not_share_a_dense_baseline(
+    tmp_path, monkeypatch, small, load_example
+):
     """--small trains "its own small dense baseline": a full run in the same OUT must not pick
     up the small one (2 epochs on 4,096 images) as its dense model, nor the other way round."""
     from jaxcomp.data import MNIST
 
-    ex = _load("codesign")
+    ex = load_example("codesign")
     z = np.zeros((8, 28, 28), np.float32)
     y = np.zeros(8, np.int32)
     monkeypatch.setattr(ex, "load_mnist", lambda d: MNIST(z, y, z, y, "full"))

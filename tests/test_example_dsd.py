@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_dsd_example_small(mnist_dir, tmp_path, capsys):
-    ex = _load("dsd_mnist")
+def test_dsd_example_small(mnist_dir, tmp_path, capsys, load_example):
+    ex = load_example("dsd_mnist")
     out = tmp_path / "dsd.json"
     rc = ex.main(
         [

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.mark.slow
-def test_quantize_example_small(mnist_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "quantize_lenet300", ROOT / "examples" / "quantize_lenet300.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_quantize_example_small(mnist_dir, tmp_path, load_example):
+    mod = load_example("quantize_lenet300")
     out = tmp_path / "res.json"
     res = mod.main(
         [

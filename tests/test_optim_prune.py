@@ -281,15 +281,9 @@ def test_l1_l2_transforms_match_autodiff_of_the_penalties():
         optim.add_l1_regularization(-1.0)
 
 
-def test_prune_lenet300_example_small(mnist_dir, tmp_path, capsys):
+def test_prune_lenet300_example_small(mnist_dir, tmp_path, capsys, load_example):
     """The README's example end to end at a small size: exact per-layer targets, exact zeros."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "prune_lenet300.py"
-    spec = importlib.util.spec_from_file_location("prune_lenet300", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_example("prune_lenet300")
     out = mod.main(
         [
             "--data-dir", str(mnist_dir.parent),
