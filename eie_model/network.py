@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eie_model.cycles import prepare_layer
 from eie_model.functional import (
     _accumulate,
     _sat_add,
@@ -49,6 +50,7 @@ from eie_model.functional import (
     spmv_float,
 )
 from eie_model.layers import Layer, validate_layer
+from eie_model.sweep import CONFIG_FIELDS, ENERGY_COLUMNS, _bucket, sweep
 
 __all__ = [
     "Network",
@@ -284,8 +286,9 @@ def calibrate_fracs(net: Network, x: Any, bits: int) -> tuple[int, ...]:
     return tuple(int(frac_bits_for(jnp.float32(m), bits)) for m in maxima)
 
 
-#: Sweep columns summed over layers (then averaged over samples).
-_ADDITIVE = (
+#: Sweep columns summed over layers (then averaged over samples): the counters, the latency,
+#: and the energy with its parts (the ``*_j`` columns of the energy model).
+_ADDITIVE: tuple[str, ...] = (
     "cycles",
     "latency_us",
     "useful_macs",
@@ -296,15 +299,7 @@ _ADDITIVE = (
     "starvation_cycles",
     "busy_total",
     "busy_max",
-    "energy_j",
-    "spmat_j",
-    "pointer_j",
-    "arith_j",
-    "actrw_j",
-    "queue_j",
-    "broadcast_j",
-    "static_j",
-)
+) + tuple(c for c in ENERGY_COLUMNS if c.endswith("_j"))
 
 
 def network_sweep(
@@ -349,9 +344,6 @@ def network_sweep(
         >>> t = network_sweep(net, x_test[:8], grid(n_pes=[16, 32, 64]))  # doctest: +SKIP
         >>> t["latency_us"], t["energy_j"]  # doctest: +SKIP
     """
-    from eie_model.cycles import prepare_layer
-    from eie_model.sweep import _bucket, sweep
-
     if "code_bits" in sweep_kwargs:
         raise ValueError(
             "network_sweep: code_bits comes from each layer's codebook; do not pass it in "
@@ -387,8 +379,6 @@ def network_sweep(
                 bar.update()
     if bar is not None:
         bar.close()
-    from eie_model.sweep import CONFIG_FIELDS
-
     out: dict[str, np.ndarray] = {k: np.asarray(base[k]) for k in CONFIG_FIELDS}
     out.update(acc)
     n = out["n_pes"].astype(np.float64)
