@@ -3,7 +3,7 @@
 Both steps use the same inner optimizer (SGD + Nesterov momentum + weight decay, the baseline
 recipe) and the same batches (128 MNIST-shaped inputs); the pruned step runs jaxcomp's
 ``prune`` wrapper at a constant 92% sparsity, in steady state (masks computed, the ``lax.cond``
-takes the cheap branch). Each is measured twice: as ``jaxcomp.train.make_train_step`` builds it
+takes the cheap branch). Each is measured twice: as ``jaxcomp.zoo.make_train_step`` builds it
 (no buffer donation: every step writes fresh params and optimizer state, including the masks)
 and with ``donate_argnums`` (params and state updated in place, as production loops do). The
 steps are timed interleaved in alternating order, best of many rounds (the CPU is shared), and
@@ -24,9 +24,9 @@ import numpy as np
 import optax
 
 from jaxcomp import schedules
-from jaxcomp.models import make_model
-from jaxcomp.optim import prune
-from jaxcomp.train import default_optimizer, functional, make_train_step
+from jaxcomp.pruning import prune
+from jaxcomp.zoo.models import make_model
+from jaxcomp.zoo.train import default_optimizer, functional, make_train_step
 
 
 def _donated_step(apply, tx):

@@ -1,6 +1,6 @@
 """Weight-sharing fine-tuning step vs a dense step on LeNet-300-100 (issue 4, goal <= 1.15x).
 
-Both steps are ``jaxcomp.make_train_step`` (forward, backward, optimizer, apply) on the same
+Both steps are ``jaxcomp.zoo.make_train_step`` (forward, backward, optimizer, apply) on the same
 batch, SGD with momentum; the shared one wraps it in ``share_weights(..., bits=6)`` on every
 kernel (centroid gradients by one scatter-add per kernel, centroid update, ``codebook[codes]``).
 The two are timed interleaved, many steps each; the ratio of the median per-step times is the
@@ -32,6 +32,7 @@ def _time(step, params, state, x, y, n):
 
 def main(argv: list[str] | None = None) -> float:
     import jaxcomp
+    import jaxcomp.zoo
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
@@ -40,15 +41,15 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args(argv)
 
-    apply, params = jaxcomp.functional(jaxcomp.LeNet300100(rngs=nnx.Rngs(0)))
+    apply, params = jaxcomp.zoo.functional(jaxcomp.zoo.LeNet300100(rngs=nnx.Rngs(0)))
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((args.batch, 28, 28)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, args.batch), jnp.int32)
 
     dense_tx = optax.sgd(1e-2, momentum=0.9)
     share_tx = jaxcomp.share_weights(optax.sgd(1e-3, momentum=0.9), bits=args.bits)
-    dense_step = jaxcomp.make_train_step(apply, dense_tx)
-    share_step = jaxcomp.make_train_step(apply, share_tx)
+    dense_step = jaxcomp.zoo.make_train_step(apply, dense_tx)
+    share_step = jaxcomp.zoo.make_train_step(apply, share_tx)
     dense_state = dense_tx.init(params)
     share_state = share_tx.init(params)
     share_params = jaxcomp.shared_params(params, share_state)

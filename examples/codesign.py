@@ -39,9 +39,9 @@ import numpy as np
 
 from eie_model import calibrate_fracs, grid, load_dcz_network, network_forward, network_sweep
 from jaxcomp.atomic import atomic_open
-from jaxcomp.data import load_mnist
 from jaxcomp.pipeline import THESIS, compress, default_config
-from jaxcomp.train import train_baseline
+from jaxcomp.zoo.data import load_mnist
+from jaxcomp.zoo.train import train_baseline
 
 MODEL = "lenet-300-100"
 #: Sweep-table columns kept per row of the result.

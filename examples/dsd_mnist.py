@@ -26,10 +26,10 @@ import numpy as np
 from scipy import stats
 
 from jaxcomp.atomic import atomic_open
-from jaxcomp.data import MNIST, load_mnist
-from jaxcomp.models import MODELS, make_model
-from jaxcomp.optim import dsd
-from jaxcomp.train import BASELINE_RECIPES, default_optimizer, evaluate, fit, functional
+from jaxcomp.dsd import dsd
+from jaxcomp.zoo.data import MNIST, load_mnist
+from jaxcomp.zoo.models import MODELS, make_model
+from jaxcomp.zoo.train import BASELINE_RECIPES, default_optimizer, evaluate, fit, functional
 
 
 def run_pair(

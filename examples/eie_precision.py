@@ -32,10 +32,10 @@ import numpy as np
 import optax
 
 from eie_model.functional import frac_bits_for, spmv_fixed, spmv_float
-from jaxcomp.data import load_mnist
-from jaxcomp.models import make_model
 from jaxcomp.quantize import kmeans_fit
-from jaxcomp.train import default_optimizer, evaluate, fit, functional
+from jaxcomp.zoo.data import load_mnist
+from jaxcomp.zoo.models import make_model
+from jaxcomp.zoo.train import default_optimizer, evaluate, fit, functional
 
 KEEP = {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26}
 LAYERS = ("fc1", "fc2", "fc3")

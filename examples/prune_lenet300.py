@@ -1,6 +1,6 @@
 """Iterative magnitude pruning of LeNet-300-100 on MNIST to ~8% of its weights (thesis Table 3.2).
 
-Starts from the dense baseline (``python -m jaxcomp.train --model lenet-300-100 --out DIR``;
+Starts from the dense baseline (``python -m jaxcomp.zoo.train --model lenet-300-100 --out DIR``;
 trained here with the same recipe when ``--baseline`` does not exist), then retrains it with
 jaxcomp's ``prune`` optax wrapper around SGD + Nesterov momentum + L2 weight decay. The per-layer
 targets are the thesis' (fc1 92%, fc2 91%, fc3 74% pruned, i.e. 8% / 9% / 26% kept), reached in
@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.atomic import atomic_open
-from jaxcomp.data import load_mnist
-from jaxcomp.optim import sparsity_summary
 from jaxcomp.pipeline import default_config, prune_stage
+from jaxcomp.pruning import sparsity_summary
 from jaxcomp.sensitivity import plot_sensitivity, sensitivity_sweep
-from jaxcomp.train import evaluate, load_baseline, train_baseline
+from jaxcomp.zoo.data import load_mnist
+from jaxcomp.zoo.train import evaluate, load_baseline, train_baseline
 
 MODEL = "lenet-300-100"
 #: Fraction of each layer pruned in the thesis (Table 3.2: 8%, 9%, 26% of the weights kept).

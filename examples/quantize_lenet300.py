@@ -1,6 +1,6 @@
 """Trained quantization of the 12x-pruned LeNet-300-100 on MNIST (thesis §4.2, Figs 4.10, 4.12).
 
-1. Loads the dense baseline (``python -m jaxcomp.train --model lenet-300-100 --out DIR``;
+1. Loads the dense baseline (``python -m jaxcomp.zoo.train --model lenet-300-100 --out DIR``;
    trained with the same recipe when ``--baseline`` does not exist).
 2. Prunes it to the thesis' 8% / 9% / 26% kept (the recipe of ``examples/prune_lenet300.py``:
    ``prune`` around SGD + Nesterov + L2, 5 iterative steps); the pruned params are cached in
@@ -30,10 +30,11 @@ import optax
 
 from jaxcomp import schedules
 from jaxcomp.atomic import atomic_open
-from jaxcomp.data import load_mnist
-from jaxcomp.optim import ShareState, prune, share_weights, shared_params
+from jaxcomp.pruning import prune
 from jaxcomp.quantize import plot_codebook
-from jaxcomp.train import evaluate, fit, load_baseline, train_baseline
+from jaxcomp.sharing import ShareState, share_weights, shared_params
+from jaxcomp.zoo.data import load_mnist
+from jaxcomp.zoo.train import evaluate, fit, load_baseline, train_baseline
 
 MODEL = "lenet-300-100"
 THESIS_SPARSITY = {"fc1/kernel": 0.92, "fc2/kernel": 0.91, "fc3/kernel": 0.74}

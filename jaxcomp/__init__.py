@@ -12,15 +12,6 @@ from jaxcomp.checkpoint import latest_step
 from jaxcomp.checkpoint import restore_checkpoint
 from jaxcomp.checkpoint import save_checkpoint
 
-# data
-from jaxcomp.data import MNIST
-from jaxcomp.data import MNISTFormatError
-from jaxcomp.data import batches
-from jaxcomp.data import download_mnist
-from jaxcomp.data import load_mnist
-from jaxcomp.data import read_idx
-from jaxcomp.data import resolve_data_dir
-
 # encode
 from jaxcomp.encode import RelativeIndex
 from jaxcomp.encode import decode_relative
@@ -54,21 +45,15 @@ from jaxcomp.huffman import pack_lengths
 from jaxcomp.huffman import unpack_fixed
 from jaxcomp.huffman import unpack_lengths
 
-# models
-from jaxcomp.models import LeNet5
-from jaxcomp.models import LeNet300100
-from jaxcomp.models import make_model
-from jaxcomp.models import param_count
-
 # report
 from jaxcomp.report import CompressionReport
 from jaxcomp.report import LayerReport
 from jaxcomp.report import compression_report
 
-# optim (weight sharing)
-from jaxcomp.optim import ShareState
-from jaxcomp.optim import share_weights
-from jaxcomp.optim import shared_params
+# sharing
+from jaxcomp.sharing import ShareState
+from jaxcomp.sharing import share_weights
+from jaxcomp.sharing import shared_params
 
 # quantize
 from jaxcomp.quantize import KMeansInfo
@@ -81,20 +66,23 @@ from jaxcomp.quantize import plot_codebook
 from jaxcomp.quantize import shared_weight
 from jaxcomp.quantize import uniform_fit
 
-# optim (pruning). The factory is `jaxcomp.optim.prune`, exported here as `prune_weights` so that
-# `jaxcomp.prune` stays the mask-kernel module. Schedules: `from jaxcomp import schedules`.
-from jaxcomp.optim import DSDState
-from jaxcomp.optim import LeafSparsity
-from jaxcomp.optim import PruneState
-from jaxcomp.optim import SparsitySummary
-from jaxcomp.optim import add_l1_regularization
-from jaxcomp.optim import add_l2_regularization
-from jaxcomp.optim import apply_masks
-from jaxcomp.optim import dsd
-from jaxcomp.optim import l1_penalty
-from jaxcomp.optim import l2_penalty
-from jaxcomp.optim import prune as prune_weights
-from jaxcomp.optim import sparsity_summary
+# pruning. Schedules: `from jaxcomp import schedules`.
+from jaxcomp.pruning import LeafSparsity
+from jaxcomp.pruning import PruneState
+from jaxcomp.pruning import SparsitySummary
+from jaxcomp.pruning import apply_masks
+from jaxcomp.pruning import prune
+from jaxcomp.pruning import sparsity_summary
+
+# dsd
+from jaxcomp.dsd import DSDState
+from jaxcomp.dsd import dsd
+
+# regularizers
+from jaxcomp.regularizers import add_l1_regularization
+from jaxcomp.regularizers import add_l2_regularization
+from jaxcomp.regularizers import l1_penalty
+from jaxcomp.regularizers import l2_penalty
 
 # pipeline
 from jaxcomp.pipeline import CompressConfig
@@ -105,31 +93,22 @@ from jaxcomp.pipeline import load_dcz_model
 from jaxcomp.pipeline import prune_stage
 from jaxcomp.pipeline import quantize_stage
 
-# prune
-from jaxcomp.prune import adjusted_dropout
-from jaxcomp.prune import block_mask
-from jaxcomp.prune import global_magnitude_masks
-from jaxcomp.prune import load_balanced_mask
-from jaxcomp.prune import magnitude_mask
-from jaxcomp.prune import nm_mask
-from jaxcomp.prune import num_pruned
-from jaxcomp.prune import random_mask
-from jaxcomp.prune import structured_mask
-from jaxcomp.prune import threshold_mask
+# masks
+from jaxcomp.masks import adjusted_dropout
+from jaxcomp.masks import block_mask
+from jaxcomp.masks import global_magnitude_masks
+from jaxcomp.masks import load_balanced_mask
+from jaxcomp.masks import magnitude_mask
+from jaxcomp.masks import nm_mask
+from jaxcomp.masks import num_pruned
+from jaxcomp.masks import random_mask
+from jaxcomp.masks import structured_mask
+from jaxcomp.masks import threshold_mask
 
 # sensitivity
 from jaxcomp.sensitivity import SensitivityTable
 from jaxcomp.sensitivity import plot_sensitivity
 from jaxcomp.sensitivity import sensitivity_sweep
-
-# train
-from jaxcomp.train import default_optimizer
-from jaxcomp.train import evaluate
-from jaxcomp.train import fit
-from jaxcomp.train import functional
-from jaxcomp.train import load_baseline
-from jaxcomp.train import make_train_step
-from jaxcomp.train import train_baseline
 
 # tree
 from jaxcomp.tree import check_masks
@@ -151,14 +130,6 @@ __all__ = [
     "latest_step",
     "restore_checkpoint",
     "save_checkpoint",
-    # data
-    "MNIST",
-    "MNISTFormatError",
-    "batches",
-    "download_mnist",
-    "load_mnist",
-    "read_idx",
-    "resolve_data_dir",
     # encode
     "RelativeIndex",
     "decode_relative",
@@ -189,16 +160,11 @@ __all__ = [
     "pack_lengths",
     "unpack_fixed",
     "unpack_lengths",
-    # models
-    "LeNet5",
-    "LeNet300100",
-    "make_model",
-    "param_count",
     # report
     "CompressionReport",
     "LayerReport",
     "compression_report",
-    # optim (weight sharing)
+    # sharing
     "ShareState",
     "share_weights",
     "shared_params",
@@ -212,19 +178,21 @@ __all__ = [
     "plot_codebook",
     "shared_weight",
     "uniform_fit",
-    # optim (pruning)
-    "DSDState",
+    # pruning
     "LeafSparsity",
     "PruneState",
     "SparsitySummary",
+    "apply_masks",
+    "prune",
+    "sparsity_summary",
+    # dsd
+    "DSDState",
+    "dsd",
+    # regularizers
     "add_l1_regularization",
     "add_l2_regularization",
-    "apply_masks",
-    "dsd",
     "l1_penalty",
     "l2_penalty",
-    "prune_weights",
-    "sparsity_summary",
     # pipeline
     "CompressConfig",
     "compress",
@@ -233,7 +201,7 @@ __all__ = [
     "load_dcz_model",
     "prune_stage",
     "quantize_stage",
-    # prune
+    # masks
     "adjusted_dropout",
     "block_mask",
     "global_magnitude_masks",
@@ -248,14 +216,6 @@ __all__ = [
     "SensitivityTable",
     "plot_sensitivity",
     "sensitivity_sweep",
-    # train
-    "default_optimizer",
-    "evaluate",
-    "fit",
-    "functional",
-    "load_baseline",
-    "make_train_step",
-    "train_baseline",
     # tree
     "check_masks",
     "default_predicate",

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from jaxcomp.models import MODELS
+from jaxcomp.zoo.models import MODELS
 
 __all__ = ["main", "parse_layer_values"]
 

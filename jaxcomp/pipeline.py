@@ -45,14 +45,16 @@ from flax import nnx
 from jaxcomp import schedules
 from jaxcomp.atomic import atomic_open
 from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
-from jaxcomp.data import MNIST, load_mnist
 from jaxcomp.fileformat import load_compressed, load_metadata, save_compressed
-from jaxcomp.models import MODELS, make_model
-from jaxcomp.optim import apply_masks, prune, share_weights, shared_params
-from jaxcomp.prune import load_balanced_mask
+from jaxcomp.masks import load_balanced_mask
+from jaxcomp.pruning import apply_masks, prune
 from jaxcomp.quantize import codes_dtype, plot_codebook
 from jaxcomp.report import compression_report
-from jaxcomp.train import (
+from jaxcomp.sharing import share_weights, shared_params
+from jaxcomp.tree import leaves_with_paths, map_with_path_str
+from jaxcomp.zoo.data import MNIST, load_mnist
+from jaxcomp.zoo.models import MODELS, make_model
+from jaxcomp.zoo.train import (
     BASELINE_RECIPES,
     default_optimizer,
     evaluate,
@@ -60,7 +62,6 @@ from jaxcomp.train import (
     functional,
     load_baseline,
 )
-from jaxcomp.tree import leaves_with_paths, map_with_path_str
 
 __all__ = [
     "STAGES",

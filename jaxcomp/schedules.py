@@ -3,7 +3,7 @@
 A schedule maps the optimizer step ``count`` (an int32 scalar, possibly traced) to a float32
 target (a sparsity for magnitude criteria, a quality for Han's threshold). Schedules never
 branch in Python on the count, so they run under ``jit``/``vmap`` and inside
-``optax.inject_hyperparams``. The pruning wrapper (:func:`jaxcomp.optim.prune`) recomputes its
+``optax.inject_hyperparams``. The pruning wrapper (:func:`jaxcomp.prune`) recomputes its
 masks whenever the schedule's value changes, so a piecewise-constant schedule sets *when* to
 prune as well as *how much*.
 """
@@ -226,7 +226,7 @@ def dsd_sparsity(
 ) -> Schedule:
     """DSD's sparsity target: ``sparsity`` during each sparse phase, 0 otherwise.
 
-    Fed to :func:`jaxcomp.optim.prune`, this prunes at the start of each sparse phase and
+    Fed to :func:`jaxcomp.prune`, this prunes at the start of each sparse phase and
     releases the masks (pruned weights restart from zero) at the start of each re-dense phase.
 
     Args:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp.atomic import atomic_open
-from jaxcomp.prune import magnitude_mask
+from jaxcomp.masks import magnitude_mask
 from jaxcomp.tree import PyTree, leaves_with_paths, map_with_path_str, selected_paths
 
 __all__ = [

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcomp import data as D
+from jaxcomp.zoo import data as D
 
 
 def _idx(arr: np.ndarray, magic: int) -> bytes:

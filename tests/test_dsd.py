@@ -10,10 +10,10 @@ import optax
 import pytest
 
 from jaxcomp import schedules
-from jaxcomp.models import make_model
-from jaxcomp.optim import dsd
-from jaxcomp.prune import magnitude_mask, random_mask
-from jaxcomp.train import functional
+from jaxcomp.dsd import dsd
+from jaxcomp.masks import magnitude_mask, random_mask
+from jaxcomp.zoo.models import make_model
+from jaxcomp.zoo.train import functional
 
 
 def _params(seed=0):

@@ -67,7 +67,7 @@ def test_small_and_full_runs_in_one_out_do_not_share_a_dense_baseline(
 ):
     """--small trains "its own small dense baseline": a full run in the same OUT must not pick
     up the small one (2 epochs on 4,096 images) as its dense model, nor the other way round."""
-    from jaxcomp.data import MNIST
+    from jaxcomp.zoo.data import MNIST
 
     ex = load_example("codesign")
     z = np.zeros((8, 28, 28), np.float32)

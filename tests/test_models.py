@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcomp.models import LeNet5, LeNet300100, make_model, param_count
-from jaxcomp.train import functional
+from jaxcomp.zoo.models import LeNet5, LeNet300100, make_model, param_count
+from jaxcomp.zoo.train import functional
 
 
 def test_parameter_counts_match_the_thesis():

@@ -113,9 +113,9 @@ def _code(nb: nbformat.NotebookNode) -> str:
 def api_misses(source: str) -> list[str]:
     """Names taken from ``jaxcomp`` / ``eie_model`` in ``source`` that are not in ``__all__``.
 
-    ``import jaxcomp [as j]``, ``import jaxcomp.optim as o``, ``from jaxcomp import x`` and
+    ``import jaxcomp [as j]``, ``import jaxcomp.pruning as o``, ``from jaxcomp import x`` and
     ``from eie_model.sweep import x`` are followed; ``a.b.c`` on a bound module resolves
-    submodules (``jaxcomp.optim.dsd``: ``dsd`` must be in ``jaxcomp.optim.__all__``). A name
+    submodules (``jaxcomp.pruning.prune``: ``prune`` must be in ``jaxcomp.pruning.__all__``). A name
     that is itself a submodule (``from jaxcomp import schedules``) is allowed.
     """
     tree = ast.parse(source)
@@ -166,14 +166,15 @@ def test_api_check_finds_names_outside_all():
     src = (
         "import jaxcomp\nimport eie_model.sweep as sw\nfrom jaxcomp import schedules\n"
         "from jaxcomp.pipeline import compress, _Stage\n"
-        "jaxcomp.prune_weights, jaxcomp.optim.dsd, jaxcomp.optim.MODELS_NOT_HERE\n"
+        "jaxcomp.prune, jaxcomp.pruning.prune, jaxcomp.pruning.MODELS_NOT_HERE, jaxcomp.fit\n"
         "sw.grid, sw._normalize, schedules.polynomial, schedules.nope\n"
-        "jaxcomp.load_mnist().x_train  # attributes of results are not checked\n"
+        "jaxcomp.zoo.load_mnist().x_train  # attributes of results are not checked\n"
     )
     assert api_misses(src) == [
         "eie_model.sweep._normalize (line 6)",
         "from jaxcomp.pipeline import _Stage (line 4)",
-        "jaxcomp.optim.MODELS_NOT_HERE (line 5)",
+        "jaxcomp.fit (line 5)",
+        "jaxcomp.pruning.MODELS_NOT_HERE (line 5)",
         "jaxcomp.schedules.nope (line 6)",
     ]
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from jaxcomp import cli
-from jaxcomp.data import load_mnist
 from jaxcomp.fileformat import load_compressed_codes, load_metadata
 from jaxcomp.pipeline import STAGES, CompressConfig, default_config, load_dcz_model
-from jaxcomp.train import evaluate
+from jaxcomp.zoo.data import load_mnist
+from jaxcomp.zoo.train import evaluate
 
 SPARSITY = {"fc1/kernel": 0.9, "fc2/kernel": 0.85, "fc3/kernel": 0.6}
 BITS = {"fc1/kernel": 5, "fc2/kernel": 4, "fc3/kernel": 6}
@@ -197,9 +197,9 @@ def test_load_dcz_model_rejects_files_without_a_model_name(tmp_path):
 def test_prune_stage_balances_only_the_layers_named(mnist_dir):
     """load_balance_pes={"fc1/kernel": 8}: fc1 keeps equal non-zeros per PE group (DESIGN
     §4.1), fc2 and fc3 are pruned by plain magnitude; every layer at its exact sparsity."""
-    from jaxcomp.models import make_model
     from jaxcomp.pipeline import prune_stage
-    from jaxcomp.train import functional
+    from jaxcomp.zoo.models import make_model
+    from jaxcomp.zoo.train import functional
 
     data = load_mnist(mnist_dir.parent)
     data = data._replace(x_train=data.x_train[:1024], y_train=data.y_train[:1024])

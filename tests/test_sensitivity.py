@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcomp.prune import magnitude_mask
+from jaxcomp.masks import magnitude_mask
 from jaxcomp.sensitivity import SensitivityTable, plot_sensitivity, sensitivity_sweep
 
 

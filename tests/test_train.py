@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import optax
 
-from jaxcomp.data import MNIST, load_mnist
-from jaxcomp.models import make_model
-from jaxcomp.train import evaluate, fit, functional, load_baseline, train_baseline
+from jaxcomp.zoo.data import MNIST, load_mnist
+from jaxcomp.zoo.models import make_model
+from jaxcomp.zoo.train import evaluate, fit, functional, load_baseline, train_baseline
 
 
 def _subset(m: MNIST, n_train: int, n_test: int) -> MNIST:

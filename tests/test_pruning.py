@@ -13,8 +13,9 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxcomp import optim, schedules
-from jaxcomp.prune import load_balanced_mask, magnitude_mask
+import jaxcomp
+from jaxcomp import schedules
+from jaxcomp.masks import load_balanced_mask, magnitude_mask
 from jaxcomp.tree import leaves_with_paths
 
 
@@ -69,7 +70,7 @@ def _run(tx, params, steps, hook=None):
     ids=["adamw", "nesterov", "chain-wd-adam"],
 )
 def test_pruned_weights_stay_exactly_zero_for_100_steps(inner):
-    tx = optim.prune(inner, schedules.constant(0.75))
+    tx = jaxcomp.prune(inner, schedules.constant(0.75))
     init = _params()
 
     def check(i, p, s):
@@ -90,7 +91,7 @@ def test_target_zero_is_bit_identical_to_inner():
     # Op by op (no XLA fusion, whose rounding depends on the whole program) the wrapper with
     # target 0 must not change a single bit of the inner optimizer's updates, over 10 steps.
     inner = optax.adamw(1e-2, weight_decay=0.1)
-    wrapped = optim.prune(inner, 0.0)
+    wrapped = jaxcomp.prune(inner, 0.0)
     x, y = _data()
     grad = jax.jit(lambda p: jax.grad(_loss)(p, x, y))
     p_ref, p_prn = _params(), _params()
@@ -112,7 +113,7 @@ def test_target_zero_is_bit_identical_to_inner():
 
 def test_masks_recomputed_on_schedule_steps_without_retrace():
     sched = schedules.iterative([0, 3, 6], [0.25, 0.5, 0.75])
-    tx = optim.prune(optax.adam(1e-2), sched)
+    tx = jaxcomp.prune(optax.adam(1e-2), sched)
     x, y = _data()
 
     @jax.jit
@@ -136,7 +137,7 @@ def test_masks_follow_current_magnitudes_not_initial_ones():
     # recomputation ranks the params passed to update: an entry made small is pruned
     params = _params()
     params["fc1"]["kernel"] = params["fc1"]["kernel"].at[0, 0].set(1e-6)
-    tx = optim.prune(optax.sgd(0.0), 0.01)
+    tx = jaxcomp.prune(optax.sgd(0.0), 0.01)
     state = tx.init(params)
     g = jax.tree.map(jnp.zeros_like, params)
     u, state = tx.update(g, state, params)
@@ -147,19 +148,19 @@ def test_masks_follow_current_magnitudes_not_initial_ones():
 def test_per_layer_targets_global_threshold_and_callable_criteria():
     params = _params()
     g = jax.tree.map(jnp.zeros_like, params)
-    tx = optim.prune(optax.sgd(0.1), {"fc1/kernel": 0.9, "fc2/kernel": schedules.constant(0.5)})
+    tx = jaxcomp.prune(optax.sgd(0.1), {"fc1/kernel": 0.9, "fc2/kernel": schedules.constant(0.5)})
     _, s = tx.update(g, tx.init(params), params)
     assert int(s.masks["fc1"]["kernel"].sum()) == 120 - 108
     assert int(s.masks["fc2"]["kernel"].sum()) == 20
-    tx = optim.prune(optax.sgd(0.1), 0.5, "global")
+    tx = jaxcomp.prune(optax.sgd(0.1), 0.5, "global")
     _, s = tx.update(g, tx.init(params), params)
     assert int(s.masks["fc1"]["kernel"].sum() + s.masks["fc2"]["kernel"].sum()) == 80
-    tx = optim.prune(optax.sgd(0.1), 1.0, "threshold")
+    tx = jaxcomp.prune(optax.sgd(0.1), 1.0, "threshold")
     _, s = tx.update(g, tx.init(params), params)
     w = np.asarray(params["fc1"]["kernel"])
     np.testing.assert_array_equal(s.masks["fc1"]["kernel"], np.abs(w) >= np.std(w))
     lba = functools.partial(load_balanced_mask, num_pes=4)
-    tx = optim.prune(optax.sgd(0.1), 0.5, lba)
+    tx = jaxcomp.prune(optax.sgd(0.1), 0.5, lba)
     _, s = tx.update(g, tx.init(params), params)
     per_pe = [int(s.masks["fc1"]["kernel"][:, k::4].sum()) for k in range(4)]
     assert sum(per_pe) == 60 and max(per_pe) - min(per_pe) <= 1
@@ -170,17 +171,17 @@ def test_works_inside_chain_and_inject_hyperparams():
     # prune inside a chain, and a chain (with L1) inside prune
     tx = optax.chain(
         optax.clip_by_global_norm(1.0),
-        optim.prune(optax.chain(optim.add_l1_regularization(1e-3), optax.adam(1e-2)), 0.5),
+        jaxcomp.prune(optax.chain(jaxcomp.add_l1_regularization(1e-3), optax.adam(1e-2)), 0.5),
     )
     p, _ = _run(tx, init, 5)
     assert int((p["fc2"]["kernel"] == 0).sum()) == 20
     # inner optimizer with injected hyperparams
-    tx = optim.prune(optax.inject_hyperparams(optax.adam)(learning_rate=1e-2), 0.5)
+    tx = jaxcomp.prune(optax.inject_hyperparams(optax.adam)(learning_rate=1e-2), 0.5)
     p, s = _run(tx, init, 3)
     assert float(s.inner_state.hyperparams["learning_rate"]) == pytest.approx(1e-2)
     assert int((p["fc2"]["kernel"] == 0).sum()) == 20
     # the sparsity itself as an injected hyperparameter, changed between steps
-    tx = optax.inject_hyperparams(optim.prune)(inner=optax.adam(1e-2), schedule=0.25)
+    tx = optax.inject_hyperparams(jaxcomp.prune)(inner=optax.adam(1e-2), schedule=0.25)
     x, y = _data()
     step = jax.jit(
         lambda p, s: (lambda u_s: (optax.apply_updates(p, u_s[0]), u_s[1]))(
@@ -202,7 +203,7 @@ def test_nnx_state_and_pure_dict_params_give_the_same_training():
 
     state = nnx.state(MLP(nnx.Rngs(0)), nnx.Param)
     pure = nnx.to_pure_dict(state)
-    tx = optim.prune(optax.adam(1e-2), 0.6)
+    tx = jaxcomp.prune(optax.adam(1e-2), 0.6)
     p_pure, s_pure = _run(tx, pure, 4)
     p_state, s_state = _run(tx, state, 4)
     jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(p_state), p_pure)
@@ -216,27 +217,27 @@ def test_nnx_state_and_pure_dict_params_give_the_same_training():
 def test_prune_argument_errors():
     params = _params()
     with pytest.raises(ValueError, match="criterion"):
-        optim.prune(optax.sgd(0.1), 0.5, "largest")
+        jaxcomp.prune(optax.sgd(0.1), 0.5, "largest")
     with pytest.raises(TypeError, match="inner"):
-        optim.prune(lambda g: g, 0.5)
+        jaxcomp.prune(lambda g: g, 0.5)
     with pytest.raises(ValueError, match="global"):
-        optim.prune(optax.sgd(0.1), {"fc1/kernel": 0.5}, "global")
+        jaxcomp.prune(optax.sgd(0.1), {"fc1/kernel": 0.5}, "global")
     with pytest.raises(ValueError, match="missing"):
-        optim.prune(optax.sgd(0.1), {"fc1/kernel": 0.5}).init(params)
+        jaxcomp.prune(optax.sgd(0.1), {"fc1/kernel": 0.5}).init(params)
     with pytest.raises(ValueError, match="no leaf"):
-        optim.prune(optax.sgd(0.1), 0.5, include="conv*").init(params)
-    tx = optim.prune(optax.sgd(0.1), 0.5)
+        jaxcomp.prune(optax.sgd(0.1), 0.5, include="conv*").init(params)
+    tx = jaxcomp.prune(optax.sgd(0.1), 0.5)
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params))
     with pytest.raises(ValueError, match="sparsity"):
-        tx2 = optim.prune(optax.sgd(0.1), 1.5)
+        tx2 = jaxcomp.prune(optax.sgd(0.1), 1.5)
         tx2.update(params, tx2.init(params), params)
 
 
 def test_apply_masks_jit_and_errors():
     params = _params()
     masks = jax.tree.map(lambda x: None if x.ndim < 2 else x > 0, params)
-    for fn in (optim.apply_masks, jax.jit(optim.apply_masks)):
+    for fn in (jaxcomp.apply_masks, jax.jit(jaxcomp.apply_masks)):
         out = fn(params, masks)
         np.testing.assert_array_equal(
             out["fc1"]["kernel"], np.where(params["fc1"]["kernel"] > 0, params["fc1"]["kernel"], 0)
@@ -245,21 +246,21 @@ def test_apply_masks_jit_and_errors():
     bad = jax.tree.map(lambda x: None if x.ndim < 2 else x > 0, params)
     bad["fc2"]["kernel"] = jnp.ones((4, 10), bool)
     with pytest.raises(ValueError, match="masks.*fc2/kernel"):
-        optim.apply_masks(params, bad)
+        jaxcomp.apply_masks(params, bad)
 
 
 def test_sparsity_summary_counts_and_jit():
     params = _params()
     params["fc1"]["kernel"] = params["fc1"]["kernel"].at[:6].set(0.0)
-    for fn in (optim.sparsity_summary, jax.jit(optim.sparsity_summary)):
+    for fn in (jaxcomp.sparsity_summary, jax.jit(jaxcomp.sparsity_summary)):
         s = fn(params)
         assert list(s.layers) == ["fc1/kernel", "fc2/kernel"]
         assert int(s.layers["fc1/kernel"].nonzero) == 60
         assert int(s.total.size) == 160 and int(s.total.nonzero) == 100
         assert float(s.total.density) == pytest.approx(100 / 160)
-    table = optim.sparsity_summary(params).table()
+    table = jaxcomp.sparsity_summary(params).table()
     assert "fc1/kernel" in table and "62.50" in table
-    everything = optim.sparsity_summary(params, predicate=lambda p, x: True)
+    everything = jaxcomp.sparsity_summary(params, predicate=lambda p, x: True)
     assert int(everything.total.size) == 174
 
 
@@ -267,18 +268,18 @@ def test_l1_l2_transforms_match_autodiff_of_the_penalties():
     params = _params()
     zeros = jax.tree.map(jnp.zeros_like, params)
     for tx, pen in (
-        (optim.add_l1_regularization(0.3), optim.l1_penalty),
-        (optim.add_l2_regularization(0.3), optim.l2_penalty),
+        (jaxcomp.add_l1_regularization(0.3), jaxcomp.l1_penalty),
+        (jaxcomp.add_l2_regularization(0.3), jaxcomp.l2_penalty),
     ):
         got = jax.jit(lambda p, tx=tx: tx.update(zeros, tx.init(p), p)[0])(params)
         want = jax.tree.map(lambda g: 0.3 * g, jax.grad(pen)(params))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
         assert (np.asarray(got["fc1"]["bias"]) == 0).all()  # biases untouched by default
-    inj = optax.inject_hyperparams(optim.add_l2_regularization)(strength=0.5)
+    inj = optax.inject_hyperparams(jaxcomp.add_l2_regularization)(strength=0.5)
     u, _ = inj.update(zeros, inj.init(params), params)
     np.testing.assert_allclose(u["fc2"]["kernel"], 0.5 * params["fc2"]["kernel"], rtol=1e-6)
     with pytest.raises(ValueError, match="strength"):
-        optim.add_l1_regularization(-1.0)
+        jaxcomp.add_l1_regularization(-1.0)
 
 
 def test_prune_lenet300_example_small(mnist_dir, tmp_path, capsys, load_example):
@@ -304,14 +305,14 @@ def test_prune_lenet300_example_small(mnist_dir, tmp_path, capsys, load_example)
 
 
 def test_mask_gradients_off_still_keeps_exact_zeros():
-    tx = optim.prune(optax.adam(1e-2), 0.5, mask_gradients=False)
+    tx = jaxcomp.prune(optax.adam(1e-2), 0.5, mask_gradients=False)
     params, state = _run(tx, _params(), 5)
     m = np.asarray(state.masks["fc1"]["kernel"])
     assert (np.asarray(params["fc1"]["kernel"])[~m] == 0).all()
     # the inner moments saw the raw gradients of pruned entries (they are masked by default)
     mu = np.asarray(state.inner_state[0].mu["fc1"]["kernel"])
     assert (mu[~m] != 0).any()
-    _, state_default = _run(optim.prune(optax.adam(1e-2), 0.5), _params(), 5)
+    _, state_default = _run(jaxcomp.prune(optax.adam(1e-2), 0.5), _params(), 5)
     mu_d = np.asarray(state_default.inner_state[0].mu["fc1"]["kernel"])
     m_d = np.asarray(state_default.masks["fc1"]["kernel"])
     assert (mu_d[~m_d] == 0).all()
@@ -322,7 +323,7 @@ def test_per_leaf_criteria():
     params = _params()
     g = jax.tree.map(jnp.ones_like, params)
     lba = functools.partial(load_balanced_mask, num_pes=4)
-    tx = optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba, "fc2/kernel": "magnitude"})
+    tx = jaxcomp.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba, "fc2/kernel": "magnitude"})
     _, s = jax.jit(tx.update)(g, tx.init(params), params)
     per_pe = [int(s.masks["fc1"]["kernel"][:, k::4].sum()) for k in range(4)]
     assert sum(per_pe) == 60 and max(per_pe) - min(per_pe) <= 1
@@ -331,11 +332,11 @@ def test_per_leaf_criteria():
         s.masks["fc2"]["kernel"], magnitude_mask(params["fc2"]["kernel"], 0.5)
     )
     with pytest.raises(ValueError, match="one entry per selected leaf"):
-        optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba}).init(params)
+        jaxcomp.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba}).init(params)
     with pytest.raises(ValueError, match=r"criterion\['fc1/kernel'\].*global"):
-        optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": "global", "fc2/kernel": "magnitude"})
+        jaxcomp.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": "global", "fc2/kernel": "magnitude"})
     with pytest.raises(ValueError, match=r"criterion\['fc2/kernel'\] must be one of"):
-        optim.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba, "fc2/kernel": "bogus"})
+        jaxcomp.prune(optax.sgd(0.1), 0.5, {"fc1/kernel": lba, "fc2/kernel": "bogus"})
 
 
 def test_per_leaf_criteria_with_one_scalar_schedule_check_the_sparsity():
@@ -347,6 +348,6 @@ def test_per_leaf_criteria_with_one_scalar_schedule_check_the_sparsity():
         {"fc1/kernel": lba, "fc2/kernel": "magnitude"},
     ):
         with pytest.raises(ValueError, match=r"schedule: a sparsity must lie in \[0, 1\]"):
-            optim.prune(optax.sgd(0.1), 1.5, crit)
+            jaxcomp.prune(optax.sgd(0.1), 1.5, crit)
     # a quality above 1 stays fine where no leaf reads the schedule as a sparsity
-    optim.prune(optax.sgd(0.1), 1.5, {"fc1/kernel": "threshold", "fc2/kernel": "threshold"})
+    jaxcomp.prune(optax.sgd(0.1), 1.5, {"fc1/kernel": "threshold", "fc2/kernel": "threshold"})

@@ -1,4 +1,4 @@
-"""The weight-sharing optax factory (jaxcomp.optim.share_weights): invariants after every step."""
+"""The weight-sharing optax factory (jaxcomp.share_weights): invariants after every step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import jaxcomp
 from jaxcomp import quantize as q
-from jaxcomp.optim import ShareState, share_weights, shared_params
+from jaxcomp.sharing import ShareState, share_weights, shared_params
 
 
 def _params(seed=0, prune=0.5):
@@ -282,7 +282,7 @@ def test_jitted_step_traces_once_and_init_is_jittable():
 def test_nnx_lenet_paths():
     from flax import nnx
 
-    model = jaxcomp.LeNet300100(rngs=nnx.Rngs(0))
+    model = jaxcomp.zoo.LeNet300100(rngs=nnx.Rngs(0))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     tx = share_weights(optax.sgd(0.1), bits={"fc1/kernel": 2, "fc3/kernel": 2})
     state = tx.init(params)
@@ -298,7 +298,7 @@ def test_exported():
 
 def test_composes_with_the_pruning_wrapper():
     from jaxcomp import schedules
-    from jaxcomp.optim import prune
+    from jaxcomp.pruning import prune
 
     params = _params(prune=0.5)
     zeros0 = {k: np.asarray(params[k]["kernel"]) == 0 for k in ("fc1", "fc2")}
@@ -326,7 +326,7 @@ def _edge_floats():
 
 
 def test_landing_centroids_make_on_centroid_updates_exact():
-    from jaxcomp.optim import _landing_centroids
+    from jaxcomp.sharing import _landing_centroids
 
     old, step = _edge_floats()
     target = old + step

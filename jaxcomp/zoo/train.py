@@ -9,7 +9,7 @@ Models are Flax NNX modules; training runs on their pure-dict params so that any
     params, opt_state, history = fit(apply, params, tx, mnist, epochs=2, seed=0)
     print(evaluate(apply, params, mnist.x_test, mnist.y_test))  # test error, a float
 
-Baselines: ``python -m jaxcomp.train --model lenet-300-100 --out runs/baselines/lenet-300-100``.
+Baselines: ``python -m jaxcomp.zoo.train --model lenet-300-100 --out runs/baselines/lenet-300-100``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from jaxcomp.atomic import atomic_open
 from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
-from jaxcomp.data import MNIST, batches, load_mnist
-from jaxcomp.models import MODELS, make_model
+from jaxcomp.zoo.data import MNIST, batches, load_mnist
+from jaxcomp.zoo.models import MODELS, make_model
 
 __all__ = [
     "BASELINE_RECIPES",
@@ -162,7 +162,7 @@ def fit(
       apply: ``apply(params, x) -> logits``.
       params: initial params pytree.
       tx: any optax transform (called with ``params`` as the third argument).
-      data: :class:`jaxcomp.data.MNIST`.
+      data: :class:`jaxcomp.zoo.MNIST`.
       epochs: number of epochs to run (>= 0).
       batch_size: examples per step.
       seed: shuffling seed.
@@ -277,15 +277,15 @@ def train_baseline(
 
 
 def load_baseline(model: str, directory: str | os.PathLike) -> tuple[ApplyFn, Params]:
-    """Load a baseline saved by :func:`train_baseline` (or ``python -m jaxcomp.train``)."""
+    """Load a baseline saved by :func:`train_baseline` (or ``python -m jaxcomp.zoo.train``)."""
     apply, template = functional(make_model(model))
     params = restore_checkpoint(Path(directory) / "params", template)
     return apply, jax.tree.map(jnp.asarray, params)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m jaxcomp.train``: train and save a dense LeNet baseline on MNIST."""
-    p = argparse.ArgumentParser(prog="python -m jaxcomp.train", description=main.__doc__)
+    """``python -m jaxcomp.zoo.train``: train and save a dense LeNet baseline on MNIST."""
+    p = argparse.ArgumentParser(prog="python -m jaxcomp.zoo.train", description=main.__doc__)
     p.add_argument("--model", choices=sorted(MODELS), default="lenet-300-100")
     p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
     p.add_argument("--seed", type=int, default=0)
