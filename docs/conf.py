@@ -31,6 +31,7 @@ nb_execution_mode = "off"  # the test suite runs the notebooks; the site shows t
 suppress_warnings = ["mystnb.unknown_mime_type"]
 
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"  # no bare "Parameters" list of fields
 autodoc_member_order = "bysource"
 autosummary_generate = False
 napoleon_google_docstring = True

