@@ -881,7 +881,12 @@ def _record(rec, i: int, version: int, huff: int, seen: set) -> tuple[str, str, 
         raise DczFormatError(f"manifest: leaf {i} path {path[:80]!r} has {why}")
     if path in seen:
         raise DczFormatError(f"manifest: leaf path {path!r} appears twice")
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:j]) for j in range(1, len(parts))]
+    if f"{path}/" in seen or any(q in seen for q in prefixes):
+        raise DczFormatError(f"manifest: leaf path {path!r} clashes with another leaf")
     seen.add(path)
+    seen.update(f"{q}/" for q in prefixes)  # "a/" marks a folder: no leaf may be named "a"
     kind = _field(rec, "k", str, path)
     if kind not in ("d", "s"):
         raise DczFormatError(f"manifest: {path} has unknown kind {kind[:20]!r}")
@@ -1133,7 +1138,8 @@ def loads_compressed(data: bytes, *, target=None, max_ratio: float = DEFAULT_MAX
         value = leaf.value
         if isinstance(value, tuple):
             codebook, codes = value
-            value = codebook.astype(_DTYPES[leaf.dtype])[codes]
+            with np.errstate(over="ignore"):  # float32 -> float16 saturates, as the params did
+                value = codebook.astype(_DTYPES[leaf.dtype])[codes]
         pairs.append((leaf.path, _as_jax(leaf, value)))
     return _nest(pairs)
 
