@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -318,3 +319,15 @@ def test_version_1_files_still_load(name):
     # the same model written today is version 2 and decodes to the same arrays
     new = ff.loads_compressed(ff.dumps_compressed(params, cbs, codes, index_bits=3))
     assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(_bits(a), _bits(b)), new, out))
+
+
+# ------------------------------------------------------------------------------ the doc recipe
+
+
+def test_the_guide_recipe_runs_verbatim(tmp_path, monkeypatch):
+    text = (ROOT / "docs" / "guides" / "dcz-format.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks, "docs/guides/dcz-format.md has no python block"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "dcz-format.md", "exec"), {"__name__": "recipe"})
