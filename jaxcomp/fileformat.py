@@ -335,7 +335,9 @@ def _check_layer(path, codes, codebook, bits):
 
 def _json_depth(text: str) -> int:
     """Deepest nesting of ``[``/``{`` in JSON ``text`` (strings skipped; linear, no recursion)."""
-    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text, flags=re.DOTALL)
+    # a string, or an unterminated one up to the end: every match consumes what it scans, so
+    # the scan stays linear even for '"\\"\\"\\"...' (a plain string regex is quadratic there)
+    bare = re.sub(r'"(?:[^"\\]+|\\.)*(?:"|\\?\Z)', "", text, flags=re.DOTALL)
     b = np.frombuffer(bare.encode("utf-8", "surrogatepass"), np.uint8)
     if b.size == 0:
         return 0

@@ -434,7 +434,9 @@ def _name_of(dtype) -> str:
 
 
 def _raw_manifest(r, text: bytes) -> tuple[str, bytes]:
-    op = r.randrange(5)
+    op = r.randrange(6)
+    if op == 5:  # an unterminated string of escaped quotes (quadratic for a naive string scan)
+        return "raw:quotes", text[:-1] + b',"zz":"' + b'\\"' * r.choice([10, 50_000]) + b"}"
     if op == 0:
         depth = r.choice([33, 1000, 100_000])
         return "raw:deep", text[:-1] + b',"m":' + b"[" * depth + b"]" * depth + b"}"

@@ -141,3 +141,11 @@ def test_max_ratio_bounds_the_decoded_size_and_can_be_raised():
     for bad in (0, -1, float("nan"), "10", True):
         with pytest.raises(ValueError, match="max_ratio must be a positive number"):
             ff.loads_compressed(data, max_ratio=bad)
+
+
+def test_json_depth_scan_is_linear_on_escaped_quotes():
+    # '"\"\"\"...' made a plain string regex restart at every quote: quadratic, hours for
+    # this 1 MB (a regression hangs here; the linear scan takes ~0.1 s, see the benchmark)
+    blob = '"' + '\\"' * 500_000
+    assert ff._json_depth(blob) == 0
+    assert ff._json_depth('{"a":[1,{"b":"[[[\\"]]"}]}') == 3
