@@ -104,6 +104,7 @@ _MAX_DEPTH = 32  # JSON nesting of the whole manifest (the metadata sits at dept
 _MAX_NDIM = 32
 _MAX_DIM = 1 << 48
 _MAX_PATH = 4096
+_MAX_COMPONENTS = 64  # names in a leaf path (keeps the prefix checks linear in the file)
 _MAX_CODE_LENGTH = huffman.DEFAULT_MAX_LENGTH  # what the writer uses; longer codes are refused
 _MIN_BUDGET = 1 << 20
 
@@ -199,6 +200,8 @@ def _check_path(path: str) -> str | None:
         return "an empty path"
     if len(path) > _MAX_PATH:
         return f"a path of {len(path)} characters (at most {_MAX_PATH})"
+    if path.count("/") >= _MAX_COMPONENTS:
+        return f"more than {_MAX_COMPONENTS} components"
     for part in path.split("/"):
         why = _bad_component(part)
         if why:
@@ -224,6 +227,8 @@ def _state_leaves(tree, *, check: bool = True) -> list[tuple[str, Any, str | Non
                     "non-empty names without '/' (rename the dict key)"
                 )
         path = "/".join(parts)
+        if check and (_check_path(path) if path else None):
+            raise ValueError(f"params leaf {path[:80]!r} has {_check_path(path)}; shorten it")
         if not path and check:
             raise ValueError("params is a single array; give a dict of named leaves, e.g. {'w': x}")
         collection = None

@@ -144,7 +144,8 @@ _INTS = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 255, 256, 1023, 1024,
 _STRS = ["", "/", "..", "../etc/passwd", "/abs", "a//b", "a/./b", "a/../b", "x\x00y", "\ud800",
          "d", "s", "x", "key", "float32", "bfloat16", "float64", "int64", "bool", "object", "V8",
          "<f4", "complex64", "float8_e4m3fn", "threefry2x32", "rbg", "Param", "BatchStat",
-         "no name", "a" * 5000, "fc/kernel", "bn"]  # fmt: skip
+         "no name", "a" * 5000, "fc/kernel", "bn",
+         "/".join("a" * 64), "/".join("a" * 65)]  # fmt: skip
 _OTHER = [None, True, False, 1.5, float("nan"), -0.0, [], {}, [1], {"a": 1}, "1", [2**64], [-1]]
 
 
@@ -196,7 +197,7 @@ _WORDS = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}
 
 def valid_path(path) -> bool:
     """The specification's rule for a leaf path (independent of the loader's code)."""
-    if not isinstance(path, str) or not path or len(path) > 4096:
+    if not isinstance(path, str) or not path or len(path) > 4096 or path.count("/") >= 64:
         return False
     for part in path.split("/"):
         if part in ("", ".", "..") or "\\" in part or not part.isprintable():
