@@ -1145,7 +1145,9 @@ def loads_compressed(data: bytes, *, target=None, max_ratio: float = DEFAULT_MAX
         value = leaf.value
         if isinstance(value, tuple):
             codebook, codes = value
-            with np.errstate(over="ignore"):  # float32 -> float16 saturates, as the params did
+            with np.errstate(
+                over="ignore", invalid="ignore"
+            ):  # to float16: inf, NaN, as the params
                 value = codebook.astype(_DTYPES[leaf.dtype])[codes]
         pairs.append((leaf.path, _as_jax(leaf, value)))
     return _nest(pairs)

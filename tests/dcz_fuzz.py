@@ -253,7 +253,7 @@ def _edit_field(r, st: _State):
         return _edit_path(r, st, i)
     if key in rec and r.random() < 0.15:
         del rec[key]
-        st.bad[i, key] = key != "g"  # a required field is gone
+        st.bad[i, key] = key not in ("g", "zz")  # a required field is gone (g is optional)
         return "del:" + key
     if key == "s":
         rec["s"] = new = _shape(r, rec["s"])
