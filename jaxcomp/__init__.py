@@ -20,6 +20,7 @@ from jaxcomp.encode import matrix_shape
 from jaxcomp.encode import relative_index_counts
 
 # fileformat
+from jaxcomp.fileformat import DEFAULT_MAX_RATIO
 from jaxcomp.fileformat import DczFormatError
 from jaxcomp.fileformat import EncodedLeaf
 from jaxcomp.fileformat import dumps_compressed
@@ -137,6 +138,7 @@ __all__ = [
     "matrix_shape",
     "relative_index_counts",
     # fileformat
+    "DEFAULT_MAX_RATIO",
     "DczFormatError",
     "EncodedLeaf",
     "dumps_compressed",

@@ -98,13 +98,38 @@ def save_checkpoint(
       directory: checkpoint folder (created if missing).
       tree: pytree of arrays (jax or numpy, typed PRNG keys included), Python scalars and
         ``None`` (an empty subtree, e.g. an untouched leaf of a mask pytree).
-      step: non-negative step number; saving an existing step replaces nothing and raises.
+      step: non-negative int, after every step already saved there; saving an existing (or
+        an earlier) step replaces nothing and raises.
       max_to_keep: keep only the newest ``max_to_keep`` steps (default: keep all).
+
+    Raises:
+      FileExistsError: ``step`` is already saved under ``directory``, or is not after the
+        newest saved step (orbax would skip it silently); the saved data is left as it was.
+      ValueError: ``step`` is not a non-negative int.
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp
+      >>> d = tempfile.mkdtemp()
+      >>> save_checkpoint(d, {"w": jnp.ones(2)}, step=0)
+      >>> save_checkpoint(d, {"w": jnp.zeros(2)}, step=0)
+      Traceback (most recent call last):
+      ...
+      FileExistsError: step 0 is already saved under ...; save under a new step (> 0) ...
     """
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+    if not isinstance(step, int | np.integer) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    step = int(step)
     with _manager(directory, create=True, max_to_keep=max_to_keep) as mgr:
-        mgr.save(step, args=ocp.args.StandardSave(_storable(tree)))
+        steps = mgr.all_steps()
+        newest = max(steps, default=None)
+        if newest is not None and step <= newest:
+            what = "is already saved" if step in steps else f"is before the newest step {newest}"
+            raise FileExistsError(
+                f"step {step} {what} under {os.fspath(directory)!r}; save under a new step "
+                f"(> {newest}) or into another folder"
+            )
+        if not mgr.save(step, args=ocp.args.StandardSave(_storable(tree))):
+            raise FileExistsError(f"orbax refused to save step {step} under {directory!r}")
         mgr.wait_until_finished()
 
 

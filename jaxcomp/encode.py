@@ -1,4 +1,4 @@
-"""Relative-index sparse storage of weight codes, with filler entries (DESIGN §4.3).
+"""Relative-index sparse storage of weight codes, with filler entries (``docs/conventions.md``).
 
 A compressed layer is a ``codes`` array (``0`` = pruned, see docs/conventions.md). It is stored as
 a list of *entries* ``(code, gap)``: ``gap`` counts the zeros skipped since the previous entry of
@@ -21,6 +21,8 @@ vmappable JAX function for accounting inside sweeps.
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import NamedTuple
 
 import jax
@@ -82,16 +84,28 @@ def matrix_shape(shape) -> tuple[int, int]:
       shape: the array's shape.
 
     Returns:
-      ``(prod(shape[:-1]), shape[-1])``; ``(1, 1)`` for a scalar.
+      ``(prod(shape[:-1]), shape[-1])`` as Python ints (exact, never wrapping); ``(1, 1)``
+      for a scalar.
+
+    Raises:
+      TypeError: a dimension is not an integer.
+      ValueError: a dimension is negative.
 
     Example:
       >>> matrix_shape((5, 5, 1, 20)), matrix_shape((784, 300)), matrix_shape((10,))
       ((25, 20), (784, 300), (1, 10))
+      >>> matrix_shape((2**40, 2**40, 5))
+      (1208925819614629174706176, 5)
     """
-    shape = tuple(int(d) for d in shape)
+    try:
+        shape = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"shape must not have negative dimensions, got {shape}")
     if not shape:
         return 1, 1
-    return int(np.prod(shape[:-1], dtype=np.int64)), shape[-1]
+    return math.prod(shape[:-1]), shape[-1]
 
 
 def encode_relative(codes, *, index_bits: int) -> RelativeIndex:

@@ -1,52 +1,62 @@
-"""The ``.dcz`` container: a compressed model on disk, every byte accounted for (DESIGN §4.3).
+"""The ``.dcz`` container: a whole compressed model on disk, every byte accounted for.
+
+The full specification (every field, limit and refusal, the version history) is
+``docs/guides/dcz-format.md``; the storage accounting is in ``docs/conventions.md``.
 
 Layout (all integers little-endian)::
 
     header    16 bytes: magic b"\\x89DCZ", uint16 version, uint16 flags (0, or 0x8000 when
               the manifest is deflated), uint32 manifest length M, uint32 CRC32 of (manifest
               as stored + section table)
-    manifest  M bytes of compact JSON: {"v": 1, "chunk": chunk size, "leaves": [leaf, ...],
+    manifest  M bytes of compact JSON: {"v": 2, "h": 0|1, "c": chunk size, "l": [leaf, ...],
               optionally "m": metadata}; with ``compact_manifest=True`` raw DEFLATE of that JSON
-              with a preset dictionary of the manifest's usual words (about 3x smaller, which
-              matters for small models: a LeNet's file is then within 1% of its P+Q+H size)
+              with a preset dictionary of the manifest's usual words
     table     8 bytes per section: uint32 length, uint32 CRC32 of its payload
     payloads  the sections, in manifest order, back to back; the file ends with the last one
 
-Each leaf of the params pytree, in flattening order, is either
+Each leaf of the model's state (every collection: NNX ``Param``, ``BatchStat``, RNG keys and
+counts, Linen ``params`` and ``batch_stats``...), in flattening order, is either
 
-* ``"dense"`` -- one section ``values``: float32 values (C order); biases and any leaf without
-  codes; or
-* ``"sparse"`` -- a weight-shared, pruned leaf, four sections: ``codebook`` (``2**bits``
-  float32), ``pointers`` (each row's entry count in the relative-index form of
-  :mod:`jaxcomp.encode`, ``pw`` bits each), ``codes`` and ``index`` (the entries' weight codes and
-  relative indices). With Huffman coding (the default) a stream section is its code table
+* ``"dense"`` -- one section ``values``: the leaf's bytes, exactly, in its own dtype (C order,
+  little-endian; a typed PRNG key array as its ``uint32`` key data); or
+* ``"sparse"`` -- a weight-shared, pruned floating-point leaf, four sections: ``codebook``
+  (``2**bits`` float32), ``pointers`` (each row's entry count in the relative-index form of
+  :mod:`jaxcomp.encode`, ``pw`` bits each), ``codes`` and ``index`` (the entries' weight codes
+  and relative indices). With Huffman coding (the default) a stream section is its code table
   (:func:`jaxcomp.huffman.pack_lengths`), the bit offsets of its decode chunks after the first
   (``bit_length(nbits)`` bits each) and the coded bits; without, the values packed at ``bits``
-  / ``index_bits`` bits each.
+  / ``index_bits`` bits each. The manifest keeps the CRC32 of the decoded codes, and the leaf
+  comes back as ``codebook[codes]`` in the leaf's own dtype.
 
-Reading checks everything (magic, version, sizes, every CRC, the decoded structure) and raises
-:class:`DczFormatError` naming the part that is wrong; files are written atomically (temporary
-file in the same folder, ``fsync``, rename).
+Reading checks everything (magic, version, sizes, every CRC, every declared count against the
+bytes that carry it, the decoded structure, the decoded size against ``max_ratio`` times the
+file's size) and raises :class:`DczFormatError` naming the part that is wrong, before any loop
+or allocation that a bad count would blow up. Files are written atomically
+(:func:`jaxcomp.atomic.atomic_open`). Version 1 files (float32 leaves only) still load.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
+import sys
 import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp import huffman
 from jaxcomp.atomic import atomic_open
 from jaxcomp.encode import RelativeIndex, decode_relative, encode_relative, matrix_shape
-from jaxcomp.tree import leaves_with_paths
+from jaxcomp.tree import _key_to_str
 
 __all__ = [
+    "DEFAULT_MAX_RATIO",
     "FORMAT_VERSION",
     "MAGIC",
     "DczFormatError",
@@ -64,46 +74,192 @@ __all__ = [
 ]
 
 MAGIC = b"\x89DCZ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READ_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<4sHHII")
 _SECTION = struct.Struct("<II")
 _SPARSE_SECTIONS = ("codebook", "pointers", "codes", "index")
 _MAX_BITS = 16
 #: Header flag: the manifest is raw DEFLATE (wbits -15) with the preset dictionary ``_ZDICT``.
 FLAG_DEFLATED_MANIFEST = 0x8000
-_ZDICT = (
+_ZDICT_V1 = (
     b'"p":"conv1/bias","k":"d","s":[20]},{"p":"conv2/kernel","k":"s","s":[5,5,20,50],'
     b'"p":"fc2/bias","k":"d","s":[100]},{"p":"fc3/kernel","k":"s","s":[100,10],"b":'
     b'"r":5,"n":,"pw":,"cn":,"xn":}],"m":{"model":"lenet-300-100","format":"jaxcomp.pipeline"}}'
     b'"l":[{"p":"fc1/bias","k":"d","s":[300]},{"p":"fc1/kernel","k":"s","s":[784,300],"b":6,'
     b'{"v":1,"h":1,"c":1024,'
 )
+_ZDICT_V2 = (
+    b'"t":"uint32","g":"RngCount"},{"p":"dropout/rngs/key","k":"d","s":[],"t":"key",'
+    b'"ki":"threefry2x32","g":"RngKey"},"t":"bfloat16","g":"BatchStat"},"s":[5,5,20,50],'
+    b'"p":"conv1/bias","k":"d","s":[20],"t":"float32","g":"Param"},{"p":"fc1/kernel","k":"s",'
+    b'"s":[784,300],"t":"float32","b":6,"r":5,"n":,"pw":,"cc":,"cn":,"xn":}],"m":{"model":'
+    b'"lenet-300-100"}}{"v":2,"h":1,"c":1024,"l":[{"p":"fc1/bias","k":"d","s":[300],"t":"float32"'
+)
+_ZDICT = {1: _ZDICT_V1, 2: _ZDICT_V2}
 _MAX_MANIFEST = 1 << 26
+_MANIFEST_INFLATE_RATIO = 32  # an inflated manifest is at most this many times its stored size
+_MANIFEST_INFLATE_FLOOR = 1 << 16
+_MAX_DEPTH = 32  # JSON nesting of the whole manifest (the metadata sits at depth 2)
+_MAX_NDIM = 32
+_MAX_DIM = 1 << 48
+_MAX_PATH = 4096
+_MAX_COMPONENTS = 64  # names in a leaf path (keeps the prefix checks linear in the file)
+_MAX_CODE_LENGTH = huffman.DEFAULT_MAX_LENGTH  # what the writer uses; longer codes are refused
+_MIN_BUDGET = 1 << 20
+
+DEFAULT_MAX_RATIO = 256
+"""Default limit of the loaders: the decoded leaves may take at most this many times the file's
+size in bytes (or 1 MiB, whichever is more). Deep Compression reaches 35-50x; raise it with
+``max_ratio=`` for a file you trust that holds mostly-zero layers."""
+
+#: dtypes a leaf may have, by the name stored in the manifest's ``"t"`` field.
+_DTYPES = {
+    name: np.dtype(getattr(jnp, name))
+    for name in (
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "bfloat16",
+        "float32",
+        "float64",
+    )
+}
+_DTYPES["bool"] = np.dtype(np.bool_)
+_KEY_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+_V1_DENSE = {"p", "k", "s"}
+_V1_SPARSE = {"p", "k", "s", "b", "r", "n", "pw", "cn", "xn"}
+_V2_DENSE = _V1_DENSE | {"t", "g", "ki"}
+_V2_SPARSE = _V1_SPARSE | {"t", "g", "cc"}
+_TOP_KEYS = {"v", "h", "c", "l", "m"}
 
 
 class DczFormatError(ValueError):
-    """A ``.dcz`` file is malformed: truncated, corrupted, or of another format version.
+    """A ``.dcz`` file is malformed, or does not hold the model a ``target`` asks for.
 
     The message starts with the part of the file that is wrong (``header``, ``manifest``,
-    ``section table``, ``<leaf path> <section>``, ``file end``).
+    ``section table``, ``<leaf path> <section>``, ``file end``, ``target``).
     """
 
 
 class EncodedLeaf(NamedTuple):
-    """One params leaf ready to be written, with its exact bit accounting.
+    """One state leaf ready to be written, with its exact bit accounting.
 
     Attributes:
       path: the leaf's path string (:func:`jaxcomp.tree.path_to_str`).
       entry: its manifest record (JSON-able dict).
       sections: ``[(name, payload bytes), ...]`` in file order.
-      counts: the accounting of DESIGN §4.3 in bits (ints) and entry counts, see
-        :func:`jaxcomp.report.compression_report`.
+      counts: the storage accounting of ``docs/conventions.md`` in bits (ints) and entry
+        counts, see :func:`jaxcomp.report.compression_report`.
     """
 
     path: str
     entry: dict
     sections: list[tuple[str, bytes]]
     counts: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------------------------
+# Leaves: paths, collections, dtypes
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_variable(x) -> bool:
+    from flax import nnx
+
+    return isinstance(x, nnx.Variable)
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _bad_component(part: str) -> str | None:
+    """Why ``part`` cannot be one component of a leaf path (None when it can)."""
+    if part == "":
+        return "an empty component"
+    if part in (".", ".."):
+        return f"the component {part!r}"
+    if "/" in part or "\\" in part:
+        return f"a slash in the component {part!r}"
+    if not part.isprintable():
+        return f"a control or unpaired character in {part!r}"
+    return None
+
+
+def _check_path(path: str) -> str | None:
+    """Why ``path`` is not a relative leaf path inside a model (None when it is)."""
+    if not path:
+        return "an empty path"
+    if len(path) > _MAX_PATH:
+        return f"a path of {len(path)} characters (at most {_MAX_PATH})"
+    if path.count("/") >= _MAX_COMPONENTS:
+        return f"more than {_MAX_COMPONENTS} components"
+    for part in path.split("/"):
+        why = _bad_component(part)
+        if why:
+            return why
+    return None
+
+
+def _state_leaves(tree, *, check: bool = True) -> list[tuple[str, Any, str | None]]:
+    """``[(path, value, collection or None), ...]`` of a model state in flattening order.
+
+    NNX ``Variable`` leaves give their value and their type's name (``"Param"``,
+    ``"BatchStat"``...); ``None`` leaves are absent.
+    """
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_variable)
+    out = []
+    for kp, leaf in flat:
+        parts = [s for s in (_key_to_str(k) for k in kp) if s is not None]
+        for part in parts if check else ():
+            why = _bad_component(part)
+            if why:
+                raise ValueError(
+                    f"params leaf {'/'.join(parts)!r} has {why}; a .dcz leaf path is made of "
+                    "non-empty names without '/' (rename the dict key)"
+                )
+        path = "/".join(parts)
+        if check and (_check_path(path) if path else None):
+            raise ValueError(f"params leaf {path[:80]!r} has {_check_path(path)}; shorten it")
+        if not path and check:
+            raise ValueError("params is a single array; give a dict of named leaves, e.g. {'w': x}")
+        collection = None
+        if _is_variable(leaf):
+            collection = type(leaf).__name__
+            leaf = leaf.get_value()
+        if leaf is None:
+            continue
+        out.append((path, leaf, collection))
+    return out
+
+
+def _dtype_name(dtype) -> str | None:
+    for name, dt in _DTYPES.items():
+        if dt == dtype:
+            return name
+    return None
+
+
+def _to_le_bytes(arr: np.ndarray) -> bytes:
+    data = arr.tobytes(order="C")
+    if sys.byteorder == "big" and arr.dtype.itemsize > 1:  # pragma: no cover - big-endian hosts
+        data = np.frombuffer(data, f"u{arr.dtype.itemsize}").byteswap().tobytes()
+    return data
+
+
+def _from_le_bytes(buf: bytes, dtype: np.dtype, shape) -> np.ndarray:
+    u = np.frombuffer(buf, np.dtype(f"u{dtype.itemsize}"))
+    if sys.byteorder == "big" and dtype.itemsize > 1:  # pragma: no cover - big-endian hosts
+        u = u.byteswap()
+    return u.copy().view(dtype).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,15 +274,18 @@ def _per_path(obj, param_paths: list[str], what: str) -> dict[str, Any]:
     if isinstance(obj, Mapping) and all(isinstance(k, str) and k in param_paths for k in obj):
         return {k: v for k, v in obj.items() if v is not None}
     try:
-        pairs = leaves_with_paths(obj)
+        pairs = [(p, v) for p, v, _ in _state_leaves(obj, check=False)]
     except Exception as e:  # pragma: no cover - jax raises on exotic inputs
         raise TypeError(f"{what} must be a {{path: array}} dict or a params-shaped pytree") from e
     out = {p: v for p, v in pairs if v is not None}
     unknown = sorted(set(out) - set(param_paths))
     if unknown:
+        hint = ""
+        if any(f"params/{u}" in param_paths for u in unknown):
+            hint = f" (a Linen variables dict: pass {{'params': {what}}})"
         raise ValueError(
             f"{what} names leaves {unknown[:3]} that are not in params; key it by the params' "
-            f"path strings (jaxcomp.tree.path_to_str), e.g. {param_paths[:2]}"
+            f"path strings (jaxcomp.tree.path_to_str), e.g. {param_paths[:2]}{hint}"
         )
     return out
 
@@ -157,20 +316,61 @@ def _check_layer(path, codes, codebook, bits):
             f"codebooks[{path!r}] has {codebook.size} entries but bits={bits}; "
             f"it must have 2**bits entries with bits in 1..{_MAX_BITS}"
         )
-    if not np.issubdtype(codebook.dtype, np.floating):
+    if not jnp.issubdtype(codebook.dtype, jnp.floating):
         raise TypeError(f"codebooks[{path!r}] must be floating point, got {codebook.dtype}")
-    codebook = codebook.astype(np.float32)
-    if codebook[0] != 0.0 or np.signbit(codebook[0]):
+    cb32 = codebook.astype(np.float32)
+    back = cb32.astype(codebook.dtype)
+    if not np.array_equal(back, codebook, equal_nan=True):
+        raise ValueError(
+            f"codebooks[{path!r}] ({codebook.dtype}) has values that float32 cannot hold exactly; "
+            "the file stores codebooks as float32: pass codebook.astype(np.float32)"
+        )
+    if cb32[0] != 0.0 or np.signbit(cb32[0]):
         raise ValueError(
             f"codebooks[{path!r}][0] must be +0.0 (code 0 = pruned, docs/conventions.md), "
-            f"got {codebook[0]}"
+            f"got {cb32[0]}"
         )
     codes = np.asarray(codes)
     if not np.issubdtype(codes.dtype, np.integer):
         raise TypeError(f"codes[{path!r}] must be an integer array, got {codes.dtype}")
     if codes.size and (codes.min() < 0 or codes.max() >= 1 << bits):
         raise ValueError(f"codes[{path!r}] must lie in 0..{(1 << bits) - 1} for bits={bits}")
-    return codes.astype(np.uint8 if bits <= 8 else np.uint16), codebook, bits
+    return codes.astype(np.uint8 if bits <= 8 else np.uint16), cb32, bits
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in JSON ``text`` (strings skipped; linear, no recursion)."""
+    # a string, or an unterminated one up to the end: every match consumes what it scans, so
+    # the scan stays linear even for '"\\"\\"\\"...' (a plain string regex is quadratic there)
+    bare = re.sub(r'"(?:[^"\\]+|\\.)*(?:"|\\?\Z)', "", text, flags=re.DOTALL)
+    b = np.frombuffer(bare.encode("utf-8", "surrogatepass"), np.uint8)
+    if b.size == 0:
+        return 0
+    step = np.isin(b, (0x5B, 0x7B)).astype(np.int64) - np.isin(b, (0x5D, 0x7D))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _check_metadata(metadata) -> dict:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(
+            f"metadata must be a mapping with string keys (e.g. {{'model': 'lenet-5'}}), "
+            f"got {type(metadata).__name__}"
+        )
+    bad = [k for k in metadata if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"metadata keys must be strings, got {bad!r}")
+    out = dict(metadata)
+    try:
+        text = json.dumps(out, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"metadata must be JSON-serializable (str, int, float, lists, dicts): {e}"
+        ) from None
+    if _json_depth(text) > _MAX_DEPTH - 1:
+        raise ValueError(
+            f"metadata nests deeper than {_MAX_DEPTH - 1} levels of lists/dicts; flatten it"
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +380,7 @@ def _check_layer(path, codes, codebook, bits):
 
 def _huffman_section(symbols: np.ndarray, alphabet: int, chunk: int) -> tuple[bytes, dict]:
     counts = np.bincount(symbols.astype(np.int64), minlength=alphabet)
-    lengths = huffman.code_lengths(counts)
+    lengths = huffman.code_lengths(counts, max_length=_MAX_CODE_LENGTH)
     table = huffman.pack_lengths(lengths)
     stream = huffman.huffman_encode(symbols, lengths, chunk_size=chunk)
     ow = max(1, stream.nbits.bit_length())
@@ -200,23 +400,32 @@ def _fixed_section(values: np.ndarray, width: int) -> bytes:
     return data.tobytes()
 
 
-def _check_metadata(metadata) -> dict:
-    if not isinstance(metadata, Mapping):
-        raise TypeError(
-            f"metadata must be a mapping with string keys (e.g. {{'model': 'lenet-5'}}), "
-            f"got {type(metadata).__name__}"
-        )
-    bad = [k for k in metadata if not isinstance(k, str)]
-    if bad:
-        raise TypeError(f"metadata keys must be strings, got {bad!r}")
-    out = dict(metadata)
-    try:
-        json.dumps(out, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"metadata must be JSON-serializable (str, int, float, lists, dicts): {e}"
-        ) from None
-    return out
+def _codes_crc(codes: np.ndarray) -> int:
+    return zlib.crc32(_to_le_bytes(np.ascontiguousarray(codes)))
+
+
+def _dense_leaf(path: str, leaf, collection: str | None) -> EncodedLeaf:
+    entry: dict[str, Any] = {"p": path, "k": "d"}
+    if _is_key(leaf):
+        impl = str(jax.random.key_impl(leaf))
+        if impl not in _KEY_IMPLS:
+            raise TypeError(f"params[{path!r}] is a PRNG key of impl {impl!r}; known: {_KEY_IMPLS}")
+        values = np.asarray(jax.random.key_data(leaf)).astype(np.uint32)
+        entry.update(s=[int(d) for d in leaf.shape], t="key", ki=impl)
+    else:
+        values = np.asarray(leaf)
+        name = _dtype_name(values.dtype)
+        if name is None:
+            raise TypeError(
+                f"params[{path!r}] has dtype {values.dtype}; a .dcz leaf is one of "
+                f"{sorted(_DTYPES)} or a PRNG key array"
+            )
+        entry.update(s=[int(d) for d in values.shape], t=name)
+    if collection is not None:
+        entry["g"] = collection
+    payload = _to_le_bytes(values)
+    counts = {"kind": "dense", "weights": math.prod(entry["s"]), "dense": 8 * len(payload)}
+    return EncodedLeaf(path, entry, [("values", payload)], counts)
 
 
 def encode_leaves(
@@ -229,14 +438,14 @@ def encode_leaves(
     huffman_coding: bool = True,
     chunk_size: int = huffman.DEFAULT_CHUNK_SIZE,
 ) -> list[EncodedLeaf]:
-    """Encode every leaf of ``params`` for the ``.dcz`` file (no I/O).
+    """Encode every leaf of a model state for the ``.dcz`` file (no I/O).
 
     Args:
       params, codebooks, codes, bits, index_bits, huffman_coding, chunk_size: as
         :func:`save_compressed`.
 
     Returns:
-      one :class:`EncodedLeaf` per params leaf, in flattening order, with its sections' bytes
+      one :class:`EncodedLeaf` per state leaf, in flattening order, with its sections' bytes
       and its bit accounting (``counts``).
 
     Example:
@@ -248,8 +457,8 @@ def encode_leaves(
       >>> leaves[1].counts["entries"], leaves[1].counts["codes_pq"]
       (3, 3)
     """
-    pairs = leaves_with_paths(params)
-    paths = [p for p, _ in pairs]
+    triples = _state_leaves(params)
+    paths = [p for p, _, _ in triples]
     if len(set(paths)) != len(paths):
         raise ValueError("params has two leaves with the same path string")
     cbs = _per_path(codebooks, paths, "codebooks")
@@ -259,22 +468,24 @@ def encode_leaves(
             f"codebooks and codes must name the same leaves; only in one: "
             f"{sorted(set(cbs) ^ set(cds))}"
         )
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if chunk_size > 1 << 30:
+        raise ValueError(f"chunk_size must be at most 2**30, got {chunk_size}")
     out = []
-    for path, leaf in pairs:
+    for path, leaf, collection in triples:
+        if path not in cbs:
+            out.append(_dense_leaf(path, leaf, collection))
+            continue
+        dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        name = _dtype_name(dtype)
+        if name is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"params[{path!r}] has dtype {dtype}; a weight-shared leaf must be floating "
+                "point (float16, bfloat16, float32, float64)"
+            )
         shape = [int(d) for d in np.shape(leaf)]
         n = math.prod(shape)
-        if path not in cbs:
-            values = np.asarray(leaf)
-            if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
-                raise TypeError(f"params[{path!r}] must be numeric, got {values.dtype}")
-            payload = np.ascontiguousarray(values, dtype="<f4").tobytes()
-            counts = {"kind": "dense", "weights": n, "dense": 32 * n}
-            out.append(
-                EncodedLeaf(path, {"p": path, "k": "d", "s": shape}, [("values", payload)], counts)
-            )
-            continue
         bits_l = _knob(bits, path, "bits", default=None) if bits is not None else None
         ib = _knob(index_bits, path, "index_bits")
         c, cb, b = _check_layer(path, cds[path], cbs[path], bits_l)
@@ -303,7 +514,10 @@ def encode_leaves(
             "codes_pq": entries * b,
             "index_pq": entries * ib,
         }
-        entry = {"p": path, "k": "s", "s": shape, "b": b, "r": ib, "n": entries, "pw": pw}
+        entry: dict[str, Any] = {"p": path, "k": "s", "s": shape, "t": name}
+        if collection is not None:
+            entry["g"] = collection
+        entry.update(b=b, r=ib, n=entries, pw=pw, cc=_codes_crc(c))
         if huffman_coding:
             cpay, cacc = _huffman_section(rel.codes, 1 << b, chunk_size)
             ipay, iacc = _huffman_section(rel.index, 1 << ib, chunk_size)
@@ -347,8 +561,8 @@ def serialize_leaves(
 
     Example:
       >>> leaves = encode_leaves({"b": np.ones(2, np.float32)}, {}, {})
-      >>> len(serialize_leaves(leaves, huffman_coding=True, chunk_size=1024))  # 16 + 54 + 8 + 8
-      86
+      >>> len(serialize_leaves(leaves, huffman_coding=True, chunk_size=1024))  # 16 + 68 + 8 + 8
+      100
     """
     manifest = {"v": FORMAT_VERSION, "h": int(huffman_coding), "c": chunk_size}
     manifest["l"] = [leaf.entry for leaf in leaves]
@@ -357,7 +571,8 @@ def serialize_leaves(
     mbytes = json.dumps(manifest, separators=(",", ":")).encode()
     flags = 0
     if compact_manifest:
-        c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=_ZDICT)
+        zdict = _ZDICT[FORMAT_VERSION]
+        c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
         mbytes = c.compress(mbytes) + c.flush()
         flags = FLAG_DEFLATED_MANIFEST
     payloads = [payload for leaf in leaves for _, payload in leaf.sections]
@@ -416,31 +631,45 @@ def save_compressed(
     metadata: Mapping[str, Any] | None = None,
     compact_manifest: bool = False,
 ) -> int:
-    """Write a compressed model to a ``.dcz`` file, atomically.
+    """Write a whole compressed model to a ``.dcz`` file, atomically.
 
     Leaves named in ``codebooks``/``codes`` are stored weight-shared in relative-index form
-    (Huffman-coded by default); every other leaf of ``params`` is stored dense as float32.
+    (Huffman-coded by default) and come back as ``codebook[codes]`` in the leaf's dtype; every
+    other leaf is stored exactly, bit for bit, in its own dtype. Give the whole state so that
+    nothing is lost: ``nnx.state(model)`` (parameters, BatchNorm statistics, RNG state; each
+    leaf's NNX variable type is recorded) or a Linen variables dict
+    (``{"params": ..., "batch_stats": ...}``).
 
     Args:
       path: the file to write (replaced atomically).
-      params: the params pytree (e.g. an NNX pure dict); its compressed leaves' values are not
-        read, only their shapes.
-      codebooks: ``{path string: (2**bits,) float32}`` with ``codebook[0] == 0.0``, or a
-        params-shaped pytree with ``None`` at uncompressed leaves.
+      params: the model state: any pytree of arrays (an NNX ``State`` or its pure dict, a Linen
+        variables dict, nested dicts). Leaf dtypes: bool, (u)int8..64, float16, bfloat16,
+        float32, float64, typed PRNG keys. Compressed leaves' values are not read, only their
+        shapes and dtypes.
+      codebooks: ``{path string: (2**bits,) float}`` with ``codebook[0] == +0.0`` (values that
+        float32 holds exactly), or a params-shaped pytree with ``None`` at uncompressed leaves.
+        Paths are those of ``params`` (for a Linen variables dict ``"params/Dense_0/kernel"``:
+        pass ``{"params": codebooks}``).
       codes: same keys/structure: integer arrays of the leaf's shape, ``0`` = pruned.
       bits: keyword-only; ``None`` (infer from the codebook length), an int, or
         ``{path: int}``.
       index_bits: keyword-only int or ``{path: int}``, bits per relative index (1..16).
       huffman_coding: keyword-only; ``False`` stores fixed-width codes and indices (P+Q only).
-      chunk_size: keyword-only int, symbols per independently decodable Huffman chunk.
+      chunk_size: keyword-only int (1..2**30), symbols per independently decodable Huffman
+        chunk.
       metadata: keyword-only, optional JSON-serializable mapping with string keys kept in the
-        manifest (CRC-checked like the rest), e.g. the model architecture's name; read it back
-        with :func:`load_metadata`. Counted in the file's overhead bytes.
+        manifest (CRC-checked like the rest, at most 31 levels deep), e.g. the model
+        architecture's name; read it back with :func:`load_metadata`. Counted in the file's
+        overhead bytes.
       compact_manifest: keyword-only; store the manifest deflated (header flag 0x8000), about
         3x smaller. Readers of this version read both.
 
     Returns:
       the number of bytes written (the file's size).
+
+    Raises:
+      ValueError, TypeError: a leaf name, dtype, codebook or codes array the file cannot hold
+        exactly; the message names the leaf. Nothing is written then.
 
     Example:
       >>> import tempfile, os
@@ -472,6 +701,31 @@ def save_compressed(
 # Decoding
 # ----------------------------------------------------------------------------------------------
 
+_KEY_WORDS = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}  # uint32 words per key
+
+
+class _Manifest(NamedTuple):
+    manifest: dict
+    version: int
+    huff: int
+    chunk: int
+    leaves: list
+    nsec: int
+    tstart: int
+    pstart: int
+
+
+class _Leaf(NamedTuple):
+    """A decoded leaf: ``value`` is an array, a typed-key's ``uint32`` data, or
+    ``(codebook, codes)``; ``dtype`` is a ``_DTYPES`` name or ``"key"``."""
+
+    path: str
+    value: Any
+    shape: tuple[int, ...]
+    dtype: str
+    collection: str | None
+    impl: str | None
+
 
 def _field(rec: dict, key: str, kind, where: str):
     if not isinstance(rec, dict) or key not in rec:
@@ -490,14 +744,55 @@ def _int_field(rec, key, where, lo, hi):
     return v
 
 
+def _check_max_ratio(max_ratio) -> float:
+    if (
+        not isinstance(max_ratio, int | float | np.integer | np.floating)
+        or isinstance(max_ratio, bool)
+        or not max_ratio > 0
+    ):
+        raise ValueError(
+            f"max_ratio must be a positive number (decoded bytes per file byte; math.inf for no "
+            f"limit), got {max_ratio!r}"
+        )
+    return float(max_ratio)
+
+
+class _Budget:
+    """The decoded bytes a file may still claim: ``max(max_ratio * file size, 1 MiB)``."""
+
+    def __init__(self, file_bytes: int, max_ratio: float):
+        self.file_bytes, self.max_ratio = file_bytes, max_ratio
+        self.limit = max(max_ratio * file_bytes, _MIN_BUDGET)
+        self.used = 0
+
+    def take(self, path: str, nbytes: int) -> None:
+        self.used += nbytes
+        if self.used > self.limit:
+            raise DczFormatError(
+                f"{path}: the leaves up to this one decode to {self.used:,} bytes, more than "
+                f"max_ratio={self.max_ratio:g} x the file's {self.file_bytes:,} bytes (or 1 MiB); "
+                "if you trust this file, pass a larger max_ratio"
+            )
+
+
 def _parse_stream(payload: bytes, n: int, nbits: int, alphabet: int, chunk: int):
+    """Decode one Huffman stream section, its counts checked against its bytes first."""
     if len(payload) < 5:
         raise ValueError("too short for its code table")
     tn, tw = int.from_bytes(payload[:4], "little"), payload[4]
+    if tn > alphabet:
+        raise ValueError(f"code table names {tn} symbols, more than the alphabet of {alphabet}")
     tlen = 5 + (tn * tw + 7) // 8
     if tlen > len(payload):
         raise ValueError("code table runs past the section")
     lengths = huffman.unpack_lengths(payload[:tlen], alphabet)
+    longest = int(lengths.max(initial=0))
+    if longest > _MAX_CODE_LENGTH:
+        raise ValueError(f"a code of {longest} bits; the format allows {_MAX_CODE_LENGTH}")
+    if not n <= nbits <= n * longest:
+        raise ValueError(
+            f"{n} symbols cannot take {nbits} bits (each takes 1..{max(longest, 1)} bits)"
+        )
     nchunks = -(-n // chunk)
     ow = max(1, nbits.bit_length())
     olen = ((nchunks - 1) * ow + 7) // 8 if nchunks else 0
@@ -510,17 +805,35 @@ def _parse_stream(payload: bytes, n: int, nbits: int, alphabet: int, chunk: int)
     return huffman.huffman_decode(huffman.HuffmanStream(data, nbits, n, offsets, chunk), lengths)
 
 
-def _parse_manifest(data: bytes):
-    """Check the header and the manifest's CRC; return ``(manifest, huff, chunk, leaves, nsec,
-    tstart, pstart)``."""
+def _inflate(stored: bytes, version: int) -> bytes:
+    limit = min(_MAX_MANIFEST, _MANIFEST_INFLATE_RATIO * len(stored) + _MANIFEST_INFLATE_FLOOR)
+    try:
+        d = zlib.decompressobj(-15, zdict=_ZDICT[version])
+        out = d.decompress(stored, limit)
+        if d.unconsumed_tail:
+            raise zlib.error(f"inflates to more than {limit:,} bytes")
+        if d.unused_data or not d.eof:
+            raise zlib.error("incomplete stream or data after its end")
+    except zlib.error as e:
+        raise DczFormatError(f"manifest: cannot inflate the deflated manifest ({e})") from None
+    return out
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_manifest(data: bytes) -> _Manifest:
+    """Check the header, the manifest's size, depth and CRC; return its parts."""
     if len(data) < _HEADER.size:
         raise DczFormatError(f"header: truncated ({len(data)} of {_HEADER.size} bytes)")
     magic, version, flags, mlen, crc = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise DczFormatError(f"header: bad magic {magic!r}; this is not a .dcz file")
-    if version != FORMAT_VERSION:
+    if version not in _READ_VERSIONS:
         raise DczFormatError(
-            f"header: format version {version}, this reader reads version {FORMAT_VERSION}"
+            f"header: format version {version}, this reader reads versions "
+            f"{', '.join(map(str, _READ_VERSIONS))}"
         )
     if flags & ~FLAG_DEFLATED_MANIFEST:
         raise DczFormatError(
@@ -529,23 +842,26 @@ def _parse_manifest(data: bytes):
         )
     if _HEADER.size + mlen > len(data):
         raise DczFormatError("manifest: truncated (file shorter than its manifest length)")
-    mbytes = data[_HEADER.size : _HEADER.size + mlen]
-    stored_manifest = mbytes
-    if flags & FLAG_DEFLATED_MANIFEST:
-        try:
-            d = zlib.decompressobj(-15, zdict=_ZDICT)
-            mbytes = d.decompress(mbytes, _MAX_MANIFEST)
-            if d.unconsumed_tail or d.unused_data or not d.eof:
-                raise zlib.error("incomplete or oversized stream")
-        except zlib.error as e:
-            raise DczFormatError(f"manifest: cannot inflate the deflated manifest ({e})") from None
+    if mlen > _MAX_MANIFEST:
+        raise DczFormatError(f"manifest: {mlen:,} bytes, more than the {_MAX_MANIFEST:,} allowed")
+    stored = data[_HEADER.size : _HEADER.size + mlen]
+    mbytes = _inflate(stored, version) if flags & FLAG_DEFLATED_MANIFEST else stored
     try:
-        manifest = json.loads(mbytes.decode())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise DczFormatError(f"manifest: not valid JSON ({e})") from None
+        text = mbytes.decode()
+        depth = _json_depth(text)
+        if depth > _MAX_DEPTH:
+            raise DczFormatError(f"manifest: JSON nested {depth} deep, more than {_MAX_DEPTH}")
+        manifest = json.loads(text, parse_constant=_no_constant)
+    except (UnicodeError, ValueError, RecursionError) as e:
+        if isinstance(e, DczFormatError):
+            raise
+        raise DczFormatError(f"manifest: not valid JSON ({type(e).__name__}: {e})") from None
     if not isinstance(manifest, dict):
         raise DczFormatError("manifest: not a JSON object")
-    if _field(manifest, "v", int, "header") != FORMAT_VERSION:
+    unknown = sorted(set(manifest) - _TOP_KEYS)
+    if unknown:
+        raise DczFormatError(f"manifest: unknown fields {unknown[:5]}")
+    if _field(manifest, "v", int, "header") != version:
         raise DczFormatError("manifest: format version differs from the header's")
     huff = _int_field(manifest, "h", "header", 0, 1)
     chunk = _int_field(manifest, "c", "header", 1, 1 << 30)
@@ -553,101 +869,184 @@ def _parse_manifest(data: bytes):
     nsec = sum(
         len(_SPARSE_SECTIONS) if isinstance(r, dict) and r.get("k") == "s" else 1 for r in leaves
     )
-    tstart = _HEADER.size + len(stored_manifest)
+    tstart = _HEADER.size + len(stored)
     pstart = tstart + nsec * _SECTION.size
     if pstart > len(data):
         raise DczFormatError("section table: truncated")
-    if zlib.crc32(stored_manifest + data[tstart:pstart]) != crc:
+    if zlib.crc32(stored + data[tstart:pstart]) != crc:
         raise DczFormatError("manifest: CRC32 mismatch (manifest or section table corrupted)")
     if "m" in manifest and not isinstance(manifest["m"], dict):
         raise DczFormatError("manifest: metadata field 'm' is not a JSON object")
-    return manifest, huff, chunk, leaves, nsec, tstart, pstart
+    return _Manifest(manifest, version, huff, chunk, leaves, nsec, tstart, pstart)
 
 
-def _parse(data: bytes) -> list[tuple[str, Any]]:
-    """Validate and decode a whole file: ``[(path, dense array | (codebook, codes)), ...]``."""
-    _, huff, chunk, leaves, nsec, tstart, pstart = _parse_manifest(data)
-    table = [_SECTION.unpack_from(data, tstart + i * _SECTION.size) for i in range(nsec)]
-    end = pstart + sum(length for length, _ in table)
+def _record(rec, i: int, version: int, huff: int, seen: set) -> tuple[str, str, tuple[int, ...]]:
+    """Check a leaf record's path, kind, shape and field names; return them."""
+    path = _field(rec, "p", str, f"leaf {i}")
+    why = _check_path(path)
+    if why:
+        raise DczFormatError(f"manifest: leaf {i} path {path[:80]!r} has {why}")
+    if path in seen:
+        raise DczFormatError(f"manifest: leaf path {path!r} appears twice")
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:j]) for j in range(1, len(parts))]
+    if f"{path}/" in seen or any(q in seen for q in prefixes):
+        raise DczFormatError(f"manifest: leaf path {path!r} clashes with another leaf")
+    seen.add(path)
+    seen.update(f"{q}/" for q in prefixes)  # "a/" marks a folder: no leaf may be named "a"
+    kind = _field(rec, "k", str, path)
+    if kind not in ("d", "s"):
+        raise DczFormatError(f"manifest: {path} has unknown kind {kind[:20]!r}")
+    allowed = {
+        (1, "d"): _V1_DENSE,
+        (1, "s"): _V1_SPARSE,
+        (2, "d"): _V2_DENSE,
+        (2, "s"): _V2_SPARSE,
+    }[version, kind]
+    if kind == "s" and not huff:
+        allowed = allowed - {"cn", "xn"}
+    unknown = sorted(set(rec) - allowed)
+    if unknown:
+        raise DczFormatError(f"manifest: {path} has unknown fields {unknown[:5]}")
+    shape = _field(rec, "s", list, path)
+    ok = len(shape) <= _MAX_NDIM and all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM for d in shape
+    )
+    if not ok or math.prod(max(d, 1) for d in shape) > _MAX_DIM:
+        raise DczFormatError(
+            f"manifest: {path} shape {str(shape)[:80]} is not a list of at most {_MAX_NDIM} "
+            f"sizes whose product is at most 2**48"
+        )
+    return path, kind, tuple(shape)
+
+
+def _leaf_dtype(rec, path: str, version: int, kind: str) -> tuple[str, str | None, str | None]:
+    """``(dtype name, key impl, collection)`` of a record."""
+    if version == 1:
+        return "float32", None, None
+    name = _field(rec, "t", str, path)
+    impl = None
+    if name == "key" and kind == "d":
+        impl = _field(rec, "ki", str, path)
+        if impl not in _KEY_IMPLS:
+            raise DczFormatError(f"manifest: {path} key impl {impl[:40]!r} is not {_KEY_IMPLS}")
+    elif name not in _DTYPES or (kind == "s" and not jnp.issubdtype(_DTYPES[name], jnp.floating)):
+        allowed = sorted(_DTYPES) if kind == "d" else ["bfloat16", "float16", "float32", "float64"]
+        raise DczFormatError(f"manifest: {path} dtype {name[:40]!r} is not one of {allowed}")
+    elif "ki" in rec:
+        raise DczFormatError(f"manifest: {path} has a key impl but dtype {name!r}")
+    collection = None
+    if "g" in rec:
+        collection = _field(rec, "g", str, path)
+        if not collection.isidentifier() or len(collection) > 128:
+            raise DczFormatError(f"manifest: {path} collection {collection[:40]!r} is no name")
+    return name, impl, collection
+
+
+def _dense_value(path, payload, shape, name, impl, budget):
+    words = _KEY_WORDS[impl] if name == "key" else 1
+    dtype = np.dtype(np.uint32) if name == "key" else _DTYPES[name]
+    nbytes = math.prod(shape) * words * dtype.itemsize
+    if len(payload) != nbytes:
+        raise DczFormatError(f"{path} values: {len(payload)} bytes for {nbytes} ({name} {shape})")
+    budget.take(path, nbytes)
+    if name == "bool" and payload.translate(None, b"\x00\x01"):
+        raise DczFormatError(f"{path} values: a bool byte other than 0 or 1")
+    full = (*shape, words) if name == "key" else shape
+    return _from_le_bytes(payload, dtype, full)
+
+
+def _sparse_value(path, rec, payloads, shape, name, version, huff, chunk, budget):
+    b = _int_field(rec, "b", path, 1, _MAX_BITS)
+    ib = _int_field(rec, "r", path, 1, 16)
+    entries = _int_field(rec, "n", path, 0, 1 << 48)
+    pw = _int_field(rec, "pw", path, 1, 32)
+    crc = _int_field(rec, "cc", path, 0, (1 << 32) - 1) if version >= 2 else None
+    if huff:
+        cn = _int_field(rec, "cn", path, 0, 1 << 51)
+        xn = _int_field(rec, "xn", path, 0, 1 << 51)
+    rows, cols = matrix_shape(shape)
+    budget.take(path, rows * cols * max(4, _DTYPES[name].itemsize))
+    name_ = "codebook"
+    try:
+        if len(payloads[name_]) != 4 << b:
+            raise ValueError(f"{len(payloads[name_])} bytes, expected {4 << b}")
+        codebook = np.frombuffer(payloads[name_], "<f4").astype(np.float32)
+        if codebook[0] != 0.0 or np.signbit(codebook[0]):
+            raise ValueError(f"entry 0 is {codebook[0]}, must be +0.0 (code 0 = pruned)")
+        name_ = "pointers"
+        if len(payloads[name_]) != (rows * pw + 7) // 8:
+            raise ValueError(f"{len(payloads[name_])} bytes, expected {(rows * pw + 7) // 8}")
+        row_lengths = huffman.unpack_fixed(payloads[name_], pw, rows)
+        if int(row_lengths.sum()) != entries:
+            raise ValueError(f"row lengths add to {int(row_lengths.sum())}, not {entries} entries")
+        if huff:
+            name_ = "codes"
+            ecodes = _parse_stream(payloads[name_], entries, cn, 1 << b, chunk)
+            name_ = "index"
+            eindex = _parse_stream(payloads[name_], entries, xn, 1 << ib, chunk)
+        else:
+            for name_, width in (("codes", b), ("index", ib)):
+                if len(payloads[name_]) != (entries * width + 7) // 8:
+                    raise ValueError("section size disagrees with its entry count")
+            ecodes = huffman.unpack_fixed(payloads["codes"], b, entries)
+            eindex = huffman.unpack_fixed(payloads["index"], ib, entries)
+        name_ = "pointers"
+        dtype = np.uint8 if b <= 8 else np.uint16
+        rel = RelativeIndex(ecodes.astype(dtype), eindex, row_lengths, shape, ib)
+        codes = decode_relative(rel)
+    except (ValueError, IndexError, TypeError, OverflowError) as e:
+        raise DczFormatError(f"{path} {name_}: {e}") from None
+    if crc is not None and _codes_crc(codes) != crc:
+        raise DczFormatError(f"{path} codes: CRC32 of the decoded codes mismatch (corrupted)")
+    return codebook, codes
+
+
+def _parse(data: bytes, max_ratio: float) -> list[_Leaf]:
+    """Validate and decode a whole file, leaf by leaf."""
+    m = _parse_manifest(data)
+    budget = _Budget(len(data), max_ratio)
+    table = [_SECTION.unpack_from(data, m.tstart + i * _SECTION.size) for i in range(m.nsec)]
+    end = m.pstart + sum(length for length, _ in table)
     if end < len(data):
         raise DczFormatError(f"file end: {len(data) - end} unexpected bytes after the last section")
-    out: list[tuple[str, Any]] = []
-    offset, k = pstart, 0
-    seen = set()
-    for i, rec in enumerate(leaves):
-        where = f"leaf {i}"
-        path = _field(rec, "p", str, where)
-        if path in seen:
-            raise DczFormatError(f"manifest: leaf path {path!r} appears twice")
-        seen.add(path)
-        kind = _field(rec, "k", str, path)
-        shape = _field(rec, "s", list, path)
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise DczFormatError(f"manifest: {path} shape {shape} is not a list of sizes")
-        if kind not in ("d", "s"):
-            raise DczFormatError(f"manifest: {path} has unknown kind {kind!r}")
-        names = ("values",) if kind == "d" else _SPARSE_SECTIONS
+    out: list[_Leaf] = []
+    offset, k = m.pstart, 0
+    seen: set[str] = set()
+    for i, rec in enumerate(m.leaves):
+        path, kind, shape = _record(rec, i, m.version, m.huff, seen)
+        name, impl, collection = _leaf_dtype(rec, path, m.version, kind)
         payloads = {}
-        for name in names:
+        for section in ("values",) if kind == "d" else _SPARSE_SECTIONS:
             length, scrc = table[k]
             k += 1
             if offset + length > len(data):
                 raise DczFormatError(
-                    f"{path} {name}: truncated ({len(data) - offset} of {length} bytes)"
+                    f"{path} {section}: truncated ({len(data) - offset} of {length} bytes)"
                 )
             payload = data[offset : offset + length]
             offset += length
             if zlib.crc32(payload) != scrc:
-                raise DczFormatError(f"{path} {name}: CRC32 mismatch (corrupted)")
-            payloads[name] = payload
-        n = math.prod(shape)
+                raise DczFormatError(f"{path} {section}: CRC32 mismatch (corrupted)")
+            payloads[section] = payload
         if kind == "d":
-            if len(payloads["values"]) != 4 * n:
-                raise DczFormatError(f"{path} values: {len(payloads['values'])} bytes for {n}")
-            out.append((path, np.frombuffer(payloads["values"], "<f4").reshape(shape).copy()))
-            continue
-        b = _int_field(rec, "b", path, 1, _MAX_BITS)
-        ib = _int_field(rec, "r", path, 1, 16)
-        entries = _int_field(rec, "n", path, 0, 1 << 40)
-        pw = _int_field(rec, "pw", path, 1, 32)
-        rows, cols = matrix_shape(shape)
-        name = "codebook"
-        try:
-            if len(payloads[name]) != 4 << b:
-                raise ValueError(f"{len(payloads[name])} bytes, expected {4 << b}")
-            codebook = np.frombuffer(payloads[name], "<f4").astype(np.float32)
-            name = "pointers"
-            if len(payloads[name]) != (rows * pw + 7) // 8:
-                raise ValueError(f"{len(payloads[name])} bytes, expected {(rows * pw + 7) // 8}")
-            row_lengths = huffman.unpack_fixed(payloads[name], pw, rows)
-            if huff:
-                name = "codes"
-                cn = _int_field(rec, "cn", path, 0, 1 << 48)
-                ecodes = _parse_stream(payloads[name], entries, cn, 1 << b, chunk)
-                name = "index"
-                xn = _int_field(rec, "xn", path, 0, 1 << 48)
-                eindex = _parse_stream(payloads[name], entries, xn, 1 << ib, chunk)
-            else:
-                name = "codes"
-                ecodes = huffman.unpack_fixed(payloads[name], b, entries)
-                if len(payloads[name]) != (entries * b + 7) // 8:
-                    raise ValueError("section size disagrees with its entry count")
-                name = "index"
-                eindex = huffman.unpack_fixed(payloads[name], ib, entries)
-                if len(payloads[name]) != (entries * ib + 7) // 8:
-                    raise ValueError("section size disagrees with its entry count")
-            name = "pointers"
-            dtype = np.uint8 if b <= 8 else np.uint16
-            rel = RelativeIndex(ecodes.astype(dtype), eindex, row_lengths, tuple(shape), ib)
-            codes = decode_relative(rel)
-        except DczFormatError:
-            raise
-        except (ValueError, IndexError, TypeError, OverflowError, MemoryError) as e:
-            raise DczFormatError(f"{path} {name}: {e}") from None
-        if codebook[0] != 0.0:
-            raise DczFormatError(f"{path} codebook: entry 0 is {codebook[0]}, must be 0.0")
-        out.append((path, (codebook, codes)))
+            value = _dense_value(path, payloads["values"], shape, name, impl, budget)
+        else:
+            value = _sparse_value(
+                path, rec, payloads, shape, name, m.version, m.huff, m.chunk, budget
+            )
+        out.append(_Leaf(path, value, shape, name, collection, impl))
     return out
+
+
+def _guarded(fn, *args):
+    """Run a parser: anything a malformed file can raise becomes :class:`DczFormatError`."""
+    try:
+        return fn(*args)
+    except DczFormatError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, RecursionError) as e:
+        raise DczFormatError(f"file: malformed ({type(e).__name__}: {e})") from None
 
 
 def _read(path) -> bytes:
@@ -670,42 +1069,128 @@ def _nest(pairs: list[tuple[str, Any]]) -> dict:
     return tree
 
 
-def loads_compressed(data: bytes) -> dict:
+def _as_jax(leaf: _Leaf, value: np.ndarray):
+    """A ``jax.Array`` of ``value``; 64-bit values stay NumPy unless ``jax_enable_x64`` is on
+    (JAX would silently truncate them)."""
+    if leaf.dtype == "key":
+        return jax.random.wrap_key_data(jnp.asarray(value), impl=leaf.impl)
+    if value.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        return value
+    return jnp.asarray(value)
+
+
+def _target_dtype(x) -> tuple[str | None, str | None]:
+    """``(dtype name or "key", key impl)`` of a target leaf; ``(None, None)`` when it has none."""
+    if isinstance(x, bool | int | float | complex):
+        return None, None
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return None, None
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        impl = str(jax.random.key_impl(x)) if isinstance(x, jax.Array) else None
+        return "key", impl
+    return _dtype_name(np.dtype(dtype)) or str(dtype), None
+
+
+def _check_target(leaves: list[_Leaf], target) -> None:
+    try:
+        want = {p: (v, g) for p, v, g in _state_leaves(target)}
+    except ValueError as e:
+        raise DczFormatError(f"target: {e}") from None
+    have = {leaf.path: leaf for leaf in leaves}
+    missing = [p for p in want if p not in have]
+    if missing:
+        raise DczFormatError(
+            f"target: leaf {missing[0]!r} is missing from the file"
+            + (f" (and {len(missing) - 1} more: {missing[1:4]})" if len(missing) > 1 else "")
+            + f"; the file holds {sorted(have)[:6]}"
+        )
+    extra = [p for p in have if p not in want]
+    if extra:
+        raise DczFormatError(
+            f"target: the file's leaf {extra[0]!r} is not in the target"
+            + (f" (and {len(extra) - 1} more: {extra[1:4]})" if len(extra) > 1 else "")
+            + "; load without target= to see everything"
+        )
+    for p, (x, collection) in want.items():
+        leaf = have[p]
+        shape = tuple(int(d) for d in np.shape(x))
+        if shape != leaf.shape:
+            raise DczFormatError(f"target: leaf {p!r} has shape {shape}, the file {leaf.shape}")
+        name, impl = _target_dtype(x)
+        if name is not None and (name, impl or leaf.impl) != (leaf.dtype, leaf.impl):
+            raise DczFormatError(
+                f"target: leaf {p!r} has dtype {name}, the file {leaf.dtype}"
+                + (f" ({impl} vs {leaf.impl})" if name == "key" and leaf.dtype == "key" else "")
+            )
+        if collection and leaf.collection and collection != leaf.collection:
+            raise DczFormatError(
+                f"target: leaf {p!r} is an nnx.{collection}, the file's an nnx.{leaf.collection}"
+            )
+
+
+def loads_compressed(data: bytes, *, target=None, max_ratio: float = DEFAULT_MAX_RATIO) -> dict:
     """:func:`load_compressed` from bytes in memory.
 
     Example:
       >>> loads_compressed(dumps_compressed({"a": {"b": np.zeros(1, np.float32)}}, {}, {}))
       {'a': {'b': Array([0.], dtype=float32)}}
     """
+    max_ratio = _check_max_ratio(max_ratio)
+    leaves = _guarded(_parse, bytes(data), max_ratio)
+    if target is not None:
+        _check_target(leaves, target)
     pairs = []
-    for path, value in _parse(bytes(data)):
+    for leaf in leaves:
+        value = leaf.value
         if isinstance(value, tuple):
             codebook, codes = value
-            value = codebook[codes]
-        pairs.append((path, jnp.asarray(value)))
+            with np.errstate(
+                over="ignore", invalid="ignore"
+            ):  # to float16: inf, NaN, as the params
+                value = codebook.astype(_DTYPES[leaf.dtype])[codes]
+        pairs.append((leaf.path, _as_jax(leaf, value)))
     return _nest(pairs)
 
 
-def load_compressed(path) -> dict:
-    """Read a ``.dcz`` file back to a params pytree.
+def load_compressed(path, *, target=None, max_ratio: float = DEFAULT_MAX_RATIO) -> dict:
+    """Read a ``.dcz`` file back to the model state's pure dict.
+
+    The result goes straight into a model: for NNX ``state = nnx.state(model)``,
+    ``nnx.replace_by_pure_dict(state, tree)``, ``nnx.update(model, state)``; for Linen it is the
+    variables dict (``model.apply(tree, x)``). See ``docs/guides/dcz-format.md``.
 
     Args:
       path: the file.
+      target: keyword-only, optional: the state the file must hold (``nnx.state(model)``, a
+        Linen variables dict, a pure dict, or their ``jax.eval_shape``); its values are never
+        read. A leaf missing from the file, a file leaf the target lacks, or a shape, dtype or
+        NNX variable type that differs raises :class:`DczFormatError` naming the leaf.
+      max_ratio: keyword-only, the most decoded bytes allowed per byte of file (at least 1 MiB
+        in all is allowed), :data:`DEFAULT_MAX_RATIO` by default; ``math.inf`` lifts the limit.
+        A weight-shared leaf counts ``max(4, itemsize)`` bytes per element. Bounds the memory a
+        hostile file can claim.
 
     Returns:
       nested dicts keyed by the parts of each leaf's path string (``"fc1/kernel"`` ->
-      ``tree["fc1"]["kernel"]``), float32 ``jax.Array`` leaves; a compressed leaf equals
-      ``codebook[codes]`` bit for bit (pruned entries ``0.0``).
+      ``tree["fc1"]["kernel"]``; list indices become ``"0"``, ``"1"``...), ``jax.Array``
+      leaves in the dtype they were saved with (64-bit ones stay NumPy arrays unless
+      ``jax_enable_x64`` is on; typed PRNG keys come back typed). A dense leaf is bit for bit
+      what was saved; a compressed leaf equals ``codebook[codes]`` in its dtype (pruned
+      entries ``0``). Version 1 files give float32 leaves.
 
     Raises:
-      DczFormatError: the file is truncated, corrupted, or of another format version.
+      DczFormatError: the file is truncated, corrupted, crafted, of another format version, too
+        large for ``max_ratio``, or does not match ``target``. No other exception comes from
+        the file's content (``OSError`` from opening ``path`` passes through).
+      ValueError: ``max_ratio`` is not a positive number.
 
     Example: see :func:`save_compressed`.
     """
-    return loads_compressed(_read(path))
+    return loads_compressed(_read(path), target=target, max_ratio=max_ratio)
 
 
-def loads_compressed_codes(data: bytes) -> dict[str, Any]:
+def loads_compressed_codes(data: bytes, *, max_ratio: float = DEFAULT_MAX_RATIO) -> dict[str, Any]:
     """:func:`load_compressed_codes` from bytes in memory.
 
     Example:
@@ -716,22 +1201,31 @@ def loads_compressed_codes(data: bytes) -> dict[str, Any]:
       >>> codebook.tolist(), codes.tolist(), codes.dtype
       ([0.0, 2.0], [0, 1, 1, 0], dtype('uint8'))
     """
-    return dict(_parse(bytes(data)))
+    max_ratio = _check_max_ratio(max_ratio)
+    out = {}
+    for leaf in _guarded(_parse, bytes(data), max_ratio):
+        value = leaf.value
+        if leaf.dtype == "key":
+            value = _as_jax(leaf, value)
+        out[leaf.path] = value
+    return out
 
 
-def load_compressed_codes(path) -> dict[str, Any]:
+def load_compressed_codes(path, *, max_ratio: float = DEFAULT_MAX_RATIO) -> dict[str, Any]:
     """Read a ``.dcz`` file without expanding the codes (e.g. to feed ``eie_model``).
 
     Args:
       path: the file.
+      max_ratio: keyword-only, as :func:`load_compressed`.
 
     Returns:
-      ``{path string: (codebook float32 (2**bits,), codes uint8/uint16) or dense float32}``.
+      ``{path string: (codebook float32 (2**bits,), codes uint8/uint16) or dense NumPy array
+      in its saved dtype (typed PRNG keys as typed jax arrays)}``.
 
     Raises:
       DczFormatError: as :func:`load_compressed`.
     """
-    return loads_compressed_codes(_read(path))
+    return loads_compressed_codes(_read(path), max_ratio=max_ratio)
 
 
 def loads_metadata(data: bytes) -> dict:
@@ -742,15 +1236,15 @@ def loads_metadata(data: bytes) -> dict:
       >>> loads_metadata(data)
       {'model': 'x'}
     """
-    manifest = _parse_manifest(bytes(data))[0]
+    manifest = _guarded(_parse_manifest, bytes(data)).manifest
     return dict(manifest.get("m", {}))
 
 
 def load_metadata(path) -> dict:
     """Read the metadata stored by ``save_compressed(..., metadata=...)`` (``{}`` when none).
 
-    The header and the manifest are checked (magic, version, CRC); the payloads are not
-    decoded.
+    The header and the manifest are checked (magic, version, size, depth, CRC); the payloads
+    are not decoded.
 
     Args:
       path: the ``.dcz`` file.
@@ -759,7 +1253,7 @@ def load_metadata(path) -> dict:
       the metadata dict, e.g. ``{"model": "lenet-300-100"}``.
 
     Raises:
-      DczFormatError: bad header, or a corrupted manifest.
+      DczFormatError: bad header, or a corrupted manifest (nothing else from the content).
 
     Example:
       >>> import tempfile, os

@@ -1,7 +1,8 @@
 """Canonical Huffman coding of integer streams, vectorized in NumPy (host side, never jitted).
 
 Deep Compression's third stage codes the weight-code stream and the relative-index stream of each
-layer with Huffman codes (DESIGN §4.3). Everything here runs on the host on NumPy arrays:
+layer with Huffman codes (the accounting is in ``docs/conventions.md``). Everything here runs on
+the host on NumPy arrays:
 
 * :func:`code_lengths` -- Huffman code lengths from symbol counts, limited to ``max_length`` bits
   (a Huffman tree, then a length-limiting pass that keeps Kraft's sum exactly 1).
@@ -259,11 +260,15 @@ def pack_bits(values, widths) -> tuple[np.ndarray, int]:
     ``np.bitwise_or.reduceat`` over the (sorted) word indices.
 
     Args:
-      values: ``(n,)`` non-negative integers.
+      values: ``(n,)`` non-negative integers, each below ``2**widths[i]``.
       widths: ``(n,)`` integers in 1..32, or a Python int for a fixed width.
 
     Returns:
       ``(data, nbits)``: ``(ceil(nbits / 8),)`` uint8 and the total bit count ``sum(widths)``.
+
+    Raises:
+      ValueError: a value is negative or does not fit its width (300 in 4 bits), or a width is
+        outside 1..32. Nothing is truncated silently.
 
     Example:
       >>> data, nbits = pack_bits([1, 2, 3], 2)  # '01' '10' '11' -> 0b01101100
@@ -275,8 +280,21 @@ def pack_bits(values, widths) -> tuple[np.ndarray, int]:
     widths = np.broadcast_to(np.asarray(widths), (n,))
     if n == 0:
         return np.zeros(0, np.uint8), 0
+    if not np.issubdtype(values.dtype, np.integer) and values.dtype != np.bool_:
+        raise TypeError(f"pack_bits values must be integers, got dtype {values.dtype}")
+    if not np.issubdtype(widths.dtype, np.integer):
+        raise TypeError(f"pack_bits widths must be integers, got dtype {widths.dtype}")
     if widths.min() < 1 or widths.max() > 32:
         raise ValueError("pack_bits widths must lie in 1..32")
+    if values.min() < 0:
+        raise ValueError(f"pack_bits values must be non-negative, got {values.min()}")
+    over = (values.astype(np.uint64) >> widths.astype(np.uint64)) != 0
+    if over.any():
+        i = int(np.argmax(over))
+        raise ValueError(
+            f"pack_bits values[{i}] = {values[i]} does not fit in {int(widths[i])} bits "
+            f"(at most {(1 << int(widths[i])) - 1}); widen that field"
+        )
     nbits = int(widths.sum(dtype=np.int64))
     words = np.zeros(nbits // 64 + 2, np.uint64)
     base = 0
@@ -473,7 +491,9 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
       alphabet ``len(lengths)``.
 
     Raises:
-      ValueError: the stream is inconsistent with its table, offsets or length.
+      ValueError: the stream is inconsistent with its table, offsets or length. Every count
+        is checked against the bits that carry it before decoding (a symbol takes 1..L bits),
+        so the work is bounded by ``8 * len(stream.data)``.
 
     Example:
       >>> huffman_decode(huffman_encode([0, 0, 2, 3], [1, 0, 2, 2]), [1, 0, 2, 2]).tolist()
@@ -496,8 +516,17 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
         return np.zeros(0, _symbol_dtype(lengths.size))
     if not lengths.any():
         raise ValueError("a non-empty stream needs a non-empty code table")
-    if offsets[0] != 0 or np.any(np.diff(offsets) < 1) or offsets[-1] >= max(nbits, 1):
-        raise ValueError("chunk offsets must start at 0 and increase within the stream")
+    if n > nbits:
+        raise ValueError(f"{n} symbols cannot fit in {nbits} bits (a code takes at least 1 bit)")
+    L = int(lengths.max())
+    spans = np.diff(np.append(offsets, nbits))  # bits of each chunk
+    sizes = np.full(nchunks, cs, np.int64)
+    sizes[-1] = n - (nchunks - 1) * cs
+    if offsets[0] != 0 or np.any(spans < sizes) or np.any(spans > sizes * L):
+        raise ValueError(
+            "chunk offsets must start at 0 and give each chunk of k symbols k..k*L bits "
+            f"(L = {L}, the longest code)"
+        )
     tsym, tlen, L = _decode_table(lengths)
     steps = min(cs, n)
     if nbits + steps * L >= 1 << 32:

@@ -144,3 +144,17 @@ def test_missing_checkpoints_raise(tmp_path):
     save_checkpoint(tmp_path, {"a": jnp.zeros(2)}, step=3)
     with pytest.raises(FileNotFoundError, match="no step 4"):
         restore_checkpoint(tmp_path, {"a": jnp.zeros(2)}, step=4)
+
+
+def test_saving_an_existing_or_earlier_step_raises_and_keeps_the_data(tmp_path):
+    save_checkpoint(tmp_path, {"w": jnp.arange(3.0)}, step=2)
+    for step in (2, 1):
+        with pytest.raises(FileExistsError, match=f"step {step} is"):
+            save_checkpoint(tmp_path, {"w": jnp.zeros(3)}, step=step)
+    back = restore_checkpoint(tmp_path, {"w": jnp.zeros(3)}, step=2)
+    assert back["w"].tolist() == [0.0, 1.0, 2.0] and latest_step(tmp_path) == 2
+    save_checkpoint(tmp_path, {"w": jnp.ones(3)}, step=3)  # a new step still saves
+    assert restore_checkpoint(tmp_path, {"w": jnp.zeros(3)})["w"].tolist() == [1.0, 1.0, 1.0]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="step must be a non-negative int"):
+            save_checkpoint(tmp_path, {"w": jnp.ones(3)}, step=bad)

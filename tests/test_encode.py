@@ -1,4 +1,4 @@
-"""Relative-index storage: exact round trips, fillers as DESIGN §4.3 counts them, jit counts."""
+"""Relative-index storage: exact round trips, fillers as docs/conventions.md counts them, jit."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_round_trip_and_reference(shape, density, bits, index_bits, seed):
     assert enc.index.dtype == (np.uint8 if index_bits <= 8 else np.uint16)
 
 
-def test_filler_rule_of_design_4_3():
+def test_filler_rule_of_the_storage_accounting():
     # a run of g zeros before a non-zero costs g // 2**index_bits fillers; trailing zeros free
     for g in range(0, 40):
         row = np.zeros(g + 1 + 25, np.uint8)
@@ -124,3 +124,16 @@ def test_bad_inputs():
         relative_index_counts(jnp.ones(3), index_bits=17)
     with pytest.raises(ValueError, match="non-negative"):
         encode_relative(np.array([-1, 2]), index_bits=4)
+
+
+def test_matrix_shape_is_exact_for_huge_shapes():
+    assert matrix_shape((2**40, 2**40, 5)) == (2**80, 5)
+    assert matrix_shape((2**64, 3)) == (2**64, 3)
+    assert matrix_shape(np.array([7, 2**33, 2])) == (7 * 2**33, 2)
+    with pytest.raises(ValueError, match="negative"):
+        matrix_shape((3, -1))
+    with pytest.raises(TypeError, match="sequence of ints"):
+        matrix_shape((2.5, 3))
+    # still usable on static shapes under jit
+    f = jax.jit(lambda c: relative_index_counts(c, index_bits=2))
+    assert [int(v) for v in f(jnp.zeros((2, 3, 4), jnp.uint8))] == [0, 0]

@@ -200,3 +200,31 @@ def test_bad_inputs_raise_clear_errors():
         hf.code_lengths([1, 1], max_length=40)
     with pytest.raises(ValueError, match="chunk_size"):
         hf.huffman_encode([0], [1], chunk_size=0)
+
+
+def test_pack_bits_refuses_values_wider_than_their_field():
+    with pytest.raises(ValueError, match=r"values\[1\] = 300 does not fit in 4 bits"):
+        hf.pack_bits([3, 300], 4)
+    with pytest.raises(ValueError, match=r"values\[0\] = 8 does not fit in 3 bits"):
+        hf.pack_bits([8, 1], [3, 5])
+    with pytest.raises(ValueError, match="non-negative"):
+        hf.pack_bits([-1], 8)
+    with pytest.raises(TypeError, match="integers"):
+        hf.pack_bits([1.5], 8)
+    data, nbits = hf.pack_bits([15, 2**32 - 1], [4, 32])  # the widest values that fit
+    assert nbits == 36 and hf.unpack_fixed(data, 4, 1).tolist() == [15]
+    assert hf.unpack_fixed(data, 32, 1, offset=4).tolist() == [2**32 - 1]
+
+
+def test_decode_checks_counts_against_bits_before_looping():
+    # 2**40 symbols declared in 8 bits, and a chunk size of 2**30: refused at once, not looped
+    lengths = np.array([1, 1], np.uint8)
+    stream = hf.HuffmanStream(np.zeros(1, np.uint8), 8, 2**40, np.zeros(1, np.int64), 2**40)
+    with pytest.raises(ValueError, match="cannot fit in 8 bits"):
+        hf.huffman_decode(stream, lengths)
+    # each chunk's bit span must fit its symbol count (1..L bits per symbol)
+    good = hf.huffman_encode(np.arange(40) % 2, lengths, chunk_size=10)
+    bad = good._replace(chunk_offsets=np.array([0, 5, 20, 30]))
+    with pytest.raises(ValueError, match="chunk offsets"):
+        hf.huffman_decode(bad, lengths)
+    assert hf.huffman_decode(good, lengths).tolist() == (np.arange(40) % 2).tolist()
