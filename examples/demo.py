@@ -11,7 +11,7 @@ alone, prints a table of the stages and writes a summary figure, whose path it p
     python examples/demo.py [--out runs/demo] [--data-dir DIR] [--offline] [--mirror URL]
 
 The mirror is ``--mirror``, else ``$JAXCOMP_MNIST_MIRROR``, else
-:data:`jaxcomp.data.DEFAULT_MIRROR`.
+:data:`jaxcomp.zoo.data.DEFAULT_MIRROR`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jaxcomp import data as mnist_data
+from jaxcomp.zoo import data as mnist_data
 
 MIRROR_ENV = "JAXCOMP_MNIST_MIRROR"
 
@@ -72,15 +72,15 @@ def fetch_mnist(
 ) -> bool:
     """Download full MNIST into ``<data dir>/mnist``, all four files or none.
 
-    The files are downloaded (MD5-checked, by :func:`jaxcomp.data.download_mnist`) into a
+    The files are downloaded (MD5-checked, by :func:`jaxcomp.zoo.data.download_mnist`) into a
     temporary folder beside the destination and renamed into place only when every one of them
     arrived, so a failed or interrupted download never leaves a partial set (which
-    :func:`jaxcomp.data.load_mnist` would refuse).
+    :func:`jaxcomp.zoo.data.load_mnist` would refuse).
 
     Args:
-      data_dir: data folder per :func:`jaxcomp.data.resolve_data_dir`.
+      data_dir: data folder per :func:`jaxcomp.zoo.data.resolve_data_dir`.
       base_url: mirror prefix; default ``$JAXCOMP_MNIST_MIRROR`` or the package's mirror.
-      files: ``{file name: md5}``; default :data:`jaxcomp.data.MNIST_FILES`.
+      files: ``{file name: md5}``; default :data:`jaxcomp.zoo.data.MNIST_FILES`.
       timeout: seconds a connection may stay silent before the download is given up.
       log: where the one-line outcome goes.
 

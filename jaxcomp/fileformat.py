@@ -1219,8 +1219,9 @@ def load_compressed_codes(path, *, max_ratio: float = DEFAULT_MAX_RATIO) -> dict
       max_ratio: keyword-only, as :func:`load_compressed`.
 
     Returns:
-      ``{path string: (codebook float32 (2**bits,), codes uint8/uint16) or dense NumPy array
-      in its saved dtype (typed PRNG keys as typed jax arrays)}``.
+      A dict from each leaf's path string to ``(codebook, codes)`` (codebook float32
+      ``(2**bits,)``, codes uint8/uint16) for a compressed leaf, or to a dense NumPy array in its
+      saved dtype (typed PRNG keys as typed jax arrays).
 
     Raises:
       DczFormatError: as :func:`load_compressed`.

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from jaxcomp import data as mnist_data
+from jaxcomp.zoo import data as mnist_data
 
 NAMES = list(mnist_data.MNIST_FILES)
 

@@ -93,7 +93,7 @@ def _printed_help(main, argv) -> str:
     [
         ("jaxcomp.cli:main", ["compress", "evaluate"]),
         ("eie_model.cli:main", ["simulate", "sweep", "table", "figures"]),
-        ("jaxcomp.train:main", []),
+        ("jaxcomp.zoo.train:main", []),
     ],
 )
 def test_cli_reference_is_what_help_prints(monkeypatch, spec, subcommands):
