@@ -9,6 +9,8 @@ params pytree. The mask kernels it composes live in :mod:`jaxcomp.masks`.
 
 from __future__ import annotations
 
+import contextvars
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -20,6 +22,7 @@ import optax
 from jaxcomp.masks import global_magnitude_masks, magnitude_mask, threshold_mask
 from jaxcomp.tree import (
     PyTree,
+    align_leaves,
     check_masks,
     full_masks,
     leaves_with_paths,
@@ -58,6 +61,74 @@ class PruneState(NamedTuple):
 
 
 _CRITERIA = ("magnitude", "threshold", "global")
+
+# True while share_weights initialises its inner optimizer, which sees codebooks, not params:
+# pruning there would prune codebook entries, so prune refuses it and names the right order.
+INSIDE_SHARE: contextvars.ContextVar[bool] = contextvars.ContextVar("INSIDE_SHARE", default=False)
+# While prune runs its inner optimizer's update: {path string: bool mask} of the masks of this
+# step, so that a share_weights inside gives every pruned weight code 0 in the same step.
+OUTER_MASKS: contextvars.ContextVar[dict[str, jax.Array] | None] = contextvars.ContextVar(
+    "OUTER_MASKS", default=None
+)
+
+
+def as_transformation(inner: Any, name: str = "inner") -> optax.GradientTransformationExtraArgs:
+    """``inner`` as an ``optax.GradientTransformationExtraArgs``.
+
+    Accepts what ``optax.chain`` accepts: any ``optax.GradientTransformation`` or any object with
+    callable ``init`` and ``update`` (``optax.MultiSteps``, a user's class). Extra keyword
+    arguments reach ``update`` only when it takes ``**kwargs``.
+    """
+    if isinstance(inner, optax.GradientTransformation):
+        return optax.with_extra_args_support(inner)
+    init = getattr(inner, "init", None)
+    update = getattr(inner, "update", None)
+    if not (callable(init) and callable(update)):
+        raise TypeError(
+            f"{name} must be an optax.GradientTransformation or an object with init and update "
+            f"methods (e.g. optax.adam(1e-3), optax.MultiSteps(...)), got {type(inner).__name__}"
+        )
+    try:
+        takes_kwargs = any(
+            q.kind is inspect.Parameter.VAR_KEYWORD
+            for q in inspect.signature(update).parameters.values()
+        )
+    except (TypeError, ValueError):
+        takes_kwargs = False
+    if takes_kwargs:
+        return optax.GradientTransformationExtraArgs(init, update)
+    return optax.with_extra_args_support(optax.GradientTransformation(init, update))
+
+
+def raise_if(bad: Any, message: str) -> None:
+    """Raise ``ValueError(message)`` when ``bad`` holds, eagerly or inside ``jit`` / ``vmap``.
+
+    Under a trace the check runs on the device and calls back to the host only when ``bad``
+    holds (``lax.cond``); the error then surfaces as the ``JaxRuntimeError`` of the jitted call,
+    with ``message`` in it.
+    """
+    if not isinstance(bad, jax.core.Tracer):
+        if bool(np.any(np.asarray(bad))):
+            raise ValueError(message)
+        return
+
+    def fail(b: Any) -> None:
+        if np.any(b):
+            raise ValueError(message)
+
+    jax.lax.cond(jnp.any(bad), lambda: jax.debug.callback(fail, bad), lambda: None)
+
+
+def check_float_leaves(params: PyTree, paths: Any, who: str) -> None:
+    """Raise ``TypeError`` naming the first selected leaf of ``params`` that is not floating."""
+    sel = set(paths)
+    for path, leaf in leaves_with_paths(params):
+        if path in sel and not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+            raise TypeError(
+                f"params[{path!r}] has dtype {jnp.asarray(leaf).dtype}: {who} needs "
+                "floating-point params; leave integer leaves out of the selection "
+                "(exclude=..., predicate=...)"
+            )
 
 
 def _as_schedule(value: Any, name: str, is_sparsity: bool) -> Callable[[Any], jax.Array]:
@@ -151,11 +222,7 @@ def prune(
       >>> int((params["w"] == 0).sum())
       4
     """
-    if not isinstance(inner, optax.GradientTransformation):
-        raise TypeError(
-            f"inner must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
-            f"got {type(inner).__name__}"
-        )
+    inner_x = as_transformation(inner)
 
     def check_criterion(c: Any, name: str) -> None:
         if isinstance(c, str):
@@ -207,7 +274,6 @@ def prune(
         }
     else:
         one = _as_schedule(schedule, "schedule", is_sparsity)
-    inner_x = optax.with_extra_args_support(inner)
 
     def select(params: PyTree) -> list[str]:
         sel = selected_paths(params, include=include, exclude=exclude, predicate=predicate)
@@ -216,6 +282,7 @@ def prune(
                 "prune: no leaf of params is selected; check include/exclude/predicate "
                 "(default: arrays with ndim >= 2)"
             )
+        check_float_leaves(params, sel, "prune")
         if per_layer:
             missing = [p for p in sel if p not in schedules]
             extra = [k for k in schedules if k not in sel]
@@ -268,13 +335,19 @@ def prune(
         return map_with_path_str(one_leaf, params, masks)
 
     def init_fn(params: PyTree) -> PruneState:
+        if INSIDE_SHARE.get():
+            raise ValueError(
+                "prune (or dsd) inside share_weights: share_weights' inner optimizer sees the "
+                "codebooks, not the params, so it cannot prune them. Put pruning outside: "
+                "jaxcomp.prune(jaxcomp.share_weights(inner, bits=...), schedule)"
+            )
         sel = select(params)
         masks = full_masks(params, predicate=lambda p, x: p in set(sel))
         return PruneState(
             count=jnp.zeros((), jnp.int32),
             target=jnp.full((len(sel),), jnp.nan, jnp.float32),
             masks=masks,
-            inner_state=inner.init(params),
+            inner_state=inner_x.init(params),
         )
 
     def update_fn(
@@ -286,6 +359,21 @@ def prune(
                 "passes them on)"
             )
         sel = _selected_from_masks(state.masks)
+        # What the last update guaranteed: every entry it pruned is exactly 0. A transform
+        # chained after prune that moves them (share_weights, weight decay) breaks it.
+        moved = [
+            jnp.any(~m & (p != 0))
+            for p, m in zip(jax.tree.leaves(params), align_leaves(params, state.masks), strict=True)
+            if m is not None
+        ]
+        raise_if(
+            jnp.any(jnp.stack(moved)),
+            "prune: weights it pruned at its last update are no longer 0: a transform after it "
+            "changed its updates (e.g. optax.chain(jaxcomp.prune(...), jaxcomp.share_weights(...)) "
+            "or weight decay chained after prune), or the params were changed between steps. "
+            "Put the other transforms inside: jaxcomp.prune(jaxcomp.share_weights(inner), ...) "
+            "or jaxcomp.prune(optax.chain(..., inner), ...)",
+        )
         t = targets(sel, state.count)
         recompute = jnp.any(t != state.target)
         masks = jax.lax.cond(
@@ -296,7 +384,13 @@ def prune(
         grads = updates
         if mask_gradients:
             grads = tree_map_masked(lambda g, m: jnp.where(m, g, jnp.zeros_like(g)), grads, masks)
-        new_updates, inner_state = inner_x.update(grads, state.inner_state, params, **extra_args)
+        token = OUTER_MASKS.set({p: m for p, m in leaves_with_paths(masks)})
+        try:
+            new_updates, inner_state = inner_x.update(
+                grads, state.inner_state, params, **extra_args
+            )
+        finally:
+            OUTER_MASKS.reset(token)
         new_updates = tree_map_masked(
             lambda u, m, p: jnp.where(m, u, (-p).astype(u.dtype)), new_updates, masks, params
         )
@@ -315,14 +409,17 @@ def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
     """Zero the pruned entries: ``where(mask, param, 0)``; ``None`` masks leave a leaf as is.
 
     Args:
-      params: any pytree of arrays.
-      masks: a mask pytree for ``params`` (bool arrays of each leaf's shape, or ``None``).
+      params: any pytree of arrays, e.g. ``nnx.state(model, nnx.Param)``.
+      masks: a mask pytree for ``params``: per leaf ``None`` or an array of its shape, ``bool``
+        or integer (jaxpruner's ``uint8``; non-zero = kept). It may be held as the optimizer
+        holds it: ``optimizer.opt_state.masks`` of an ``nnx.Optimizer`` (``OptVariable``
+        nodes) applies to ``nnx.state(model, nnx.Param)`` as it is.
 
     Returns:
       params with the same structure and dtypes.
 
     Raises:
-      ValueError: if ``masks`` does not match ``params`` (structure, shapes, or bool dtype).
+      ValueError: if ``masks`` does not match ``params`` (leaves, shapes, or dtype).
 
     Example:
       >>> import jax.numpy as jnp
@@ -331,29 +428,42 @@ def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
       >>> out["w"].tolist()
       [0.0, 2.0]
     """
-    check_masks(params, masks)
-    return tree_map_masked(lambda x, m: jnp.where(m, x, jnp.zeros_like(x)), params, masks)
+    ms = check_masks(params, masks)
+    flat, treedef = jax.tree.flatten(params)
+    out = [
+        x if m is None else jnp.where(m, x, jnp.zeros_like(x))
+        for x, m in zip(flat, ms, strict=True)
+    ]
+    return treedef.unflatten(out)
 
 
 class LeafSparsity(NamedTuple):
     """Non-zero count of one leaf (or of a total).
 
+    Counts are exact at any size: Python ints when :func:`sparsity_summary` runs eagerly;
+    under ``jit`` int64 arrays with ``jax_enable_x64``, else int32 arrays (a selection of
+    ``2**31`` weights or more is then refused rather than wrapped).
+
     Attributes:
-      nonzero: int32 scalar array, entries != 0.
-      size: int32 scalar array, all entries.
+      nonzero: entries != 0 (Python int, or a scalar integer array under ``jit``).
+      size: all entries (Python int; a scalar integer array when returned from ``jit``).
     """
 
-    nonzero: jax.Array
-    size: jax.Array
+    nonzero: Any
+    size: Any
 
     @property
-    def density(self) -> jax.Array:
-        """Fraction of entries kept (float32)."""
-        return self.nonzero.astype(jnp.float32) / jnp.maximum(self.size, 1).astype(jnp.float32)
+    def density(self) -> Any:
+        """Fraction of entries kept (a Python float, or float32 under ``jit``)."""
+        if isinstance(self.nonzero, int) and isinstance(self.size, int):
+            return self.nonzero / max(self.size, 1)
+        return jnp.asarray(self.nonzero, jnp.float32) / jnp.maximum(
+            jnp.asarray(self.size, jnp.float32), 1.0
+        )
 
     @property
-    def sparsity(self) -> jax.Array:
-        """Fraction of entries that are zero (float32)."""
+    def sparsity(self) -> Any:
+        """Fraction of entries that are zero."""
         return 1.0 - self.density
 
 
@@ -380,6 +490,15 @@ class SparsitySummary(NamedTuple):
         return "\n".join(rows)
 
 
+def _count_nonzero(x: Any) -> int:
+    """Exact count of non-zeros as a Python int, in int32 chunks of fewer than 2**31 entries."""
+    if isinstance(x, np.ndarray):
+        return int(np.count_nonzero(x))
+    flat = jnp.ravel(jnp.asarray(x))
+    chunk = 2**30
+    return sum(int(jnp.count_nonzero(flat[i : i + chunk])) for i in range(0, flat.size, chunk))
+
+
 def sparsity_summary(
     params: PyTree,
     *,
@@ -389,8 +508,9 @@ def sparsity_summary(
 ) -> SparsitySummary:
     """Count the non-zeros of the selected leaves (default: kernels, ``ndim >= 2``) and in total.
 
-    Jittable (counts are arrays); :meth:`SparsitySummary.table` formats it on the host. Pass
-    ``predicate=lambda path, leaf: True`` to count biases as well.
+    Eagerly the counts are exact Python ints whatever the model's size; under ``jit`` they are
+    integer arrays (see :class:`LeafSparsity`). :meth:`SparsitySummary.table` formats it on the
+    host. Pass ``predicate=lambda path, leaf: True`` to count biases as well.
 
     Args:
       params: any pytree of arrays.
@@ -402,22 +522,34 @@ def sparsity_summary(
     Example:
       >>> import jax.numpy as jnp
       >>> s = sparsity_summary({"w": jnp.array([[0.0, 1.0], [2.0, 0.0]]), "b": jnp.ones(2)})
-      >>> int(s.layers["w"].nonzero), int(s.total.size), float(s.total.density)
+      >>> s.layers["w"].nonzero, s.total.size, s.total.density
       (2, 4, 0.5)
     """
     sel = set(selected_paths(params, include=include, exclude=exclude, predicate=predicate))
-    layers = {}
-    for path, leaf in leaves_with_paths(params):
-        if path in sel:
-            layers[path] = LeafSparsity(
-                nonzero=jnp.count_nonzero(leaf).astype(jnp.int32),
-                size=jnp.asarray(int(np.prod(jnp.shape(leaf), dtype=np.int64)), jnp.int32),
+    chosen = [(p, x) for p, x in leaves_with_paths(params) if p in sel]
+    sizes = {p: int(np.prod(jnp.shape(x), dtype=np.int64)) for p, x in chosen}
+    traced = any(isinstance(x, jax.core.Tracer) for _, x in chosen)
+    if traced:
+        wide = jax.config.jax_enable_x64
+        if not wide and sum(sizes.values()) >= 2**31:
+            raise ValueError(
+                f"sparsity_summary under jit: {sum(sizes.values()):,} selected weights do not "
+                "fit int32 counts; call it outside jit (exact Python ints) or enable "
+                "jax_enable_x64"
             )
-    if layers:
+        dtype = jnp.int64 if wide else jnp.int32
+        layers = {
+            p: LeafSparsity(jnp.count_nonzero(x).astype(dtype), jnp.asarray(sizes[p], dtype))
+            for p, x in chosen
+        }
+        zero = jnp.zeros((), dtype)
         total = LeafSparsity(
-            nonzero=sum(s.nonzero for s in layers.values()),
-            size=sum(s.size for s in layers.values()),
+            sum((s.nonzero for s in layers.values()), zero),
+            sum((s.size for s in layers.values()), zero),
         )
     else:
-        total = LeafSparsity(jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        layers = {p: LeafSparsity(_count_nonzero(x), sizes[p]) for p, x in chosen}
+        total = LeafSparsity(
+            sum(s.nonzero for s in layers.values()), sum(s.size for s in layers.values())
+        )
     return SparsitySummary(layers=layers, total=total)

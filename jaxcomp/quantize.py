@@ -566,6 +566,11 @@ def shared_weight(codebook: Any, codes: Any) -> jax.Array:
     Returns:
       array of ``codes.shape`` and the codebook's dtype.
 
+    Raises:
+      ValueError: if concrete ``codes`` hold a value outside ``0 .. len(codebook) - 1``. Under a
+        trace (``jit``, ``grad``) no exception can be raised: such a code gives NaN, never
+        another centroid.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> codes = jnp.array([1, 1, 2], jnp.uint8)
@@ -573,7 +578,18 @@ def shared_weight(codebook: Any, codes: Any) -> jax.Array:
       [0.0, 2.0, 1.0, 0.0]
     """
     codebook = jnp.asarray(codebook)
-    return jnp.take(codebook, jnp.asarray(codes).astype(jnp.int32), mode="clip")
+    codes = jnp.asarray(codes)
+    if not jnp.issubdtype(codes.dtype, jnp.integer):
+        raise TypeError(f"codes must be an integer array, got dtype {codes.dtype}")
+    k = codebook.shape[0]
+    if not isinstance(codes, jax.core.Tracer) and codes.size:
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo < 0 or hi >= k:
+            raise ValueError(
+                f"codes hold {hi if hi >= k else lo}, outside 0 .. {k - 1} of the {k}-entry "
+                "codebook; codes and codebook must come from the same fit"
+            )
+    return jnp.take(codebook, codes.astype(jnp.int32), mode="fill", fill_value=jnp.nan)
 
 
 def centroid_grads(grads: Any, codes: Any, k: int) -> jax.Array:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcomp.pruning import INSIDE_SHARE, OUTER_MASKS, as_transformation, raise_if
 from jaxcomp.quantize import (
     INITS,
     _check_bits,
@@ -26,7 +27,7 @@ from jaxcomp.quantize import (
     shared_weight,
     uniform_fit,
 )
-from jaxcomp.tree import path_to_str
+from jaxcomp.tree import align_leaves, path_to_str
 
 __all__ = [
     "ShareState",
@@ -61,7 +62,7 @@ class ShareState(NamedTuple):
 
 
 def _leaf_bits(bits: Any, path: str, leaf: Any) -> int | None:
-    if not hasattr(leaf, "ndim") or not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+    if not hasattr(leaf, "ndim"):
         return None
     if isinstance(bits, Mapping):
         b = bits.get(path)
@@ -69,7 +70,15 @@ def _leaf_bits(bits: Any, path: str, leaf: Any) -> int | None:
         b = bits(path, leaf)
     else:
         b = bits if leaf.ndim >= 2 else None
-    return None if b is None else _check_bits(b)
+    if b is None:
+        return None
+    dtype = jnp.asarray(leaf).dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"params[{path!r}] has dtype {dtype}: share_weights needs floating-point params; "
+            "leave it out with a bits mapping or a (path, leaf) -> bits | None function"
+        )
+    return _check_bits(b)
 
 
 def shared_params(params: Any, state: ShareState) -> Any:
@@ -81,8 +90,10 @@ def shared_params(params: Any, state: ShareState) -> Any:
     :func:`share_weights` land exactly on the centroids, see there).
 
     Args:
-      params: the params pytree the state was made for.
-      state: a :class:`ShareState` (e.g. ``state`` or ``state[i]`` inside ``optax.chain``).
+      params: the params pytree the state was made for, e.g. ``nnx.state(model, nnx.Param)``.
+      state: a :class:`ShareState` (e.g. ``state``, ``state[i]`` inside ``optax.chain``, or
+        ``optimizer.opt_state.inner_state`` of an ``nnx.Optimizer`` around
+        ``jaxcomp.prune(share_weights(...))``, held as it is, ``OptVariable`` nodes and all).
 
     Returns:
       a pytree like ``params``; shared leaves in the leaf's dtype, other leaves unchanged.
@@ -97,8 +108,8 @@ def shared_params(params: Any, state: ShareState) -> Any:
     if not isinstance(state, ShareState):
         raise TypeError(f"state must be a ShareState, got {type(state).__name__}")
     flat_p, treedef = jax.tree_util.tree_flatten(params)
-    cbs = treedef.flatten_up_to(state.codebooks)
-    cds = treedef.flatten_up_to(state.codes)
+    cbs = align_leaves(params, state.codebooks, "state.codebooks")
+    cds = align_leaves(params, state.codes, "state.codes")
     out = [
         p if cb is None else shared_weight(cb, cd).astype(jnp.asarray(p).dtype)
         for p, cb, cd in zip(flat_p, cbs, cds, strict=True)
@@ -118,7 +129,17 @@ def _landing_centroids(old: jax.Array, target: jax.Array) -> jax.Array:
     new = old + (target - old)
     new = old + (new - old)
     lands = (old + (new - old) == new) | jnp.isnan(new)
+    # A trained centroid never lands on exactly 0.0: 0 means "pruned" (code 0) in the params.
+    lands &= (new != 0) | (jnp.arange(new.shape[0]) == 0)
     return jnp.where(lands, new, old)
+
+
+def _init_inside(inner: optax.GradientTransformationExtraArgs, view: Any) -> Any:
+    token = INSIDE_SHARE.set(True)
+    try:
+        return inner.init(view)
+    finally:
+        INSIDE_SHARE.reset(token)
 
 
 def share_weights(
@@ -161,10 +182,14 @@ def share_weights(
     weight gradients) and every R steps each kept weight's code becomes the one of the centroid
     nearest to its latent weight.
 
-    Compose with pruning by putting the pruning transform outside or before this one:
-    ``jaxcomp.prune(share_weights(optax.sgd(lr)), ...)`` or
-    ``optax.chain(prune_transform, share_weights(...))`` (the inner optimizer here sees
-    codebooks, not params, so pruning must not be *inside* it).
+    Compose with pruning by putting the pruning transform outside:
+    ``jaxcomp.prune(share_weights(optax.sgd(lr)), ...)``. Every weight it prunes gets code 0 in
+    the same step (also when it prunes a weight that had a code), so a file written from the
+    state's codebooks and codes equals the trained params bit for bit. The other orders are
+    refused: pruning inside (``share_weights(jaxcomp.prune(...))``: the inner optimizer here sees
+    codebooks, not params) raises at ``init``; ``optax.chain`` of the two, in either order,
+    raises at the update after the one where a transform undid the other's guarantee (pruned
+    weights moved, or weights zeroed that keep a code).
 
     Args:
       inner: the optimizer applied to the codebooks (and to leaves that are not shared).
@@ -214,6 +239,7 @@ def share_weights(
     if isinstance(bits, (int, np.integer)):
         _check_bits(bits)
     reassign_every = int(reassign_every)
+    inner = as_transformation(inner)
 
     def _view(flat_p, cbs, lts):
         return [
@@ -255,17 +281,40 @@ def share_weights(
             codebooks=treedef.unflatten(cbs),
             codes=treedef.unflatten(cds),
             latent=treedef.unflatten(lts),
-            inner_state=inner.init(view),
+            inner_state=_init_inside(inner, view),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
             raise ValueError("share_weights needs params: call tx.update(grads, state, params)")
-        flat_p, treedef = jax.tree_util.tree_flatten(params)
+        flat_pp, treedef = jax.tree_util.tree_flatten_with_path(params)
+        flat_p = [x for _, x in flat_pp]
         flat_g = treedef.flatten_up_to(updates)
         cbs = treedef.flatten_up_to(state.codebooks)
         cds = treedef.flatten_up_to(state.codes)
         lts = treedef.flatten_up_to(state.latent)
+        # Masks of an enclosing jaxcomp.prune for this step: its pruned weights get code 0 now.
+        outer = OUTER_MASKS.get() or {}
+        consistent, masked_cds = [], []
+        for (kp, p), cb, cd in zip(flat_pp, cbs, cds, strict=True):
+            if cb is None:
+                masked_cds.append(cd)
+                continue
+            m = outer.get(path_to_str(kp))
+            if m is None or tuple(m.shape) != tuple(cd.shape):
+                m = jnp.ones(cd.shape, jnp.bool_)
+            # after an update of this transform, a weight is 0 exactly when its code is 0
+            consistent.append(jnp.any(m & ((p == 0) != (cd == 0))))
+            masked_cds.append(jnp.where(m, cd, jnp.zeros_like(cd)))
+        raise_if(
+            (state.count > 0) & jnp.any(jnp.stack(consistent)),
+            "share_weights: weights are 0 in the params but keep a non-zero code (or the "
+            "reverse): a transform after share_weights changed its updates (e.g. "
+            "optax.chain(jaxcomp.share_weights(...), jaxcomp.prune(...))), or the params were "
+            "changed between steps. Put pruning outside: "
+            "jaxcomp.prune(jaxcomp.share_weights(inner, bits=...), schedule)",
+        )
+        cds = masked_cds
         view_g = []
         for g, cb, cd, lt in zip(flat_g, cbs, cds, lts, strict=True):
             if cb is None:

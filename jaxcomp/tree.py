@@ -17,11 +17,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 PyTree = Any
 Path = tuple[Any, ...]
 
 __all__ = [
+    "align_leaves",
     "check_masks",
     "default_predicate",
     "full_masks",
@@ -32,6 +34,7 @@ __all__ = [
     "selected_paths",
     "selection_tree",
     "tree_map_masked",
+    "unbox",
 ]
 
 
@@ -81,6 +84,90 @@ def leaves_with_paths(
     """
     flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
     return [(path_to_str(p), leaf) for p, leaf in flat]
+
+
+def _is_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def unbox(tree: PyTree) -> PyTree:
+    """Replace every Flax NNX ``Variable`` (``Param``, ``OptVariable``, ...) by its value.
+
+    ``nnx.Optimizer`` holds its ``opt_state`` with every array wrapped in an ``OptVariable`` and
+    ``nnx.state(model, nnx.Param)`` wraps them in ``Param``; both unbox to the same arrays, so a
+    mask or codebook tree taken from ``optimizer.opt_state`` matches the params it was made for.
+    Other leaves and ``None`` are returned as they are.
+
+    Args:
+      tree: any pytree, possibly holding NNX Variables.
+
+    Returns:
+      the same tree with each Variable replaced by its value (pure dicts stay pure dicts, an
+      NNX ``State`` stays a ``State``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> unbox({"w": nnx.Param(jnp.ones(2)), "b": None})["w"].tolist()
+      [1.0, 1.0]
+    """
+    return jax.tree.map(
+        lambda x: x.get_value() if _is_variable(x) else x, tree, is_leaf=_is_variable
+    )
+
+
+def align_leaves(params: PyTree, tree: PyTree, name: str = "tree") -> list[Any]:
+    """The leaves of ``tree`` (``None`` allowed) in the flattening order of ``params``' leaves.
+
+    Leaves are matched by path string (:func:`path_to_str`), so the two trees may be held
+    differently: an NNX ``State`` of ``Param`` against the ``OptVariable`` nodes of
+    ``optimizer.opt_state``, or against a pure dict. NNX Variables in ``tree`` are unboxed.
+
+    Args:
+      params: the reference pytree of arrays.
+      tree: a pytree with one leaf (or ``None``) per leaf of ``params``.
+      name: the argument name used in error messages.
+
+    Returns:
+      a list with one entry per leaf of ``params``.
+
+    Raises:
+      ValueError: if a leaf of ``params`` has no counterpart in ``tree`` or ``tree`` has leaves
+        that ``params`` lacks, naming them.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> params = nnx.State({"w": nnx.Param(jnp.ones(2))})
+      >>> align_leaves(params, {"w": jnp.zeros(2, bool)}, "masks")[0].tolist()
+      [False, False]
+    """
+    p_leaves = leaves_with_paths(params)
+    try:
+        flat = jax.tree.structure(params).flatten_up_to(tree)
+        return [_untouched(x) for x in flat]
+    except (ValueError, TypeError):
+        pass
+    t_leaves = leaves_with_paths(unbox(tree), is_leaf=_none_leaf)
+    t_map = dict(t_leaves)
+    p_paths = [p for p, _ in p_leaves]
+    missing = [p for p in p_paths if p not in t_map]
+    extra = [p for p in t_map if p not in set(p_paths)]
+    if missing or extra or len(t_map) != len(t_leaves):
+        raise ValueError(
+            f"{name} does not match params leaf by leaf: params leaves missing from {name}: "
+            f"{missing[:8]}; {name} leaves not in params: {extra[:8]}. Pass the {name} made "
+            "for these params (e.g. the state tx.init(params) returned, as it is or as "
+            "nnx.Optimizer holds it)"
+        )
+    return [_untouched(t_map[p]) for p in p_paths]
+
+
+def _untouched(x: Any) -> Any:
+    # an optax.masked / multi_transform state holds an empty MaskedNode for leaves it leaves out
+    if x is not None and type(x).__name__ == "MaskedNode" and not jax.tree.leaves(x):
+        return None
+    return x.get_value() if _is_variable(x) else x
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,34 +367,36 @@ def full_masks(
     )
 
 
-def check_masks(params: PyTree, masks: PyTree, name: str = "masks") -> None:
-    """Raise ``ValueError`` unless ``masks`` is a mask pytree for ``params``.
+def check_masks(params: PyTree, masks: PyTree, name: str = "masks") -> list[Any]:
+    """Raise ``ValueError`` unless ``masks`` is a mask pytree for ``params``; return its leaves.
 
-    ``masks`` must have the structure of ``params`` with, for every leaf, either ``None`` or a
-    boolean array of the leaf's shape.
+    ``masks`` must hold, for every leaf of ``params``, either ``None`` or an array of the leaf's
+    shape whose dtype is ``bool`` or an integer type (jaxpruner's ``uint8`` masks; non-zero =
+    kept). It may be held differently from ``params`` (see :func:`align_leaves`): the masks of
+    ``optimizer.opt_state`` (``OptVariable`` nodes) check against ``nnx.state(model, nnx.Param)``.
 
     Args:
       params: the parameter pytree.
       masks: the candidate mask pytree.
       name: the argument name used in error messages.
 
+    Returns:
+      the mask leaves aligned with ``params``' leaves: ``bool`` arrays or ``None``.
+
     Raises:
       ValueError: naming the first offending path and the fix.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> check_masks({"w": jnp.ones((2, 2))}, {"w": jnp.ones((2, 2), bool)})
+      >>> m = check_masks({"w": jnp.ones((2, 2))}, {"w": jnp.ones((2, 2), jnp.uint8)})
+      >>> m[0].dtype
+      dtype('bool')
     """
-    p_def = jax.tree.structure(params)
-    try:
-        m_leaves = p_def.flatten_up_to(masks)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{name} does not have the structure of params ({p_def}); build it with "
-            f"jaxcomp.full_masks(params) or jax.tree.map over params. Detail: {e}"
-        ) from None
+    m_leaves = align_leaves(params, masks, name)
+    out = []
     for (path, leaf), m in zip(leaves_with_paths(params), m_leaves, strict=True):
         if m is None:
+            out.append(None)
             continue
         if not _is_array(m):
             raise ValueError(
@@ -318,10 +407,16 @@ def check_masks(params: PyTree, masks: PyTree, name: str = "masks") -> None:
                 f"{name}[{path!r}] has shape {tuple(m.shape)} but the param has shape "
                 f"{tuple(jnp.shape(leaf))}; masks must match the params leaf by leaf"
             )
-        if m.dtype != jnp.bool_:
+        if m.dtype == jnp.bool_:
+            out.append(m)
+        elif jnp.issubdtype(m.dtype, jnp.integer):
+            out.append(jnp.asarray(m) != 0)
+        else:
             raise ValueError(
-                f"{name}[{path!r}] has dtype {m.dtype}; masks must be bool (True = kept)"
+                f"{name}[{path!r}] has dtype {m.dtype}; masks must be bool or integer "
+                "(True / non-zero = kept)"
             )
+    return out
 
 
 def tree_map_masked(fn: Callable[..., Any], params: PyTree, masks: PyTree, *rest: PyTree) -> PyTree:

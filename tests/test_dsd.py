@@ -97,6 +97,7 @@ def test_learning_rate_drops_by_the_stated_factor():
     updates = []
     for _ in range(6):
         u, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, u)
         updates.append(u)
     # Biases are never masked: their update is -lr * g, times 0.25 from the re-dense phase on.
     b = [float(u["fc2"]["bias"][0]) for u in updates]
@@ -160,3 +161,32 @@ def test_bad_arguments_name_the_argument(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         dsd(optax.sgd(0.1), **args)
+
+
+def test_first_conv_is_the_models_first_not_the_alphabetical_first():
+    # Linen names convolutions Conv_0 .. Conv_10 in creation order; sorted as strings Conv_10
+    # comes before Conv_2. Plain dicts keep the model's order; sorted keys get natural order.
+    def conv(cin, cout):
+        return {"kernel": jnp.ones((3, 3, cin, cout)), "bias": jnp.zeros(cout)}
+
+    # a Linen dict keeps creation order, named layers included
+    linen = {"stem": conv(1, 4), "block2_conv": conv(4, 4), "block10_conv": conv(4, 4)}
+    masks = dsd(optax.sgd(0.0), 0, 1, 0, sparsity=0.5).init(linen).prune_state.masks
+    assert masks["stem"]["kernel"] is None
+    assert masks["block10_conv"]["kernel"] is not None
+    auto = {f"Conv_{i}": conv(1 if i == 0 else 2, 2) for i in range(11)}
+    resorted = dict(sorted(auto.items()))  # as jit hands a dict over
+    for params in (auto, resorted):
+        masks = dsd(optax.sgd(0.0), 0, 1, 0, sparsity=0.5).init(params).prune_state.masks
+        assert masks["Conv_0"]["kernel"] is None
+        assert all(masks[f"Conv_{i}"]["kernel"] is not None for i in range(1, 11))
+    # NNX sorts its State: "block10_conv" before "stem". The order cannot be told from the
+    # params, so the default refuses and asks for the name; a name keeps that kernel dense.
+    nnx_like = {"block10_conv": conv(4, 4), "stem": conv(1, 4)}
+    with pytest.raises(ValueError, match="first_conv_dense='<path>'.*stem/kernel"):
+        dsd(optax.sgd(0.0), 0, 1, 0, sparsity=0.5).init(nnx_like)
+    tx = dsd(optax.sgd(0.0), 0, 1, 0, sparsity=0.5, first_conv_dense="stem/kernel")
+    masks = tx.init(nnx_like).prune_state.masks
+    assert masks["stem"]["kernel"] is None and masks["block10_conv"]["kernel"] is not None
+    with pytest.raises(ValueError, match="first_conv_dense='nope' names no 4-D kernel"):
+        dsd(optax.sgd(0.0), 0, 1, 0, sparsity=0.5, first_conv_dense="nope").init(nnx_like)

@@ -189,7 +189,7 @@ def test_nm_mask_errors():
 
 
 @pytest.mark.parametrize(
-    ("rows", "cols", "pes"), [(12, 7, 4), (10, 7, 3), (300, 50, 64), (5, 3, 8)]
+    ("rows", "cols", "pes"), [(12, 7, 4), (10, 7, 3), (300, 50, 64), (5, 3, 5)]
 )
 def test_load_balanced_mask_equal_per_pe(rows, cols, pes):
     rng = np.random.default_rng(rows)
@@ -268,3 +268,10 @@ def test_every_kernel_eager_equals_jit_and_vmaps_over_sparsity(name):
         eager = np.asarray(fn(w, s))
         np.testing.assert_array_equal(eager, jitted(w, s))
         np.testing.assert_array_equal(eager, batched[i])
+
+
+def test_load_balanced_mask_refuses_more_pes_than_rows():
+    w = jnp.ones((8, 12))
+    with pytest.raises(ValueError, match="num_pes=1000000 exceeds the 12 rows"):
+        P.load_balanced_mask(w, 0.5, num_pes=10**6)
+    assert P.load_balanced_mask(w, 0.5, num_pes=12).shape == (8, 12)

@@ -351,3 +351,34 @@ def test_per_leaf_criteria_with_one_scalar_schedule_check_the_sparsity():
             jaxcomp.prune(optax.sgd(0.1), 1.5, crit)
     # a quality above 1 stays fine where no leaf reads the schedule as a sparsity
     jaxcomp.prune(optax.sgd(0.1), 1.5, {"fc1/kernel": "threshold", "fc2/kernel": "threshold"})
+
+
+def test_apply_masks_takes_uint8_and_int_masks_like_bool():
+    # jaxpruner keeps its masks as uint8; non-zero = kept
+    params = _params()
+    bool_masks = jax.tree.map(lambda x: None if x.ndim < 2 else x > 0, params)
+    want = jaxcomp.apply_masks(params, bool_masks)
+    for dtype in (jnp.uint8, jnp.int32, jnp.int8):
+        masks = jax.tree.map(lambda m, d=dtype: m.astype(d), bool_masks)
+        for fn in (jaxcomp.apply_masks, jax.jit(jaxcomp.apply_masks)):
+            got = fn(params, masks)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                np.testing.assert_array_equal(a, b)
+    floats = jax.tree.map(lambda m: m.astype(jnp.float32), bool_masks)
+    with pytest.raises(ValueError, match="masks.*dtype float32; masks must be bool or integer"):
+        jaxcomp.apply_masks(params, floats)
+
+
+def test_sparsity_summary_counts_past_2_31_weights_exactly():
+    # 3 leaves of 2**30 entries: int32 sums wrap; eager counts are exact Python ints. NumPy
+    # views with zero strides keep the memory small (NumPy leaves are counted by NumPy).
+    def view(v):
+        return np.lib.stride_tricks.as_strided(np.full(1, v, np.float32), (2**15, 2**15), (0, 0))
+
+    params = {"a": view(1.0), "b": view(-2.0), "c": view(0.0)}
+    s = jaxcomp.sparsity_summary(params)
+    assert s.total.size == 3 * 2**30 and isinstance(s.total.size, int)
+    assert s.total.nonzero == 2 * 2**30 and isinstance(s.total.nonzero, int)
+    assert s.total.density == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="do not fit int32 counts"):
+        jax.eval_shape(jaxcomp.sparsity_summary, params)

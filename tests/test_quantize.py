@@ -398,3 +398,16 @@ def test_exported():
     for name in q.__all__:
         if name != "INITS":
             assert getattr(jaxcomp, name) is getattr(q, name)
+
+
+def test_shared_weight_refuses_codes_outside_the_codebook():
+    cb = jnp.array([0.0, 1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="codes hold 7, outside 0 .. 3"):
+        q.shared_weight(cb, jnp.array([1, 7], jnp.uint8))
+    with pytest.raises(ValueError, match="codes hold -1"):
+        q.shared_weight(cb, jnp.array([-1, 2], jnp.int32))
+    with pytest.raises(TypeError, match="codes must be an integer array"):
+        q.shared_weight(cb, jnp.array([1.0]))
+    # under jit no exception can be raised: an out-of-range code gives NaN, never codebook[-1]
+    out = jax.jit(q.shared_weight)(cb, jnp.array([1, 7], jnp.uint8))
+    assert float(out[0]) == 1.0 and bool(jnp.isnan(out[1]))
