@@ -1072,11 +1072,13 @@ def _nest(pairs: list[tuple[str, Any]]) -> dict:
 def _as_jax(leaf: _Leaf, value: np.ndarray):
     """A ``jax.Array`` of ``value``; 64-bit values stay NumPy unless ``jax_enable_x64`` is on
     (JAX would silently truncate them)."""
+    # jax.device_put, not jnp.asarray: the latter compiles a conversion per new shape and dtype
+    # (~40 ms each, seconds for a model of many shapes)
     if leaf.dtype == "key":
-        return jax.random.wrap_key_data(jnp.asarray(value), impl=leaf.impl)
+        return jax.random.wrap_key_data(jax.device_put(value), impl=leaf.impl)
     if value.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
         return value
-    return jnp.asarray(value)
+    return jax.device_put(value)
 
 
 def _target_dtype(x) -> tuple[str | None, str | None]:
