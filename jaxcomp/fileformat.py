@@ -1187,7 +1187,18 @@ def load_compressed(path, *, target=None, max_ratio: float = DEFAULT_MAX_RATIO) 
         the file's content (``OSError`` from opening ``path`` passes through).
       ValueError: ``max_ratio`` is not a positive number.
 
-    Example: see :func:`save_compressed`.
+    Example:
+      >>> import tempfile, os, jax.numpy as jnp
+      >>> state = {"bn": {"mean": jnp.ones(2, jnp.bfloat16)}, "step": jnp.int32(7)}
+      >>> f = os.path.join(tempfile.mkdtemp(), "m.dcz")
+      >>> _ = save_compressed(f, state, {}, {})
+      >>> tree = load_compressed(f, target=state)
+      >>> tree["bn"]["mean"].dtype, int(tree["step"])
+      (dtype(bfloat16), 7)
+      >>> load_compressed(f, target={"bn": {"mean": jnp.ones(3)}})
+      Traceback (most recent call last):
+      ...
+      jaxcomp.fileformat.DczFormatError: target: the file's leaf 'step' is not in the target; ...
     """
     return loads_compressed(_read(path), target=target, max_ratio=max_ratio)
 
@@ -1226,6 +1237,16 @@ def load_compressed_codes(path, *, max_ratio: float = DEFAULT_MAX_RATIO) -> dict
 
     Raises:
       DczFormatError: as :func:`load_compressed`.
+
+    Example:
+      >>> import tempfile, os
+      >>> f = os.path.join(tempfile.mkdtemp(), "m.dcz")
+      >>> _ = save_compressed(f, {"w": np.zeros(3, np.float32)},
+      ...                     {"w": np.array([0.0, 2.0], np.float32)},
+      ...                     {"w": np.array([1, 0, 1], np.uint8)})
+      >>> codebook, codes = load_compressed_codes(f)["w"]
+      >>> codes.tolist()
+      [1, 0, 1]
     """
     return loads_compressed_codes(_read(path), max_ratio=max_ratio)
 

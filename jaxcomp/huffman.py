@@ -395,6 +395,10 @@ def unpack_lengths(blob: bytes, alphabet: int | None = None) -> np.ndarray:
 
     Raises:
       ValueError: malformed table (wrong size, lengths out of range, Kraft's inequality broken).
+
+    Example:
+      >>> unpack_lengths(pack_lengths([1, 0, 2, 2]), alphabet=6).tolist()
+      [1, 0, 2, 2, 0, 0]
     """
     if len(blob) < 5:
         raise ValueError(f"code table needs at least 5 bytes, got {len(blob)}")
