@@ -111,7 +111,7 @@ def save_checkpoint(
       >>> import tempfile, jax.numpy as jnp
       >>> d = tempfile.mkdtemp()
       >>> save_checkpoint(d, {"w": jnp.ones(2)}, step=0)
-      >>> save_checkpoint(d, {"w": jnp.zeros(2)}, step=0)
+      >>> save_checkpoint(d, {"w": jnp.zeros(2)}, step=0)  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ...
       FileExistsError: step 0 is already saved under ...; save under a new step (> 0) ...
