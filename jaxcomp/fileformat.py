@@ -110,8 +110,8 @@ _MIN_BUDGET = 1 << 20
 
 DEFAULT_MAX_RATIO = 256
 """Default limit of the loaders: the decoded leaves may take at most this many times the file's
-size in bytes (or 1 MiB, whichever is more). Deep Compression reaches 35-50x; raise it with
-``max_ratio=`` for a file you trust that holds mostly-zero layers."""
+size in bytes (or 1 MiB, whichever is more). The Deep Compression paper reports 35x-49x; raise
+it with ``max_ratio=`` for a file you trust that holds mostly-zero layers."""
 
 #: dtypes a leaf may have, by the name stored in the manifest's ``"t"`` field.
 _DTYPES = {
