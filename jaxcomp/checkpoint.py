@@ -111,7 +111,7 @@ def save_checkpoint(
       >>> import tempfile, jax.numpy as jnp
       >>> d = tempfile.mkdtemp()
       >>> save_checkpoint(d, {"w": jnp.ones(2)}, step=0)
-      >>> save_checkpoint(d, {"w": jnp.zeros(2)}, step=0)
+      >>> save_checkpoint(d, {"w": jnp.zeros(2)}, step=0)  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ...
       FileExistsError: step 0 is already saved under ...; save under a new step (> 0) ...
@@ -134,7 +134,17 @@ def save_checkpoint(
 
 
 def latest_step(directory: str | os.PathLike) -> int | None:
-    """Newest saved step under ``directory``, or None when there is none."""
+    """Newest saved step under ``directory``, or None when there is none.
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp
+      >>> d = tempfile.mkdtemp()
+      >>> latest_step(d) is None
+      True
+      >>> save_checkpoint(d, {"w": jnp.ones(2)}, step=3)
+      >>> latest_step(d)
+      3
+    """
     if not os.path.isdir(directory):
         return None
     with _manager(directory, create=False) as mgr:

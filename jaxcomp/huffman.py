@@ -49,6 +49,10 @@ DEFAULT_CHUNK_SIZE = 1024
 
 _MAX_TABLE_BITS = 24  # decode tables beyond 2**24 entries are refused
 _PACK_BLOCK = 1 << 16
+# A stream of fewer than _JUMP_CHUNKS chunks of more than _JUMP_STEPS symbols is decoded by
+# binary lifting (_decode_by_jumps) instead of one Python-level step per symbol of a chunk.
+_JUMP_STEPS = 2048
+_JUMP_CHUNKS = 64
 
 
 class HuffmanStream(NamedTuple):
@@ -391,6 +395,10 @@ def unpack_lengths(blob: bytes, alphabet: int | None = None) -> np.ndarray:
 
     Raises:
       ValueError: malformed table (wrong size, lengths out of range, Kraft's inequality broken).
+
+    Example:
+      >>> unpack_lengths(pack_lengths([1, 0, 2, 2]), alphabet=6).tolist()
+      [1, 0, 2, 2, 0, 0]
     """
     if len(blob) < 5:
         raise ValueError(f"code table needs at least 5 bytes, got {len(blob)}")
@@ -470,6 +478,45 @@ def _decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return tsym, tlen, L
 
 
+def _decode_by_jumps(data, table, offsets, n: int, cs: int, nbits: int, L: int, alphabet: int):
+    """Decode a stream of few, long chunks without a Python loop of ``chunk_size`` steps.
+
+    The code starting at every bit position is looked up at once; a symbol ``k`` of a chunk
+    sits ``k`` hops (of one code each) after the chunk's offset, found by binary lifting:
+    ``log2(chunk_size)`` gathers over the stream. Same result and checks as the step loop.
+    """
+    b = np.zeros(data.size + L // 8 + 8, np.uint32)
+    b[: data.size] = data
+    w32 = b[:-3] << 24
+    w32 |= b[1:-2] << 16
+    w32 |= b[2:-1] << 8
+    w32 |= b[3:]
+    size = nbits + L + 1  # positions past the end hop nowhere and decode to no symbol
+    pos = np.arange(nbits, dtype=np.uint32)
+    win = (w32[pos >> np.uint32(3)] << (pos & np.uint32(7))) >> np.uint32(32 - L)
+    ent = np.full(size, alphabet << 5, table.dtype)
+    ent[:nbits] = table[win]
+    del win, w32
+    hop = np.arange(size, dtype=np.uint32)
+    hop[:nbits] += (ent[:nbits] & table.dtype.type(31)).astype(np.uint32)
+    k = np.arange(n, dtype=np.int64)
+    cur = offsets.astype(np.uint32)[k // cs]
+    k %= cs
+    jump = hop
+    for bit in range(int(k.max()).bit_length()):
+        sel = ((k >> bit) & 1).astype(bool)
+        cur[sel] = jump[cur[sel]]
+        jump = jump[jump]
+    del jump
+    sym = ent[cur] >> table.dtype.type(5)
+    if int(sym.max()) >= alphabet:
+        raise ValueError("stream holds a bit pattern that is no code of its table")
+    lasts = np.minimum((np.arange(offsets.size) + 1) * cs, n) - 1
+    if not np.array_equal(hop[cur[lasts]].astype(np.int64), np.append(offsets[1:], nbits)):
+        raise ValueError("stream chunks do not end where the next one starts")
+    return sym.astype(_symbol_dtype(alphabet))
+
+
 def _symbol_dtype(alphabet: int):
     return np.uint8 if alphabet <= 1 << 8 else np.uint16 if alphabet <= 1 << 16 else np.uint32
 
@@ -535,6 +582,8 @@ def huffman_decode(stream: HuffmanStream, lengths) -> np.ndarray:
     # one look-up gives symbol and length; a window no code starts gets the symbol `alphabet`
     edtype = np.uint16 if alphabet < 1 << 11 else np.uint32  # entries: symbol << 5 | length
     table = (np.where(tlen > 0, tsym, alphabet) << 5 | tlen).astype(edtype)
+    if steps > _JUMP_STEPS and nchunks < _JUMP_CHUNKS:
+        return _decode_by_jumps(data, table, offsets, n, cs, nbits, L, alphabet)
     pad = (steps * L) // 8 + 8
     b = np.zeros(data.size + pad, np.uint32)
     b[: data.size] = data

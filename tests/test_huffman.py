@@ -228,3 +228,32 @@ def test_decode_checks_counts_against_bits_before_looping():
     with pytest.raises(ValueError, match="chunk offsets"):
         hf.huffman_decode(bad, lengths)
     assert hf.huffman_decode(good, lengths).tolist() == (np.arange(40) % 2).tolist()
+
+
+@pytest.mark.parametrize(
+    "alphabet, n, chunk", [(2, 5000, 4096), (16, 30000, 10**6), (300, 9000, 3000)]
+)
+def test_long_chunks_decode_by_jumps_like_the_step_loop(monkeypatch, alphabet, n, chunk):
+    rng = np.random.default_rng(alphabet)
+    symbols = np.minimum(rng.geometric(0.3, size=n) - 1, alphabet - 1)
+    lengths = hf.code_lengths(np.bincount(symbols, minlength=alphabet))
+    stream = hf.huffman_encode(symbols, lengths, chunk_size=chunk)
+    corrupt = []
+    for _ in range(20):
+        data = stream.data.copy()
+        data[rng.integers(data.size)] ^= 1 << int(rng.integers(8))
+        corrupt.append(stream._replace(data=data))
+
+    def run():
+        out = []
+        for s in [stream, *corrupt]:
+            try:
+                out.append(hf.huffman_decode(s, lengths).tobytes())
+            except ValueError:  # the message may differ: past the end, no symbol vs padding
+                out.append("refused")
+        return out
+
+    by_jumps = run()  # min(chunk, n) > 2048 steps in < 64 chunks: the binary-lifting path
+    monkeypatch.setattr(hf, "_JUMP_STEPS", 10**12)
+    assert by_jumps == run()  # the step loop: same symbols, same refusals
+    assert by_jumps[0] == symbols.astype(np.uint8 if alphabet <= 256 else np.uint16).tobytes()
