@@ -16,11 +16,13 @@ Lists are comma separated; ``a:b`` is the inclusive range ``a..b`` and ``a:b:s``
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,9 +116,36 @@ def parse_list(text: str | int | float | Sequence[Any], *, name: str = "value") 
 
 
 def _load(name: str):
-    from eie_model.layers import load_layer
+    """``--layer``: a benchmark name, ``FILE.dcz:LEAF``, or an ``.npz`` file; a file that is not
+    a readable ``.npz`` (truncated, random bytes, a folder) is refused in one line naming it."""
+    import pickle
+    import zipfile
+    import zlib
 
-    return load_layer(name)
+    from eie_model.layers import BENCHMARKS, load_layer
+
+    key = str(name)
+    if key.lower() in BENCHMARKS or ".dcz:" in key or not os.path.exists(key):
+        return load_layer(name)
+    if os.path.isdir(key):
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give an .npz layer file", key)
+    with open(key, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise ValueError(
+            f"--layer {key}: not an .npz file (no zip header); give a file written by "
+            "numpy.savez with codes, codebook, act [, bias_codes], or a benchmark name"
+        )
+    try:
+        return load_layer(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, pickle.UnpicklingError, KeyError) as e:
+        raise ValueError(f"--layer {key}: damaged .npz file ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        if "pickle" in str(e) or "allow_pickle" in str(e):
+            raise ValueError(
+                f"--layer {key}: an array in the .npz is not a plain numeric array"
+            ) from None
+        raise
 
 
 def _config_file(path: str) -> dict[str, Any]:
@@ -404,20 +433,82 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: What to do about an OS error, by errno (appended to its one-line message).
+_OS_HINTS = {
+    errno.ENOSPC: "free some space and rerun",
+    errno.EROFS: "choose a writable location",
+    errno.EACCES: "check the permissions or choose another location",
+    errno.ELOOP: "a symbolic link points (indirectly) at itself; fix the link",
+    errno.ENAMETOOLONG: "shorten the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def _os_error_line(e: OSError) -> str:
+    what = e.strerror or str(e) or type(e).__name__
+    files = [os.fspath(f) for f in (e.filename, e.filename2) if f is not None]
+    line = f"{' -> '.join(str(f) for f in files)}: {what}" if files else what
+    hint = _OS_HINTS.get(e.errno or 0)
+    return " ".join((line + (f"; {hint}" if hint else "")).split())
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Flags that the models do not check themselves, refused before any work."""
+    import math
+
+    for flag, lo in (("repeats", 1), ("chunk", 1)):
+        v = getattr(args, flag, None)
+        if v is not None and v < lo:
+            raise ValueError(f"--{flag} must be >= {lo}, got {v}")
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be in 0..{2**32 - 1}, got {seed}")
+    for flag in ("scale", "clock_mhz"):
+        v = getattr(args, flag, None)
+        if v is not None and (not math.isfinite(v) or v <= 0):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a finite number > 0, got {v}")
+    out = getattr(args, "out", None)
+    if out is not None:
+        if not out.strip():
+            raise ValueError("--out is empty; give a file (sweep) or folder (figures) path")
+        want_dir = args.cmd == "figures"
+        if os.path.exists(out) and os.path.isdir(out) != want_dir:
+            kind = "a folder" if want_dir else "a file"
+            raise ValueError(f"--out {out} exists and is not {kind}")
+        for parent in [os.path.abspath(out), *map(str, Path(os.path.abspath(out)).parents)][1:]:
+            if os.path.exists(parent):
+                if not os.path.isdir(parent):
+                    raise ValueError(f"--out {out} lies below the file {parent}")
+                break
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eie-model``; returns the exit status.
+
+    0: done; 1: the file system refused (missing file, no space, read-only, ...); 2: a bad flag
+    or input file (the message names it); 130: interrupted. Every error is one line on stderr
+    (``docs/guides/cli-errors.md``).
 
     Example:
         >>> main(["simulate", "--layer", "nt-lstm", "--pes", "8", "--fifo", "4", "--json"])
         ... # doctest: +SKIP
     """
-    ap = _parser()
-    args = ap.parse_args(argv)
     try:
-        return int(args.fn(args) or 0)
-    except (ValueError, TypeError, OSError) as e:
-        print(f"eie-model {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+        ap = _parser()
+        args = ap.parse_args(argv)
+        where = f"eie-model {args.cmd}: error:"
+        try:
+            _check_args(args)
+            return int(args.fn(args) or 0)
+        except OSError as e:
+            print(f"{where} {_os_error_line(e)}", file=sys.stderr)
+            return 1
+        except (ValueError, TypeError) as e:
+            print(f"{where} {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
