@@ -64,6 +64,10 @@ SIMULATE_KEYS = (
 )
 
 
+#: Most values one list flag may expand to (``1:1e9`` would otherwise allocate gigabytes).
+_MAX_VALUES = 1_000_000
+
+
 def parse_list(text: str | int | float | Sequence[Any], *, name: str = "value") -> list[float]:
     """Parse ``"1,2,8:16"`` (comma list; ``a:b`` inclusive range; ``a:b:s`` with step s).
 
@@ -99,16 +103,26 @@ def parse_list(text: str | int | float | Sequence[Any], *, name: str = "value") 
                     raise ValueError
                 lo, hi = bits[0], bits[1]
                 step = bits[2] if len(bits) == 3 else 1.0
-                if step <= 0 or hi < lo:
+                if step <= 0 or hi < lo or not np.isfinite(bits).all():
                     raise ValueError
+                count = (hi - lo) / step + 1
+                if not np.isfinite(count) or count > _MAX_VALUES:  # before allocating it
+                    raise ValueError(
+                        f"--{name.replace('_', '-')}: {part!r} gives {count:,.0f} values; at "
+                        f"most {_MAX_VALUES:,} per list"
+                    )
                 vals = np.arange(lo, hi + step / 2, step).tolist()
             else:
                 vals = [float(part)]
-        except ValueError:
+        except ValueError as e:
+            if str(e).startswith("--"):
+                raise
             raise ValueError(
                 f"--{name.replace('_', '-')}: cannot parse {part!r}; use a comma list of numbers "
                 "and inclusive ranges a:b or a:b:step (e.g. 1,2,8:16)"
             ) from None
+        if not np.isfinite(vals).all():
+            raise ValueError(f"--{name.replace('_', '-')}: {part!r} is not a finite number")
         out += [int(v) if float(v).is_integer() else v for v in vals]
     if not out:
         raise ValueError(f"--{name.replace('_', '-')}: no values in {text!r}")
@@ -136,12 +150,20 @@ def _load(name: str):
             f"--layer {key}: not an .npz file (no zip header); give a file written by "
             "numpy.savez with codes, codebook, act [, bias_codes], or a benchmark name"
         )
+    damaged = (zipfile.BadZipFile, zlib.error, EOFError, pickle.UnpicklingError, KeyError)
+    try:  # numpy leaves its file open when the archive is damaged: check it here first
+        with zipfile.ZipFile(key) as z:
+            member = z.testzip()
+    except damaged as e:
+        raise ValueError(f"--layer {key}: damaged .npz file ({type(e).__name__}: {e})") from None
+    if member is not None:
+        raise ValueError(f"--layer {key}: damaged .npz file (member {member} fails its CRC)")
     try:
         return load_layer(name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, pickle.UnpicklingError, KeyError) as e:
+    except damaged as e:
         raise ValueError(f"--layer {key}: damaged .npz file ({type(e).__name__}: {e})") from None
     except ValueError as e:
-        if "pickle" in str(e) or "allow_pickle" in str(e):
+        if "allow_pickle" in str(e):
             raise ValueError(
                 f"--layer {key}: an array in the .npz is not a plain numeric array"
             ) from None
