@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -443,37 +444,57 @@ def _os_error_line(e: OSError) -> str:
     return " ".join(line.split())
 
 
-def _os_cause(e: BaseException) -> OSError | None:
-    """The first OSError in ``e``'s chain of causes (orbax wraps its threads' errors)."""
+#: tensorstore (under orbax) reports a failed write as ``ValueError: RESOURCE_EXHAUSTED: ...
+#: [os_error_code='28']``, without an OSError in the chain.
+_OS_CODE = re.compile(r"os_error_code='(\d+)'")
+_OS_TEXTS = {os.strerror(c): c for c in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)}
+
+
+def _os_cause(e: BaseException, where: str | None = None) -> OSError | None:
+    """The first OSError in ``e``'s chain of causes (orbax wraps its threads' errors), or one
+    rebuilt from an error message that carries an OS error code (tensorstore's), about
+    ``where``."""
     seen = set()
+    chain = []
     while e is not None and id(e) not in seen:
         if isinstance(e, OSError):
             return e
         seen.add(id(e))
+        chain.append(e)
         e = e.__cause__ or e.__context__
+    for err in chain:
+        text = str(err)
+        m = _OS_CODE.search(text)
+        code = int(m.group(1)) if m else next((c for t, c in _OS_TEXTS.items() if t in text), 0)
+        if code:
+            return OSError(code, os.strerror(code), where)
     return None
 
 
 @contextlib.contextmanager
 def _quiet_background():
-    """While a command runs: orbax / absl log nothing below CRITICAL and exceptions in
-    background threads are kept, not printed (the main thread reports the error once)."""
+    """While a command runs: orbax / absl log nothing below CRITICAL, and exceptions in
+    background threads or in callbacks from native code (tensorstore's, which print through
+    ``sys.excepthook``) are dropped, not printed: the main thread reports the error once."""
     loggers = [logging.getLogger(n) for n in ("absl", "orbax", "jax._src.distributed")]
     levels = [lg.level for lg in loggers]
-    hook = threading.excepthook
+    hooks = threading.excepthook, sys.excepthook, sys.unraisablehook
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     threading.excepthook = lambda args: None
+    sys.excepthook = lambda *args: None
+    sys.unraisablehook = lambda args: None
     try:
         yield
     finally:
-        threading.excepthook = hook
+        threading.excepthook, sys.excepthook, sys.unraisablehook = hooks
         for lg, lv in zip(loggers, levels, strict=True):
             lg.setLevel(lv)
 
 
 def _run(args) -> int:
     where = f"jaxcomp {args.command}: error:"
+    path = args.out if args.command == "compress" else args.file
     try:
         with _quiet_background():
             return _cmd_compress(args) if args.command == "compress" else _cmd_evaluate(args)
@@ -481,14 +502,14 @@ def _run(args) -> int:
         print(f"{where} {_os_error_line(e)}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as e:  # DczFormatError and MNISTFormatError included
-        cause = _os_cause(e)
+        cause = _os_cause(e, path)
         if cause is not None:
             print(f"{where} {_os_error_line(cause)}", file=sys.stderr)
             return 1
         print(f"{where} {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except Exception as e:
-        cause = _os_cause(e)  # e.g. orbax's wrapper around a write that failed
+        cause = _os_cause(e, path)  # e.g. orbax's wrapper around a write that failed
         if cause is None:
             raise
         print(f"{where} {_os_error_line(cause)}", file=sys.stderr)

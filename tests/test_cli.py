@@ -343,7 +343,20 @@ def _fail_like_orbax(err: BaseException):
     return save
 
 
-@pytest.mark.parametrize("how", ["direct", "wrapped-by-orbax", "report"])
+def _fail_like_tensorstore(*a, **k):
+    """What a real full disk gave (a 300 KB tmpfs): native callbacks print tracebacks through
+    ``sys.excepthook``, then a ValueError that carries the OS error code in its text."""
+    try:
+        raise RuntimeError("Event loop is closed")
+    except RuntimeError:
+        sys.excepthook(*sys.exc_info())
+    raise ValueError(
+        'RESOURCE_EXHAUSTED: Error writing "fc1.kernel/0.0" in OCDBT database: Failed to write '
+        "724022 bytes to file 4: No space left on device [os_error_code='28']"
+    )
+
+
+@pytest.mark.parametrize("how", ["direct", "wrapped-by-orbax", "tensorstore", "report"])
 def test_a_full_disk_is_one_line(how, tmp_path, tiny_mnist, capsys, monkeypatch):
     full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "stages"))
     if how == "direct":
@@ -354,6 +367,8 @@ def test_a_full_disk_is_one_line(how, tmp_path, tiny_mnist, capsys, monkeypatch)
         monkeypatch.setattr(pipeline, "save_checkpoint", save)
     elif how == "wrapped-by-orbax":
         monkeypatch.setattr(pipeline, "save_checkpoint", _fail_like_orbax(full))
+    elif how == "tensorstore":
+        monkeypatch.setattr(pipeline, "save_checkpoint", _fail_like_tensorstore)
     else:  # the first atomic write: a stage record
 
         def write(path, text):
@@ -361,7 +376,9 @@ def test_a_full_disk_is_one_line(how, tmp_path, tiny_mnist, capsys, monkeypatch)
 
         monkeypatch.setattr(pipeline, "_write_text", write)
     extra = ["--dense-epochs", "1", "--batch-size", "128", "--train-limit", "128"]
+    hooks = sys.excepthook, threading.excepthook
     assert cli.main(_argv(tmp_path / "run", tiny_mnist, *extra)) == 1
+    assert (sys.excepthook, threading.excepthook) == hooks  # restored
     line = _one_error_line(capsys.readouterr().err, "jaxcomp compress: error: ")
     assert "No space left on device; free some space, then rerun the same command" in line
     assert not (tmp_path / "run" / pipeline._LOCK_NAME).exists()
