@@ -320,7 +320,9 @@ def _config_from_args(args):
         lb = parse_layer_values(
             text, int, layers=layers, name="--load-balance-pes", check=_int_range(1)
         )
-        for path, n in lb.items():
+        # one N for all layers: at most the widest layer's outputs (narrower ones idle PEs)
+        widest = max(lb, key=lambda k: shapes[k][-1])
+        for path, n in lb.items() if "=" in text else [(widest, lb[widest])]:
             if n > shapes[path][-1]:
                 raise ValueError(
                     f"--load-balance-pes: {n} PEs is more than {path} has outputs "

@@ -128,6 +128,8 @@ class CompressConfig:
         load-balance-aware pruning): at the same sparsity every group of output neurons
         ``i mod N`` keeps the same number of weights, so no PE waits for a busier one. A
         mapping ``{leaf path: N}`` balances only those layers (the others: plain magnitude).
+        A mapping's N is at most its layer's outputs; a single N at most the widest pruned
+        layer's (narrower layers leave PEs idle, as on EIE).
       bits: ``{leaf path: bits per weight code}``; the other leaves (biases) stay float32.
       share_init: k-means initialisation (``"linear"``, ``"density"``, ``"random"``,
         ``"kmeans++"``) or ``"uniform"``.
@@ -218,13 +220,15 @@ class CompressConfig:
                     f"load_balance_pes names {p!r}, which is not pruned; pruned layers: "
                     f"{sorted(self.sparsity)}"
                 )
-            for q in [p] if p else list(self.sparsity):
-                outputs = shapes[q][-1]  # EIE rows: the kernel's output axis
-                if n > outputs:
-                    raise ValueError(
-                        f"load_balance_pes{'[' + repr(p) + ']' if p else ''} = {n} is more PEs "
-                        f"than {q} has outputs ({outputs}); give at most {outputs}"
-                    )
+            # EIE rows are a kernel's outputs (its last axis). One N for every layer is the
+            # accelerator's PE count: narrower layers leave PEs idle, so it is bounded by the
+            # widest layer; an N for one layer by that layer.
+            q = p or max(self.sparsity, key=lambda k: shapes[k][-1], default=None)
+            if q is not None and n > shapes[q][-1]:
+                raise ValueError(
+                    f"load_balance_pes{'[' + repr(p) + ']' if p else ''} = {n} is more PEs "
+                    f"than {q} has outputs ({shapes[q][-1]}); give at most {shapes[q][-1]}"
+                )
         need = (len(fr) - 1) * self.epochs_per_step + 1
         if self.prune_epochs < need:
             raise ValueError(
@@ -859,7 +863,8 @@ def compress(
 
     Returns:
       the dict written to ``OUT/report.json``: ``original_bytes``, ``compressed_bytes`` (P+Q+H,
-      DESIGN §4.3), ``pq_bytes``, ``file_bytes``, ``compression_rate`` (original / compressed),
+      docs/design.md, storage accounting), ``pq_bytes``, ``file_bytes``, ``compression_rate``
+      (original / compressed),
       ``pruning_rate`` (kernels / kept kernels), ``test_error`` per stage (``dense``,
       ``pruned``, ``quantized``, ``final`` = the model read back from the file), ``layers``,
       ``stages`` (seconds, resumed or not), ``config``.
@@ -1189,5 +1194,5 @@ def _markdown(result: dict, table: str) -> str:
             f"{r['weight_bits_pqh']:.2f} | {r['index_bits']} | {r['index_bits_pqh']:.2f} | "
             f"{r['rate_pq_pct']:.2f}% | {r['rate_pqh_pct']:.2f}% |"
         )
-    lines += ["", "## Storage (DESIGN §4.3)", "", table, ""]
+    lines += ["", "## Storage (P+Q+H accounting)", "", table, ""]
     return "\n".join(lines)

@@ -62,6 +62,7 @@ BAD_VALUES = [
     (["--load-balance-pes", "fc9=4"], "--load-balance-pes: unknown layer"),
     (["--load-balance-pes", "100000"], "more than fc1/kernel has outputs (300)"),
     (["--load-balance-pes", "fc3=11"], "more than fc3/kernel has outputs (10)"),
+    (["--load-balance-pes", "301"], "more than fc1/kernel has outputs (300)"),
     (["--train-limit", "10"], "--train-limit must be >= batch_size"),
     (["--baseline", "no/such/folder"], "--baseline 'no/such/folder' holds no params/"),
 ]
@@ -113,6 +114,20 @@ def test_numeric_flags_are_checked_at_parse_time(extra, match, tmp_path, capsys)
     assert err.startswith("jaxcomp compress: error: ") and match in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_one_pe_count_may_exceed_a_narrow_layers_outputs():
+    """--load-balance-pes 64: fc3 (10 outputs) leaves PEs idle, as on EIE; only a count above
+    the widest layer's outputs is refused."""
+    args = cli._Parser().parse_args([])  # an empty namespace to fill
+    vars(args).update({f: None for f in cli._FIELDS}, model="lenet-300-100")
+    args.load_balance_pes = "64"
+    assert cli._config_from_args(args).load_balance_pes == 64
+    args.load_balance_pes = "fc1=64,fc3=10"
+    assert dict(cli._config_from_args(args).load_balance_pes) == {
+        "fc1/kernel": 64,
+        "fc3/kernel": 10,
+    }
 
 
 def test_evaluate_rejects_a_damaged_or_foreign_file(tmp_path, capsys):

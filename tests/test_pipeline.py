@@ -59,7 +59,7 @@ def test_report_contract_and_file_size(run):
     assert report["original_bytes"] == 266_610 * 4
     assert report["file_bytes"] == os.path.getsize(out / "model.dcz")
     assert report["report"]["totals"]["file_bytes"] == report["file_bytes"]
-    # compressed_bytes is the report's P+Q+H total (DESIGN §4.3) ...
+    # compressed_bytes is the report's P+Q+H total (docs/design.md, storage accounting) ...
     assert report["compressed_bytes"] == math.ceil(report["report"]["totals"]["pqh_bits"] / 8)
     assert report["compression_rate"] == pytest.approx(
         report["original_bytes"] / report["compressed_bytes"]
@@ -183,6 +183,8 @@ def test_default_configs_are_the_thesis_settings():
           "load_balance_pes": 301}, "more PEs than fc1/kernel has"),
         ({"model": "lenet-300-100", "sparsity": {"fc3/kernel": 0.5}, "bits": {"fc3/kernel": 4},
           "load_balance_pes": {"fc3/kernel": 11}}, r"outputs \(10\)"),
+        ({"model": "lenet-300-100", "sparsity": {"fc3/kernel": 0.5}, "bits": {"fc3/kernel": 4},
+          "load_balance_pes": 11}, r"fc3/kernel has outputs \(10\)"),
         ({"model": "lenet-300-100", "seed": -1}, "seed must be an int in 0..4294967295"),
         ({"model": "lenet-300-100", "seed": 2**70}, "seed"),
         ({"model": "lenet-300-100", "seed": 1.5}, "seed"),
@@ -204,6 +206,15 @@ def test_bad_configs_raise_naming_the_field(kw, match):
         CompressConfig(**kw)
 
 
+def test_one_pe_count_for_all_layers_is_bounded_by_the_widest():
+    """64 PEs over LeNet-300-100 (300 / 100 / 10 outputs) is the co-design example's setting:
+    fc3 leaves PEs idle. 301 exceeds every layer."""
+    assert default_config("lenet-300-100", load_balance_pes=64).load_balance_pes == 64
+    assert default_config("lenet-300-100", load_balance_pes=300).load_balance_pes == 300
+    with pytest.raises(ValueError, match=r"more PEs than fc1/kernel has outputs \(300\)"):
+        default_config("lenet-300-100", load_balance_pes=301)
+
+
 def test_load_dcz_model_rejects_files_without_a_model_name(tmp_path):
     from jaxcomp.fileformat import save_compressed
 
@@ -214,8 +225,9 @@ def test_load_dcz_model_rejects_files_without_a_model_name(tmp_path):
 
 
 def test_prune_stage_balances_only_the_layers_named(mnist_dir):
-    """load_balance_pes={"fc1/kernel": 8}: fc1 keeps equal non-zeros per PE group (DESIGN
-    §4.1), fc2 and fc3 are pruned by plain magnitude; every layer at its exact sparsity."""
+    """load_balance_pes={"fc1/kernel": 8}: fc1 keeps equal non-zeros per PE group
+    (docs/design.md, pruning), fc2 and fc3 are pruned by plain magnitude; every layer at its
+    exact sparsity."""
     from jaxcomp.models import make_model
     from jaxcomp.pipeline import prune_stage
     from jaxcomp.train import functional
