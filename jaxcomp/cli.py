@@ -159,13 +159,19 @@ def _out_type(text: str) -> str:
         _check_out_dir(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e).removeprefix("out ")) from None
+    except OSError as e:  # e.g. a name too long to look up
+        raise argparse.ArgumentTypeError(_os_error_line(e)) from None
     return text
 
 
 def _dir_type(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("empty path; give the folder holding mnist/")
-    if not Path(text).is_dir():
+    try:
+        is_dir = Path(text).is_dir()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(_os_error_line(e)) from None
+    if not is_dir:
         raise argparse.ArgumentTypeError(f"{text!r} is not a folder (it should hold mnist/)")
     return text
 
@@ -541,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
         ev.add_argument("--json", action="store_true", help='print {"test_error": ...} as JSON')
         args = ap.parse_args(argv)
         return _run(args)
+    except OSError as e:  # outside a command (argparse reading a path): still one line
+        print(f"jaxcomp: error: {_os_error_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130

@@ -86,6 +86,7 @@ BAD_FLAGS = [
     (["--share-init", "best"], "argument --share-init: invalid choice"),
     (["--data-dir", "no/such/folder"], "argument --data-dir: 'no/such/folder' is not a folder"),
     (["--data-dir", ""], "argument --data-dir: empty path"),
+    (["--data-dir", "d" * 300], "argument --data-dir: " + "d" * 300 + ": File name too long"),
 ]  # fmt: skip
 
 
@@ -222,8 +223,17 @@ def interrupt_after_setup(monkeypatch):
         (lambda d: d / "file", "argument --out: "),
         (lambda d: d / "file" / "run", "lies below the file"),
         (lambda d: d / "loop" / "run", "looping symbolic link"),
+        (lambda d: d / ("x" * 300), "File name too long; shorten the path"),
+        (lambda d: d / ("x" * 300) / "run", "File name too long"),
     ],
-    ids=["empty", "existing-file", "below-a-file", "below-a-symlink-loop"],
+    ids=[
+        "empty",
+        "existing-file",
+        "below-a-file",
+        "below-a-symlink-loop",
+        "name-too-long",
+        "below-a-name-too-long",
+    ],
 )
 def test_bad_out_is_refused_before_any_work(make, match, tmp_path, capsys):
     (tmp_path / "file").write_text("keep me")
