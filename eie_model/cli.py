@@ -16,11 +16,13 @@ Lists are comma separated; ``a:b`` is the inclusive range ``a..b`` and ``a:b:s``
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,10 @@ SIMULATE_KEYS = (
 )
 
 
+#: Most values one list flag may expand to (``1:1e9`` would otherwise allocate gigabytes).
+_MAX_VALUES = 1_000_000
+
+
 def parse_list(text: str | int | float | Sequence[Any], *, name: str = "value") -> list[float]:
     """Parse ``"1,2,8:16"`` (comma list; ``a:b`` inclusive range; ``a:b:s`` with step s).
 
@@ -97,16 +103,26 @@ def parse_list(text: str | int | float | Sequence[Any], *, name: str = "value") 
                     raise ValueError
                 lo, hi = bits[0], bits[1]
                 step = bits[2] if len(bits) == 3 else 1.0
-                if step <= 0 or hi < lo:
+                if step <= 0 or hi < lo or not np.isfinite(bits).all():
                     raise ValueError
+                count = (hi - lo) / step + 1
+                if not np.isfinite(count) or count > _MAX_VALUES:  # before allocating it
+                    raise ValueError(
+                        f"--{name.replace('_', '-')}: {part!r} gives {count:,.0f} values; at "
+                        f"most {_MAX_VALUES:,} per list"
+                    )
                 vals = np.arange(lo, hi + step / 2, step).tolist()
             else:
                 vals = [float(part)]
-        except ValueError:
+        except ValueError as e:
+            if str(e).startswith("--"):
+                raise
             raise ValueError(
                 f"--{name.replace('_', '-')}: cannot parse {part!r}; use a comma list of numbers "
                 "and inclusive ranges a:b or a:b:step (e.g. 1,2,8:16)"
             ) from None
+        if not np.isfinite(vals).all():
+            raise ValueError(f"--{name.replace('_', '-')}: {part!r} is not a finite number")
         out += [int(v) if float(v).is_integer() else v for v in vals]
     if not out:
         raise ValueError(f"--{name.replace('_', '-')}: no values in {text!r}")
@@ -114,9 +130,44 @@ def parse_list(text: str | int | float | Sequence[Any], *, name: str = "value") 
 
 
 def _load(name: str):
-    from eie_model.layers import load_layer
+    """``--layer``: a benchmark name, ``FILE.dcz:LEAF``, or an ``.npz`` file; a file that is not
+    a readable ``.npz`` (truncated, random bytes, a folder) is refused in one line naming it."""
+    import pickle
+    import zipfile
+    import zlib
 
-    return load_layer(name)
+    from eie_model.layers import BENCHMARKS, load_layer
+
+    key = str(name)
+    if key.lower() in BENCHMARKS or ".dcz:" in key or not os.path.exists(key):
+        return load_layer(name)
+    if os.path.isdir(key):
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give an .npz layer file", key)
+    with open(key, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise ValueError(
+            f"--layer {key}: not an .npz file (no zip header); give a file written by "
+            "numpy.savez with codes, codebook, act [, bias_codes], or a benchmark name"
+        )
+    damaged = (zipfile.BadZipFile, zlib.error, EOFError, pickle.UnpicklingError, KeyError)
+    try:  # numpy leaves its file open when the archive is damaged: check it here first
+        with zipfile.ZipFile(key) as z:
+            member = z.testzip()
+    except damaged as e:
+        raise ValueError(f"--layer {key}: damaged .npz file ({type(e).__name__}: {e})") from None
+    if member is not None:
+        raise ValueError(f"--layer {key}: damaged .npz file (member {member} fails its CRC)")
+    try:
+        return load_layer(name)
+    except damaged as e:
+        raise ValueError(f"--layer {key}: damaged .npz file ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(
+                f"--layer {key}: an array in the .npz is not a plain numeric array"
+            ) from None
+        raise
 
 
 def _config_file(path: str) -> dict[str, Any]:
@@ -404,20 +455,82 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: What to do about an OS error, by errno (appended to its one-line message).
+_OS_HINTS = {
+    errno.ENOSPC: "free some space and rerun",
+    errno.EROFS: "choose a writable location",
+    errno.EACCES: "check the permissions or choose another location",
+    errno.ELOOP: "a symbolic link points (indirectly) at itself; fix the link",
+    errno.ENAMETOOLONG: "shorten the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def _os_error_line(e: OSError) -> str:
+    what = e.strerror or str(e) or type(e).__name__
+    files = [os.fspath(f) for f in (e.filename, e.filename2) if f is not None]
+    line = f"{' -> '.join(str(f) for f in files)}: {what}" if files else what
+    hint = _OS_HINTS.get(e.errno or 0)
+    return " ".join((line + (f"; {hint}" if hint else "")).split())
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Flags that the models do not check themselves, refused before any work."""
+    import math
+
+    for flag, lo in (("repeats", 1), ("chunk", 1)):
+        v = getattr(args, flag, None)
+        if v is not None and v < lo:
+            raise ValueError(f"--{flag} must be >= {lo}, got {v}")
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be in 0..{2**32 - 1}, got {seed}")
+    for flag in ("scale", "clock_mhz"):
+        v = getattr(args, flag, None)
+        if v is not None and (not math.isfinite(v) or v <= 0):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a finite number > 0, got {v}")
+    out = getattr(args, "out", None)
+    if out is not None:
+        if not out.strip():
+            raise ValueError("--out is empty; give a file (sweep) or folder (figures) path")
+        want_dir = args.cmd == "figures"
+        if os.path.exists(out) and os.path.isdir(out) != want_dir:
+            kind = "a folder" if want_dir else "a file"
+            raise ValueError(f"--out {out} exists and is not {kind}")
+        for parent in [os.path.abspath(out), *map(str, Path(os.path.abspath(out)).parents)][1:]:
+            if os.path.exists(parent):
+                if not os.path.isdir(parent):
+                    raise ValueError(f"--out {out} lies below the file {parent}")
+                break
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eie-model``; returns the exit status.
+
+    0: done; 1: the file system refused (missing file, no space, read-only, ...); 2: a bad flag
+    or input file (the message names it); 130: interrupted. Every error is one line on stderr
+    (``docs/guides/cli-errors.md``).
 
     Example:
         >>> main(["simulate", "--layer", "nt-lstm", "--pes", "8", "--fifo", "4", "--json"])
         ... # doctest: +SKIP
     """
-    ap = _parser()
-    args = ap.parse_args(argv)
     try:
-        return int(args.fn(args) or 0)
-    except (ValueError, TypeError, OSError) as e:
-        print(f"eie-model {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+        ap = _parser()
+        args = ap.parse_args(argv)
+        where = f"eie-model {args.cmd}: error:"
+        try:
+            _check_args(args)
+            return int(args.fn(args) or 0)
+        except OSError as e:
+            print(f"{where} {_os_error_line(e)}", file=sys.stderr)
+            return 1
+        except (ValueError, TypeError) as e:
+            print(f"{where} {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

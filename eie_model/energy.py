@@ -77,7 +77,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from eie_model.config import EIEConfig
 
@@ -216,6 +218,11 @@ def energy_report(counters: Any, config: EIEConfig) -> EnergyReport:
     Returns:
         ``EnergyReport``.
 
+    Raises:
+        ValueError: a counter is negative, NaN or infinite (checked when the counters are
+            concrete; under ``jit`` / ``vmap`` the energy, power and efficiency are NaN instead).
+        TypeError: a counter is not a real number; ``config`` is not an ``EIEConfig``.
+
     Example:
         >>> import jax
         >>> from eie_model.config import EIEConfig
@@ -227,11 +234,21 @@ def energy_report(counters: Any, config: EIEConfig) -> EnergyReport:
     """
     if not isinstance(config, EIEConfig):
         raise TypeError(f"energy_report: config must be an EIEConfig, got {type(config).__name__}")
-    cycles = _f32(_get(counters, "cycles"))
-    useful = _f32(_get(counters, "useful_macs"))
-    entries = useful + _f32(_get(counters, "fillers"))
-    ptr = _f32(_get(counters, "pointer_reads"))
-    lines = _f32(_get(counters, "spm_line_reads"))
+    names = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads")
+    raw = {k: _get(counters, k) for k in names}
+    for k, v in raw.items():  # host-side, where the counters are concrete
+        if isinstance(v, jax.core.Tracer):
+            continue
+        a = np.asarray(v)
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise TypeError(f"energy_report: counters[{k!r}] must be real numbers, got {a.dtype}")
+        if not np.isfinite(a).all() or (a < 0).any():
+            raise ValueError(
+                f"energy_report: counters[{k!r}] must be finite and >= 0 (counts), got "
+                f"{a.min() if a.size and not np.isnan(a).any() else a}"
+            )
+    cycles, useful, fillers, ptr, lines = (_f32(raw[k]) for k in names)
+    entries = useful + fillers
     n = float(config.n_pes)
     width = _f32(config.sram_width)
     act = _f32(config.act_bits) / CAL_PRECISION
@@ -251,7 +268,7 @@ def energy_report(counters: Any, config: EIEConfig) -> EnergyReport:
     area = pe_area_mm2(config) * n
     gops = jnp.where(time_s > 0, 2.0 * useful / safe_t * 1e-9, 0.0)
     fps = jnp.where(time_s > 0, 1.0 / safe_t, 0.0)
-    return EnergyReport(
+    rep = EnergyReport(
         energy_j=total,
         spmat_j=spmat,
         pointer_j=pointer,
@@ -267,6 +284,14 @@ def energy_report(counters: Any, config: EIEConfig) -> EnergyReport:
         gops_per_w=jnp.where(power > 0, gops / jnp.where(power > 0, power, 1.0), 0.0),
         frames_per_s=fps,
         frames_per_s_per_mm2=fps / area,
+    )
+    # traced counters cannot be checked above: a negative or NaN count makes every figure but
+    # the area NaN (never a negative energy)
+    bad = jnp.zeros((), bool)
+    for c in (cycles, useful, fillers, ptr, lines):
+        bad = bad | jnp.any(~(c >= 0))
+    return rep._replace(
+        **{k: jnp.where(bad, jnp.nan, v) for k, v in rep._asdict().items() if k != "area_mm2"}
     )
 
 

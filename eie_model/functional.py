@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 __all__ = ["FixedResult", "frac_bits_for", "quantize_fixed", "spmv_fixed", "spmv_float"]
@@ -57,7 +58,51 @@ def _check_bits(name: str, bits: int) -> int:
     return bits
 
 
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_values(codes, codebook, act, bias_codes) -> None:
+    """Host-side value checks, on inputs that are not traced (the boundary of jitted code).
+
+    Under ``jit`` / ``vmap`` the values are unknown here; :func:`_poison` then makes the output
+    NaN instead (a documented, visible result rather than a silently clamped one).
+    """
+    k = None
+    if _concrete(codebook):
+        cb = np.asarray(codebook, np.float32)
+        k = cb.shape[0] if cb.ndim == 1 else None
+        if not np.isfinite(cb).all():
+            raise ValueError("codebook holds NaN or infinite values; every entry must be finite")
+    if _concrete(act) and not np.isfinite(np.asarray(act, np.float32)).all():
+        raise ValueError(
+            "act holds NaN or infinite values; EIE's activations must be finite (a NaN would "
+            "read as 0 in fixed point)"
+        )
+    for name, c in (("codes", codes), ("bias_codes", bias_codes)):
+        if c is None or k is None or not _concrete(c):
+            continue
+        c = np.asarray(c)
+        if c.size and np.issubdtype(c.dtype, np.integer) and (c.min() < 0 or c.max() >= k):
+            raise ValueError(
+                f"{name} must lie in 0..{k - 1} (the codebook has {k} entries), got values in "
+                f"{int(c.min())}..{int(c.max())}; pass the codebook the codes were made with"
+            )
+
+
+def _poison(codes, codebook, act, bias_codes):
+    """Traced-input stand-in for :func:`_check_values`: True when any code is outside the
+    codebook or any activation / codebook entry is not finite (the caller returns NaN)."""
+    k = codebook.shape[0]
+    bad = jnp.any((codes < 0) | (codes >= k)) | ~jnp.all(jnp.isfinite(act))
+    bad = bad | ~jnp.all(jnp.isfinite(codebook))
+    if bias_codes is not None:
+        bad = bad | jnp.any((bias_codes < 0) | (bias_codes >= k))
+    return bad
+
+
 def _check_layer(codes, codebook, act, bias_codes):
+    _check_values(codes, codebook, act, bias_codes)
     codes = jnp.asarray(codes)
     codebook = jnp.asarray(codebook, jnp.float32)
     act = jnp.asarray(act, jnp.float32)
@@ -71,6 +116,8 @@ def _check_layer(codes, codebook, act, bias_codes):
         raise ValueError(f"act must have shape ({codes.shape[1]},) = (n,), got {act.shape}")
     if bias_codes is not None:
         bias_codes = jnp.asarray(bias_codes)
+        if not jnp.issubdtype(bias_codes.dtype, jnp.integer):
+            raise TypeError(f"bias_codes must be integer codes, got {bias_codes.dtype}")
         if bias_codes.shape != (codes.shape[0],):
             raise ValueError(
                 f"bias_codes must have shape ({codes.shape[0]},) = (m,), got {bias_codes.shape}"
@@ -91,6 +138,11 @@ def spmv_float(codes, codebook, act, bias_codes=None, *, relu: bool = False) -> 
     Returns:
         ``(m,)`` float32; each row is ``y = y + float32(w * a_j)`` in broadcast order.
 
+    Raises:
+        ValueError: a code (or bias code) outside ``0..K-1``, or a NaN / infinite activation or
+            codebook entry, on concrete inputs. Under ``jit`` / ``vmap`` the values cannot be
+            checked before the call: the whole output is NaN instead (never a clamped code).
+
     Example:
         >>> import jax, numpy as np
         >>> from eie_model.functional import spmv_float
@@ -99,6 +151,7 @@ def spmv_float(codes, codebook, act, bias_codes=None, *, relu: bool = False) -> 
         [3.0]
     """
     codes, codebook, act, bias_codes = _check_layer(codes, codebook, act, bias_codes)
+    bad = _poison(codes, codebook, act, bias_codes)
     w = codebook[codes]  # (m, n)
     prods = (w * act[None, :]).T  # (n, m): float32(w * a_j), materialized before the sum
 
@@ -110,7 +163,8 @@ def spmv_float(codes, codebook, act, bias_codes=None, *, relu: bool = False) -> 
     y, _ = lax.scan(step, y0, (prods, act))
     if bias_codes is not None:
         y = y + codebook[bias_codes]
-    return jnp.maximum(y, 0.0) if relu else y
+    y = jnp.maximum(y, 0.0) if relu else y
+    return jnp.where(bad, jnp.float32(jnp.nan), y)
 
 
 # ----------------------------------------------------------------------------- fixed point
@@ -295,6 +349,11 @@ def spmv_fixed(
     Returns:
         ``FixedResult``.
 
+    Raises:
+        ValueError: a code (or bias code) outside ``0..K-1``, or a NaN / infinite activation or
+            codebook entry, on concrete inputs (a NaN would otherwise quantize to 0). Under
+            ``jit`` / ``vmap`` the output ``y`` is NaN instead (``y_int`` is then meaningless).
+
     Example:
         >>> import jax, numpy as np
         >>> from functools import partial
@@ -325,4 +384,5 @@ def spmv_fixed(
     if relu:
         acc = jnp.maximum(acc, 0)
     y = jnp.ldexp(acc.astype(jnp.float32), -fy)
+    y = jnp.where(_poison(codes, codebook, act, bias_codes), jnp.float32(jnp.nan), y)
     return FixedResult(y, acc, fy, fa, fw)

@@ -3,13 +3,13 @@
 :func:`compress` runs the four stages on a LeNet and MNIST, each checkpointed with orbax under
 ``OUT/stages/`` so that a rerun skips every finished stage whose settings did not change:
 
-1. **dense** -- the baseline: loaded from ``baseline`` (``python -m jaxcomp.train`` layout) or
-   trained with :data:`jaxcomp.train.BASELINE_RECIPES`.
-2. **pruned** -- iterative magnitude pruning with retraining (:func:`jaxcomp.optim.prune` around
+1. **dense** -- the baseline: loaded from ``baseline`` (``python -m jaxcomp.zoo.train`` layout) or
+   trained with :data:`jaxcomp.zoo.train.BASELINE_RECIPES`.
+2. **pruned** -- iterative magnitude pruning with retraining (:func:`jaxcomp.prune` around
    SGD + Nesterov + L2, cosine learning rate): each layer reaches ``prune_fractions`` of its target
    sparsity ``epochs_per_step`` epochs apart, then retrains to ``prune_epochs``.
 3. **quantized** -- weight sharing per layer (k-means over the kept weights, code 0 = pruned) and
-   centroid fine-tuning (:func:`jaxcomp.optim.share_weights`, Deep Compression eq. 3).
+   centroid fine-tuning (:func:`jaxcomp.share_weights`, Deep Compression eq. 3).
 4. **final** -- relative indices + Huffman coding into ``OUT/model.dcz``
    (:func:`jaxcomp.fileformat.save_compressed`, the architecture's name in its manifest), the
    report (:func:`jaxcomp.report.compression_report`) as ``OUT/report.md`` / ``OUT/report.json``,
@@ -25,12 +25,16 @@ Command line: ``jaxcomp compress --model lenet-300-100 --out runs/lenet300`` (se
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -52,7 +56,7 @@ from jaxcomp.quantize import codes_dtype, plot_codebook
 from jaxcomp.report import compression_report
 from jaxcomp.sharing import share_weights, shared_params
 from jaxcomp.tree import leaves_with_paths, map_with_path_str
-from jaxcomp.zoo.data import MNIST, load_mnist
+from jaxcomp.zoo.data import ENV_VAR, MNIST, load_mnist
 from jaxcomp.zoo.models import MODELS, make_model
 from jaxcomp.zoo.train import (
     BASELINE_RECIPES,
@@ -77,6 +81,9 @@ __all__ = [
 
 #: Stage names, in order; ``report.json["test_error"]`` has one entry per stage.
 STAGES = ("dense", "pruned", "quantized", "final")
+
+#: k-means initialisations of the weight-sharing stage (``CompressConfig.share_init``).
+SHARE_INITS = ("linear", "density", "random", "kmeans++", "uniform")
 
 #: The thesis' settings (Deep Compression Tables 2 and 3): fraction of each layer pruned, bits
 #: per weight code, and the reported compression (weights kept %, bits, rate).
@@ -122,6 +129,8 @@ class CompressConfig:
         load-balance-aware pruning): at the same sparsity every group of output neurons
         ``i mod N`` keeps the same number of weights, so no PE waits for a busier one. A
         mapping ``{leaf path: N}`` balances only those layers (the others: plain magnitude).
+        A mapping's N is at most its layer's outputs; a single N at most the widest pruned
+        layer's (narrower layers leave PEs idle, as on EIE).
       bits: ``{leaf path: bits per weight code}``; the other leaves (biases) stay float32.
       share_init: k-means initialisation (``"linear"``, ``"density"``, ``"random"``,
         ``"kmeans++"``) or ``"uniform"``.
@@ -155,7 +164,23 @@ class CompressConfig:
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
-        paths = set(_leaf_shapes(self.model))
+        _check_int("seed", self.seed, 0, 2**32 - 1)
+        _check_int("batch_size", self.batch_size, 1)
+        if self.train_limit is not None:
+            _check_int("train_limit", self.train_limit, 1)
+        if self.dense_epochs is not None:
+            _check_int("dense_epochs", self.dense_epochs, 1)
+        for name in ("epochs_per_step", "prune_epochs"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("kmeans_iters", "finetune_epochs"):
+            _check_int(name, getattr(self, name), 0)
+        for name in ("prune_lr", "finetune_lr"):
+            _check_float(name, getattr(self, name), positive=True)
+        _check_float("prune_weight_decay", self.prune_weight_decay, positive=False)
+        if self.share_init not in SHARE_INITS:
+            raise ValueError(f"share_init must be one of {SHARE_INITS}, got {self.share_init!r}")
+        shapes = _leaf_shapes(self.model)
+        paths = set(shapes)
         for name in ("sparsity", "bits", "index_bits"):
             unknown = sorted(set(getattr(self, name)) - paths)
             if unknown:
@@ -196,20 +221,21 @@ class CompressConfig:
                     f"load_balance_pes names {p!r}, which is not pruned; pruned layers: "
                     f"{sorted(self.sparsity)}"
                 )
-        if self.epochs_per_step < 1:
-            raise ValueError(f"epochs_per_step must be >= 1, got {self.epochs_per_step}")
+            # EIE rows are a kernel's outputs (its last axis). One N for every layer is the
+            # accelerator's PE count: narrower layers leave PEs idle, so it is bounded by the
+            # widest layer; an N for one layer by that layer.
+            q = p or max(self.sparsity, key=lambda k: shapes[k][-1], default=None)
+            if q is not None and n > shapes[q][-1]:
+                raise ValueError(
+                    f"load_balance_pes{'[' + repr(p) + ']' if p else ''} = {n} is more PEs "
+                    f"than {q} has outputs ({shapes[q][-1]}); give at most {shapes[q][-1]}"
+                )
         need = (len(fr) - 1) * self.epochs_per_step + 1
         if self.prune_epochs < need:
             raise ValueError(
                 f"prune_epochs must be >= {need} to reach all {len(fr)} pruning steps "
                 f"{self.epochs_per_step} epochs apart, got {self.prune_epochs}"
             )
-        if self.kmeans_iters < 0:
-            raise ValueError(f"kmeans_iters must be >= 0, got {self.kmeans_iters}")
-        if self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.train_limit is not None and self.train_limit < self.batch_size:
             raise ValueError(
                 f"train_limit must be >= batch_size ({self.batch_size}), got {self.train_limit}"
@@ -225,6 +251,22 @@ class CompressConfig:
             d["load_balance_pes"] = dict(self.load_balance_pes)
         d["prune_fractions"] = list(self.prune_fractions)
         return d
+
+
+def _check_int(name: str, v: Any, lo: int, hi: int | None = None) -> None:
+    """``v`` is a Python/NumPy int (not bool) in ``lo..hi``, else ValueError naming ``name``."""
+    ok = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if not ok or v < lo or (hi is not None and v > hi):
+        want = f"an int in {lo}..{hi}" if hi is not None else f"an int >= {lo}"
+        raise ValueError(f"{name} must be {want}, got {v!r}")
+
+
+def _check_float(name: str, v: Any, *, positive: bool) -> None:
+    """``v`` is a finite real number, > 0 (``positive``) or >= 0, else ValueError naming it."""
+    ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+    if not ok or not math.isfinite(v) or v < 0 or (positive and v == 0):
+        want = "a finite number > 0" if positive else "a finite number >= 0"
+        raise ValueError(f"{name} must be {want}, got {v!r}")
 
 
 def _leaf_shapes(model: str) -> dict[str, tuple[int, ...]]:
@@ -329,6 +371,7 @@ def prune_stage(
       >>> pruned, info = prune_stage(apply, params, load_mnist(),
       ...                            default_config("lenet-300-100"))  # doctest: +SKIP
     """
+    _check_params(params, config.model)
     steps_per_epoch = len(data.x_train) // config.batch_size
     step_len = config.epochs_per_step * steps_per_epoch
     boundaries = [i * step_len for i in range(len(config.prune_fractions))]
@@ -397,6 +440,7 @@ def quantize_stage(
       >>> cbs["fc1/kernel"].shape, codes["fc1/kernel"].dtype  # doctest: +SKIP
       ((32,), dtype('uint8'))
     """
+    _check_params(params, config.model)
     tx = share_weights(
         optax.adam(config.finetune_lr),
         bits=dict(config.bits),
@@ -424,6 +468,32 @@ def quantize_stage(
     params = shared_params(params, state)
     cbs, cds = _by_path(state.codebooks), _by_path(state.codes)
     return params, cbs, cds, kmeans_cbs, {"seconds": time.perf_counter() - t0}
+
+
+def _check_params(params: Any, model: str, name: str = "params") -> None:
+    """Refuse a params tree that is not ``model``'s: a missing leaf would silently keep the
+    model's random initial weights inside ``apply`` (its pure dict only overrides the leaves it
+    holds). Leaves must be float arrays of the model's shapes, all finite (checked on the host,
+    before any jitted step)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{name} must be a nested dict of arrays, got {type(params).__name__}")
+    want = _leaf_shapes(model)
+    got = dict(leaves_with_paths(params))
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        raise ValueError(
+            f"{name} do not match {model}'s leaves: missing {missing}, unexpected {extra}; "
+            f"pass the full tree (e.g. from jaxcomp.zoo.train.functional(make_model({model!r})))"
+        )
+    for p, x in got.items():
+        shape = tuple(np.shape(x))
+        dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+        if shape != want[p]:
+            raise ValueError(f"{name}[{p!r}] has shape {shape}, {model} needs {want[p]}")
+        if not np.issubdtype(dtype, np.floating):
+            raise TypeError(f"{name}[{p!r}] must be a float array, got {dtype}")
+        if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
+            raise ValueError(f"{name}[{p!r}] holds NaN or infinite values")
 
 
 def _by_path(tree: Any) -> dict[str, Any]:
@@ -458,6 +528,168 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+#: Names under OUT that only :func:`compress` writes (besides the outputs themselves).
+_LOCK_NAME = ".jaxcomp.lock"
+_SETTINGS_NAME = "settings.json"
+#: An interrupted :func:`jaxcomp.atomic.atomic_open` leaves ``.NAME.XXXXXXXX.tmp`` behind, an
+#: interrupted orbax save a ``*.orbax-checkpoint-tmp*`` folder.
+_ORPHAN_FILE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+_ORPHAN_DIR = re.compile(r"\.orbax-checkpoint-tmp")
+
+
+def _check_out_dir(out: str | os.PathLike) -> Path:
+    """Refuse an output folder that cannot be one, before any work: ``''``, an existing file,
+    or a path below an existing file. Returns it as a :class:`~pathlib.Path` (not created).
+
+    Raises:
+      ValueError: the path is empty, names a file, or lies below a file.
+
+    Example:
+      >>> import tempfile, pathlib
+      >>> f = pathlib.Path(tempfile.mkdtemp()) / "report.md"
+      >>> _ = f.write_text("x")
+      >>> _check_out_dir(f / "run")  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: out ...report.md/run lies below the file ...report.md; give a folder path
+    """
+    text = os.fspath(out)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(
+            f"out must name a folder (e.g. runs/lenet300), got {text!r}; an empty path would "
+            "write into the working folder"
+        )
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out {text} is an existing file, not a folder; give a folder path")
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"out {text} is a broken or looping symbolic link; give a folder path")
+    for parent in path.parents:
+        if parent.is_symlink() and not parent.exists():
+            raise ValueError(f"out {text} lies below the broken or looping symbolic link {parent}")
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"out {text} lies below the file {parent}; give a folder path")
+            break
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+class _OutLock:
+    """An exclusive lock on an output folder: ``OUT/.jaxcomp.lock`` holding ``host pid``.
+
+    Taken with ``O_CREAT | O_EXCL``; a lock left by a process that no longer runs (same host,
+    dead PID, or an unreadable lock file) is taken over. Released (deleted) on exit if it is
+    still ours.
+
+    Raises:
+      FileExistsError: on enter, another live process holds the lock (the message names it).
+
+    Example:
+      >>> import tempfile
+      >>> d = tempfile.mkdtemp()
+      >>> with _OutLock(d):  # doctest: +ELLIPSIS
+      ...     _OutLock(d).__enter__()
+      Traceback (most recent call last):
+      ...
+      FileExistsError: [Errno 17] the output folder is in use by another jaxcomp run (pid ...
+    """
+
+    def __init__(self, out: str | os.PathLike):
+        self.path = Path(out) / _LOCK_NAME
+        self.token = f"{socket.gethostname()} {os.getpid()}"
+
+    def _holder(self) -> tuple[str, int] | None:
+        try:
+            host, pid = self.path.read_text().split()
+            return host, int(pid)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError):
+            return None
+
+    def __enter__(self) -> _OutLock:
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = self._holder()
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                if holder is not None:
+                    host, pid = holder
+                    if host != socket.gethostname() or _pid_alive(pid):
+                        raise FileExistsError(
+                            errno.EEXIST,
+                            f"the output folder is in use by another jaxcomp run (pid {pid} on "
+                            f"{host}); wait for it to finish, or delete this lock file if no "
+                            "such run exists",
+                            os.fspath(self.path),
+                        ) from None
+                with contextlib.suppress(FileNotFoundError):  # stale: its process is gone
+                    self.path.unlink()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.token + "\n")
+            return self
+        raise RuntimeError(f"could not take the lock {self.path}; retry")
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(OSError):
+            if self.path.read_text().strip() == self.token:
+                self.path.unlink()
+
+
+def _remove_orphans(out: str | os.PathLike) -> list[Path]:
+    """Delete temporary files and folders that interrupted atomic writes left under ``out``.
+
+    Only names that :func:`jaxcomp.atomic.atomic_open` (``.NAME.XXXXXXXX.tmp``) or orbax
+    (``*.orbax-checkpoint-tmp*``) give their temporaries are touched; call it only while holding
+    :class:`_OutLock` (a running writer's temporaries look the same).
+
+    Returns:
+      the paths removed.
+
+    Example:
+      >>> import tempfile, pathlib
+      >>> d = pathlib.Path(tempfile.mkdtemp())
+      >>> _ = (d / ".report.md.ab12cd34.tmp").write_text("half")
+      >>> _ = (d / "report.md").write_text("whole")
+      >>> [p.name for p in _remove_orphans(d)], sorted(p.name for p in d.iterdir())
+      (['.report.md.ab12cd34.tmp'], ['report.md'])
+    """
+    removed = []
+    for root, dirs, files in os.walk(out):
+        for d in list(dirs):
+            if _ORPHAN_DIR.search(d):
+                shutil.rmtree(Path(root) / d, ignore_errors=True)
+                dirs.remove(d)
+                removed.append(Path(root) / d)
+        for f in files:
+            if _ORPHAN_FILE.match(f):
+                with contextlib.suppress(FileNotFoundError):
+                    (Path(root) / f).unlink()
+                removed.append(Path(root) / f)
+    return removed
+
+
+def _settings_diff(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
 class _Stage:
@@ -569,7 +801,7 @@ def evaluate_file(
       0.0166
     """
     name, apply, params = load_dcz_model(path)
-    data = load_mnist(data_dir) if data is None else data
+    data = _load_data(data_dir) if data is None else data
     err = evaluate(apply, params, data.x_test, data.y_test)
     return {"model": name, "test_error": err, "data": data.source, "n": int(len(data.y_test))}
 
@@ -606,27 +838,34 @@ def compress(
     progress: bool = True,
     plots: bool = True,
     log: Callable[[str], None] = print,
+    redo_changed: bool = False,
 ) -> dict:
     """Run Deep Compression on ``config.model`` and write ``OUT/model.dcz`` and the report.
 
-    A stage whose checkpoint under ``OUT/stages/`` was made with the same settings (and the same
-    earlier stages) is restored instead of recomputed; a changed setting recomputes that stage
-    and every later one.
+    A rerun on the same ``out`` resumes: every stage whose checkpoint under ``OUT/stages/`` was
+    made with the same settings (and the same earlier stages) is restored instead of recomputed.
+    The settings are stored in ``OUT/settings.json``; a run with other settings is refused
+    unless ``redo_changed`` (then a changed setting recomputes that stage and every later one).
+    While it runs, ``OUT/.jaxcomp.lock`` keeps a second run off the same ``out``; temporary
+    files that an interrupted run left behind are removed first. See
+    ``docs/guides/cli-errors.md``.
 
     Args:
       config: a :class:`CompressConfig` (see :func:`default_config`).
       out: output folder (created).
-      data: MNIST arrays (default: :func:`jaxcomp.data.load_mnist` of ``data_dir``).
+      data: MNIST arrays (default: :func:`jaxcomp.zoo.data.load_mnist` of ``data_dir``).
       data_dir: folder holding ``mnist/`` when ``data`` is None.
-      baseline: folder of a saved dense baseline (``python -m jaxcomp.train --out``); None
+      baseline: folder of a saved dense baseline (``python -m jaxcomp.zoo.train --out``); None
         trains one with the recipe (``config.dense_epochs`` epochs) and checkpoints it in OUT.
       progress: tqdm bars on the training stages.
       plots: write ``OUT/plots/*.png``.
       log: where the one-line stage summaries go.
+      redo_changed: accept an ``out`` written with other settings (recompute what changed).
 
     Returns:
       the dict written to ``OUT/report.json``: ``original_bytes``, ``compressed_bytes`` (P+Q+H,
-      DESIGN §4.3), ``pq_bytes``, ``file_bytes``, ``compression_rate`` (original / compressed),
+      docs/design.md, storage accounting), ``pq_bytes``, ``file_bytes``, ``compression_rate``
+      (original / compressed),
       ``pruning_rate`` (kernels / kept kernels), ``test_error`` per stage (``dense``,
       ``pruned``, ``quantized``, ``final`` = the model read back from the file), ``layers``,
       ``stages`` (seconds, resumed or not), ``config``.
@@ -637,11 +876,44 @@ def compress(
       ...              baseline="runs/baselines/lenet-300-100")  # doctest: +SKIP
       >>> round(r["compression_rate"], 1), r["test_error"]["final"]  # doctest: +SKIP
       (41.5, 0.0166)
+
+    Raises:
+      ValueError: ``out`` is empty, a file or below a file; ``out`` was written with other
+        settings (and not ``redo_changed``); a data folder was given that holds no MNIST.
+      FileExistsError: another run holds ``OUT/.jaxcomp.lock``.
+      OSError: the file system refused a read or write (no space, read-only, ...).
     """
-    out = Path(out)
+    if not isinstance(config, CompressConfig):
+        raise TypeError(f"config must be a CompressConfig, got {type(config).__name__}")
+    out = _check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
+    with _OutLock(out):
+        removed = _remove_orphans(out)
+        if removed:
+            log(f"removed {len(removed)} temporary file(s) left by an interrupted run in {out}")
+        return _compress(config, out, data, data_dir, baseline, progress, plots, log, redo_changed)
+
+
+def _load_data(data_dir: Any) -> MNIST:
+    """MNIST of ``data_dir``; the bundled subset only when no folder was given at all (neither
+    ``data_dir`` nor ``$JAXCOMP_DATA_DIR``): a mistyped folder is an error, not a fallback."""
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise ValueError(f"data_dir {os.fspath(data_dir)!r} is not a folder")
+        given = f"data_dir (--data-dir) {os.fspath(data_dir)!r}"
+    elif os.environ.get(ENV_VAR):
+        given = f"${ENV_VAR} {os.environ[ENV_VAR]!r}"
+    else:
+        return load_mnist(None, fallback=True)
+    try:
+        return load_mnist(data_dir, fallback=False)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{given} holds no MNIST: {e}") from None
+
+
+def _compress(config, out, data, data_dir, baseline, progress, plots, log, redo_changed) -> dict:
     if data is None:
-        data = load_mnist(data_dir)
+        data = _load_data(data_dir)
     if config.train_limit is not None:
         data = data._replace(
             x_train=data.x_train[: config.train_limit], y_train=data.y_train[: config.train_limit]
@@ -651,6 +923,21 @@ def compress(
         + ("" if data.source == "full" else " (full MNIST not found)")
     )
     cfg = config.to_json()
+    settings = {
+        **cfg,
+        "data": data.source,
+        "n_train": int(len(data.x_train)),
+        "baseline": None if baseline is None else os.path.abspath(baseline),
+    }
+    previous = _read_json(out / _SETTINGS_NAME)
+    if isinstance(previous, dict) and previous != settings and not redo_changed:
+        changed = "; ".join(_settings_diff(previous, settings))
+        raise ValueError(
+            f"{out} was written with other settings ({changed}); rerun with the same settings "
+            "to resume, choose another output folder, or pass "
+            "--redo-changed (redo_changed=True) to recompute the stages whose settings changed"
+        )
+    _write_json(out / _SETTINGS_NAME, settings)
     apply, template = functional(make_model(config.model, seed=config.seed))
     stages_info: dict[str, dict] = {}
     errors: dict[str, float] = {}
@@ -679,7 +966,7 @@ def compress(
             if not (base_dir / "params").exists():
                 raise FileNotFoundError(
                     f"baseline {os.fspath(base_dir)!r} holds no params/ checkpoint; train one "
-                    f"with `python -m jaxcomp.train --model {config.model} --out DIR` or omit it"
+                    f"with `python -m jaxcomp.zoo.train --model {config.model} --out DIR` or omit it"
                 )
             _, params = load_baseline(config.model, base_dir)
         else:
@@ -908,5 +1195,5 @@ def _markdown(result: dict, table: str) -> str:
             f"{r['weight_bits_pqh']:.2f} | {r['index_bits']} | {r['index_bits_pqh']:.2f} | "
             f"{r['rate_pq_pct']:.2f}% | {r['rate_pqh_pct']:.2f}% |"
         )
-    lines += ["", "## Storage (DESIGN §4.3)", "", table, ""]
+    lines += ["", "## Storage (P+Q+H accounting)", "", table, ""]
     return "\n".join(lines)

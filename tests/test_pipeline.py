@@ -59,7 +59,7 @@ def test_report_contract_and_file_size(run):
     assert report["original_bytes"] == 266_610 * 4
     assert report["file_bytes"] == os.path.getsize(out / "model.dcz")
     assert report["report"]["totals"]["file_bytes"] == report["file_bytes"]
-    # compressed_bytes is the report's P+Q+H total (DESIGN §4.3) ...
+    # compressed_bytes is the report's P+Q+H total (docs/design.md, storage accounting) ...
     assert report["compressed_bytes"] == math.ceil(report["report"]["totals"]["pqh_bits"] / 8)
     assert report["compression_rate"] == pytest.approx(
         report["original_bytes"] / report["compressed_bytes"]
@@ -140,9 +140,10 @@ def test_rerun_resumes_finished_stages(run, tmp_path):
     }
     assert again["test_error"] == report["test_error"]
     assert again["file_bytes"] == report["file_bytes"]
-    # a changed quantization setting redoes that stage only (and the file)
+    # a changed quantization setting is refused, unless asked: then it redoes that stage only
     argv2 = [a if a != "fc1=5,fc2=4,fc3=6" else "fc1=4,fc2=4,fc3=6" for a in argv]
-    assert cli.main(argv2) == 0
+    assert cli.main(argv2) == 2
+    assert cli.main([*argv2, "--redo-changed"]) == 0
     third = json.loads((out / "report.json").read_text())
     assert third["stages"]["pruned"]["resumed"] and not third["stages"]["quantized"]["resumed"]
     assert third["test_error"]["pruned"] == report["test_error"]["pruned"]
@@ -178,11 +179,40 @@ def test_default_configs_are_the_thesis_settings():
         ({"model": "lenet-300-100", "load_balance_pes": 4.0}, "load_balance_pes"),
         ({"model": "lenet-300-100", "load_balance_pes": {"fc1/kernel": 0}}, "load_balance_pes"),
         ({"model": "lenet-300-100", "load_balance_pes": {"fc9/kernel": 8}}, "not pruned"),
+        ({"model": "lenet-300-100", "sparsity": {"fc1/kernel": 0.5}, "bits": {"fc1/kernel": 4},
+          "load_balance_pes": 301}, "more PEs than fc1/kernel has"),
+        ({"model": "lenet-300-100", "sparsity": {"fc3/kernel": 0.5}, "bits": {"fc3/kernel": 4},
+          "load_balance_pes": {"fc3/kernel": 11}}, r"outputs \(10\)"),
+        ({"model": "lenet-300-100", "sparsity": {"fc3/kernel": 0.5}, "bits": {"fc3/kernel": 4},
+          "load_balance_pes": 11}, r"fc3/kernel has outputs \(10\)"),
+        ({"model": "lenet-300-100", "seed": -1}, "seed must be an int in 0..4294967295"),
+        ({"model": "lenet-300-100", "seed": 2**70}, "seed"),
+        ({"model": "lenet-300-100", "seed": 1.5}, "seed"),
+        ({"model": "lenet-300-100", "batch_size": True}, "batch_size"),
+        ({"model": "lenet-300-100", "dense_epochs": 0}, "dense_epochs must be an int >= 1"),
+        ({"model": "lenet-300-100", "finetune_epochs": 2.5}, "finetune_epochs"),
+        ({"model": "lenet-300-100", "kmeans_iters": -1}, "kmeans_iters"),
+        ({"model": "lenet-300-100", "prune_lr": float("inf")}, "prune_lr must be a finite"),
+        ({"model": "lenet-300-100", "prune_lr": float("nan")}, "prune_lr"),
+        ({"model": "lenet-300-100", "finetune_lr": 0.0}, "finetune_lr must be a finite number > 0"),
+        ({"model": "lenet-300-100", "finetune_lr": "0.1"}, "finetune_lr"),
+        ({"model": "lenet-300-100", "prune_weight_decay": -1e-4}, "prune_weight_decay"),
+        ({"model": "lenet-300-100", "share_init": "best"}, "share_init must be one of"),
+        ({"model": "lenet-300-100", "train_limit": 0}, "train_limit"),
     ],
 )  # fmt: skip
 def test_bad_configs_raise_naming_the_field(kw, match):
     with pytest.raises(ValueError, match=match):
         CompressConfig(**kw)
+
+
+def test_one_pe_count_for_all_layers_is_bounded_by_the_widest():
+    """64 PEs over LeNet-300-100 (300 / 100 / 10 outputs) is the co-design example's setting:
+    fc3 leaves PEs idle. 301 exceeds every layer."""
+    assert default_config("lenet-300-100", load_balance_pes=64).load_balance_pes == 64
+    assert default_config("lenet-300-100", load_balance_pes=300).load_balance_pes == 300
+    with pytest.raises(ValueError, match=r"more PEs than fc1/kernel has outputs \(300\)"):
+        default_config("lenet-300-100", load_balance_pes=301)
 
 
 def test_load_dcz_model_rejects_files_without_a_model_name(tmp_path):
@@ -195,8 +225,9 @@ def test_load_dcz_model_rejects_files_without_a_model_name(tmp_path):
 
 
 def test_prune_stage_balances_only_the_layers_named(mnist_dir):
-    """load_balance_pes={"fc1/kernel": 8}: fc1 keeps equal non-zeros per PE group (DESIGN
-    §4.1), fc2 and fc3 are pruned by plain magnitude; every layer at its exact sparsity."""
+    """load_balance_pes={"fc1/kernel": 8}: fc1 keeps equal non-zeros per PE group
+    (docs/design.md, pruning), fc2 and fc3 are pruned by plain magnitude; every layer at its
+    exact sparsity."""
     from jaxcomp.pipeline import prune_stage
     from jaxcomp.zoo.models import make_model
     from jaxcomp.zoo.train import functional
@@ -219,3 +250,80 @@ def test_prune_stage_balances_only_the_layers_named(mnist_dir):
     per_pe = [np.count_nonzero(w[:, k::8]) for k in range(8)]
     # 300 outputs over 8 PEs: groups 0-3 hold 38 rows, 4-7 hold 37; equal quotas (+-1)
     assert max(per_pe) - min(per_pe) <= 1, per_pe
+
+
+def _tiny_data(n=256):
+    from jaxcomp.zoo.data import MNIST
+
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    return MNIST(x, y, x[:64], y[:64], "full")
+
+
+def _params(seed=0):
+    from jaxcomp.zoo.models import make_model
+    from jaxcomp.zoo.train import functional
+
+    return functional(make_model("lenet-300-100", seed=seed))
+
+
+@pytest.mark.parametrize(
+    "edit, error, match",
+    [
+        (lambda p: p.pop("fc2"), ValueError, r"missing \['fc2/bias', 'fc2/kernel'\]"),
+        (lambda p: p["fc1"].pop("bias"), ValueError, r"missing \['fc1/bias'\]"),
+        (lambda p: p.update(fc9={"kernel": np.zeros(2, np.float32)}), ValueError, "unexpected"),
+        (lambda p: p["fc3"].update(kernel=np.zeros((100, 9), np.float32)), ValueError, "shape"),
+        (lambda p: p["fc3"].update(kernel=np.zeros((100, 10), np.int32)), TypeError, "float"),
+        (lambda p: p["fc1"].update(bias=np.full(300, np.nan, np.float32)), ValueError, "NaN"),
+    ],
+    ids=["missing-layer", "missing-leaf", "extra-leaf", "shape", "int", "nan"],
+)
+def test_stages_refuse_a_params_tree_that_is_not_the_models(edit, error, match):
+    """A tree with a missing layer would train/evaluate with the model's random initial weights
+    in its place (the pure apply only overrides what it is given): refused, leaves named."""
+    from jaxcomp.pipeline import prune_stage, quantize_stage
+
+    apply, params = _params()
+    edit(params)
+    cfg = default_config("lenet-300-100", prune_epochs=2, epochs_per_step=1,
+                         prune_fractions=(0.5, 1.0))  # fmt: skip
+    for stage in (prune_stage, quantize_stage):
+        with pytest.raises(error, match=match):
+            stage(apply, params, _tiny_data(), cfg, progress=False)
+
+
+def test_stages_refuse_a_params_tree_that_is_not_a_dict():
+    from jaxcomp.pipeline import prune_stage
+
+    apply, params = _params()
+    with pytest.raises(TypeError, match="params must be a nested dict"):
+        prune_stage(apply, list(params.values()), _tiny_data(), default_config("lenet-300-100"))
+
+
+def test_missing_layers_are_not_silently_replaced_by_initial_weights():
+    """The oracle for the check above: the pure apply fills a missing layer from the model's
+    initial weights, so the same call with one layer missing computes something else."""
+    apply, params = _params(seed=0)
+    _, other = _params(seed=1)
+    x = _tiny_data().x_test[:8]
+    partial = {k: v for k, v in other.items() if k != "fc2"}
+    mixed = {**other, "fc2": params["fc2"]}  # what apply(partial, x) silently computes
+    np.testing.assert_array_equal(np.asarray(apply(partial, x)), np.asarray(apply(mixed, x)))
+
+
+def test_compress_refuses_bad_arguments_before_any_work(tmp_path):
+    from jaxcomp.pipeline import compress
+
+    (tmp_path / "f").write_text("keep")
+    cfg = default_config("lenet-300-100")
+    for out, match in (("", "out must name a folder"), (tmp_path / "f", "existing file"),
+                       (tmp_path / "f" / "x", "below the file")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            compress(cfg, out, data=_tiny_data())
+    with pytest.raises(TypeError, match="config must be a CompressConfig"):
+        compress(cfg.to_json(), tmp_path / "o", data=_tiny_data())
+    with pytest.raises(ValueError, match="data_dir 'no/such' is not a folder"):
+        compress(cfg, tmp_path / "o", data_dir="no/such")
+    assert (tmp_path / "f").read_text() == "keep"
