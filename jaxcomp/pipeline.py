@@ -965,8 +965,8 @@ def _compress(config, out, data, data_dir, baseline, progress, plots, log, redo_
         if base_dir is not None:
             if not (base_dir / "params").exists():
                 raise FileNotFoundError(
-                    f"baseline {os.fspath(base_dir)!r} holds no params/ checkpoint; train one "
-                    f"with `python -m jaxcomp.zoo.train --model {config.model} --out DIR` or omit it"
+                    f"baseline {os.fspath(base_dir)!r} holds no params/ checkpoint; train one with "
+                    f"`python -m jaxcomp.zoo.train --model {config.model} --out DIR` or omit it"
                 )
             _, params = load_baseline(config.model, base_dir)
         else:

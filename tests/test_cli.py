@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from jaxcomp import cli, pipeline
-from jaxcomp.zoo.data import MNIST_FILES
 from jaxcomp.fileformat import save_compressed
+from jaxcomp.zoo.data import MNIST_FILES
 
 LAYERS = ["fc1/kernel", "fc2/kernel", "fc3/kernel"]
 
