@@ -271,21 +271,23 @@ def structured_mask(w: Array, sparsity: Any, *, axis: int, norm: str = "l2") -> 
 def block_mask(w: Array, sparsity: Any, *, block: tuple[int, ...], norm: str = "l2") -> Array:
     """Prune whole blocks of shape ``block`` by their L1 or L2 norm.
 
-    ``w`` is tiled by non-overlapping blocks (``block`` has one Python int per axis of ``w``
-    and must divide ``w.shape``); exactly ``floor(sparsity * number_of_blocks)`` blocks of
-    smallest norm are zeroed, ties by block index (row-major).
+    ``w`` is tiled by non-overlapping blocks (``block`` has one Python int per axis of ``w``);
+    where a block size does not divide its dimension the last block along it is smaller (as in
+    jaxpruner, which pads the edge blocks with zeros), and its norm is the norm of its real
+    entries. Exactly ``floor(sparsity * number_of_blocks)`` blocks of smallest norm are zeroed,
+    ties by block index (row-major).
 
     Args:
       w: weight array.
       sparsity: scalar in ``[0, 1]`` (may be traced).
-      block: Python ints, one per axis of ``w``, each dividing the matching dimension.
+      block: positive Python ints, one per axis of ``w``.
       norm: ``"l1"`` or ``"l2"``.
 
     Returns:
       bool array of ``w.shape``, constant on every block.
 
     Raises:
-      ValueError: if ``block`` has the wrong length or does not divide ``w.shape``.
+      ValueError: if ``block`` has the wrong length or a non-positive entry.
 
     Example:
       >>> import jax.numpy as jnp
@@ -301,20 +303,20 @@ def block_mask(w: Array, sparsity: Any, *, block: tuple[int, ...], norm: str = "
         raise ValueError(
             f"block must hold one positive Python int per axis of w (rank {w.ndim}), got {block!r}"
         )
-    if any(d % b for d, b in zip(w.shape, block, strict=True)):
-        raise ValueError(
-            f"block {block} does not divide the weight shape {tuple(w.shape)}; choose block "
-            "sizes that divide every dimension"
-        )
-    grid = tuple(d // b for d, b in zip(w.shape, block, strict=True))
+    # A block that does not divide a dimension leaves smaller edge blocks: pad with zeros (as
+    # jaxpruner does), so an edge block's norm is the norm of its real entries.
+    grid = tuple(-(-d // b) for d, b in zip(w.shape, block, strict=True))
+    padded = tuple(g * b for g, b in zip(grid, block, strict=True))
+    xw = jnp.pad(w, [(0, p - d) for p, d in zip(padded, w.shape, strict=True)])
     inter = []
     for g, b in zip(grid, block, strict=True):
         inter += [g, b]
-    x = w.reshape(inter)
+    x = xw.reshape(inter)
     score = _norm_of(x, tuple(range(1, 2 * w.ndim, 2)), norm)  # shape grid
     keep = magnitude_mask(score, sparsity)
     keep = keep.reshape(tuple(v for g in grid for v in (g, 1)))
-    return jnp.broadcast_to(keep, inter).reshape(w.shape)
+    keep = jnp.broadcast_to(keep, inter).reshape(padded)
+    return keep[tuple(slice(0, d) for d in w.shape)]
 
 
 def nm_mask(w: Array, *, n: int, m: int, axis: int = -1) -> Array:

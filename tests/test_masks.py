@@ -153,10 +153,21 @@ def test_block_mask_oracle_and_errors():
         score = np.sqrt((w.reshape(3, 2, 2, 4) ** 2).sum((1, 3)))
         keep = _np_magnitude(score, _exact_count(s, score.size))
         np.testing.assert_array_equal(m, np.kron(keep, np.ones((2, 4), bool)).astype(bool))
-    with pytest.raises(ValueError, match="does not divide"):
-        P.block_mask(w, 0.5, block=(4, 4))
     with pytest.raises(ValueError, match="block"):
         P.block_mask(w, 0.5, block=(2,))
+
+
+def test_block_mask_pads_edge_blocks_that_do_not_divide_the_shape():
+    # (6, 8) in (4, 3) blocks: a 2 x 3 grid whose last row and column are smaller blocks, scored
+    # by the norm of their real entries (zero padding, as jaxpruner pads them)
+    w = np.random.default_rng(7).normal(size=(6, 8)).astype(np.float32)
+    padded = np.zeros((8, 9), np.float32)
+    padded[:6, :8] = w
+    for s in [0.0, 0.3, 0.5, 1.0]:
+        m = np.asarray(jax.jit(P.block_mask, static_argnames=("block", "norm"))(w, s, block=(4, 3)))
+        score = np.sqrt((padded.reshape(2, 4, 3, 3) ** 2).sum((1, 3)))
+        keep = _np_magnitude(score, _exact_count(s, score.size))
+        np.testing.assert_array_equal(m, np.kron(keep, np.ones((4, 3), bool))[:6, :8])
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
