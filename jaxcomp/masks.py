@@ -1,4 +1,4 @@
-"""Pure, jittable pruning mask kernels (DESIGN §4.1).
+"""Pure, jittable pruning mask kernels (semantics: ``docs/design.md``, "Pruning").
 
 Every kernel maps a weight array (and a target) to a ``bool`` mask of the same shape, True =
 kept. Continuous targets (``sparsity``, ``quality``) are arrays or floats that may be traced
@@ -185,7 +185,8 @@ def threshold_mask(w: Array, quality: Any, *, exclude_zeros: bool = False) -> Ar
       w: weight array, any shape.
       quality: non-negative scalar (may be traced), the quality parameter of Han et al.
       exclude_zeros: compute the std over the non-zero entries only (entries already pruned
-        do not shrink the threshold). Default False: the std of the whole array, as DESIGN §4.1.
+        do not shrink the threshold). Default False: the std of the whole array, as
+        ``docs/design.md`` states.
 
     Returns:
       bool array of ``w.shape``, True = kept (``|w| >= quality * std``).
