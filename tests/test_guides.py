@@ -9,7 +9,7 @@ import pytest
 
 GUIDES = Path(__file__).resolve().parents[1] / "docs" / "guides"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-PAGES = ["flax.md"]
+PAGES = ["flax.md", "shrink.md"]
 
 
 def python_blocks(text: str) -> list[str]:
