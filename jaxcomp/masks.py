@@ -274,9 +274,10 @@ def block_mask(w: Array, sparsity: Any, *, block: tuple[int, ...], norm: str = "
 
     ``w`` is tiled by non-overlapping blocks (``block`` has one Python int per axis of ``w``);
     where a block size does not divide its dimension the last block along it is smaller (as in
-    jaxpruner, which pads the edge blocks with zeros), and its norm is the norm of its real
-    entries. Exactly ``floor(sparsity * number_of_blocks)`` blocks of smallest norm are zeroed,
-    ties by block index (row-major).
+    jaxpruner, which pads the edge blocks), and blocks are then ranked per entry: by mean
+    ``|w|`` (``"l1"``) or root mean square (``"l2"``) over their real entries, so an edge
+    block is not pruned for being small. Exactly ``floor(sparsity * number_of_blocks)``
+    blocks of smallest score are zeroed, ties by block index (row-major).
 
     Args:
       w: weight array.
@@ -314,6 +315,14 @@ def block_mask(w: Array, sparsity: Any, *, block: tuple[int, ...], norm: str = "
         inter += [g, b]
     x = xw.reshape(inter)
     score = _norm_of(x, tuple(range(1, 2 * w.ndim, 2)), norm)  # shape grid
+    if padded != tuple(w.shape):
+        # per entry, so a smaller edge block competes on equal terms: mean |w| (l1) or root
+        # mean square (l2) over its real entries, as jaxpruner averages
+        counts = np.ones((), np.float32)
+        for d, g, b in zip(w.shape, grid, block, strict=True):
+            sizes = np.minimum(b, d - b * np.arange(g)).astype(np.float32)
+            counts = np.multiply.outer(counts, sizes)
+        score = score / (counts if norm == "l1" else np.sqrt(counts))
     keep = magnitude_mask(score, sparsity)
     keep = keep.reshape(tuple(v for g in grid for v in (g, 1)))
     keep = jnp.broadcast_to(keep, inter).reshape(padded)

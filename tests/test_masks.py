@@ -158,14 +158,15 @@ def test_block_mask_oracle_and_errors():
 
 
 def test_block_mask_pads_edge_blocks_that_do_not_divide_the_shape():
-    # (6, 8) in (4, 3) blocks: a 2 x 3 grid whose last row and column are smaller blocks, scored
-    # by the norm of their real entries (zero padding, as jaxpruner pads them)
+    # (6, 8) in (4, 3) blocks: a 2 x 3 grid whose last row and column are smaller blocks, ranked
+    # by the root mean square of their real entries (jaxpruner pads them and averages)
     w = np.random.default_rng(7).normal(size=(6, 8)).astype(np.float32)
     padded = np.zeros((8, 9), np.float32)
     padded[:6, :8] = w
     for s in [0.0, 0.3, 0.5, 1.0]:
         m = np.asarray(jax.jit(P.block_mask, static_argnames=("block", "norm"))(w, s, block=(4, 3)))
-        score = np.sqrt((padded.reshape(2, 4, 3, 3) ** 2).sum((1, 3)))
+        counts = np.outer([4, 2], [3, 3, 2])  # real entries per block
+        score = np.sqrt((padded.reshape(2, 4, 3, 3) ** 2).sum((1, 3)) / counts)
         keep = _np_magnitude(score, _exact_count(s, score.size))
         np.testing.assert_array_equal(m, np.kron(keep, np.ones((4, 3), bool))[:6, :8])
 
