@@ -408,7 +408,8 @@ def load_balanced_mask(w: Array, sparsity: Any, *, num_pes: int, row_axis: int =
         ``(in, out)`` the EIE row is the OUTPUT axis: ``row_axis=-1`` (default). For an EIE
         matrix ``(m, n)`` (outputs first) pass ``row_axis=0``.
       sparsity: scalar in ``[0, 1]`` (may be traced).
-      num_pes: Python int in ``1 .. w.shape[row_axis]``, the number of PEs.
+      num_pes: Python int >= 1, the number of PEs (more PEs than rows give the mask of
+        ``num_pes = rows``: every row in a PE of its own).
       row_axis: Python int, the axis holding EIE rows.
 
     Returns:
@@ -430,14 +431,12 @@ def load_balanced_mask(w: Array, sparsity: Any, *, num_pes: int, row_axis: int =
     ax = _norm_axis(row_axis, w.ndim, "row_axis")
     x = jnp.moveaxis(jnp.abs(w).astype(jnp.float32), ax, 0)
     rows = x.shape[0]
-    if num_pes > rows:
-        raise ValueError(
-            f"num_pes={num_pes} exceeds the {rows} rows of w along row_axis={row_axis}: a PE "
-            "without rows has nothing to balance; use at most as many PEs as outputs"
-        )
     cols = int(np.prod(x.shape[1:], dtype=np.int64))
     x = x.reshape(rows, cols)
-    num = int(num_pes)
+    # PEs beyond the number of rows hold no row: each row is then a group of its own, which is
+    # exactly the mask for num_pes == rows (EIE's 64 PEs on a 10-output layer); computing with
+    # that many groups keeps the work bounded by the layer, not by num_pes
+    num = min(int(num_pes), max(rows, 1))
     local = -(-rows // num)
     pad = local * num - rows
     xp = jnp.concatenate([x, jnp.full((pad, cols), -1.0, jnp.float32)], axis=0)
