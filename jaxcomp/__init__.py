@@ -111,6 +111,9 @@ from jaxcomp.sensitivity import SensitivityTable
 from jaxcomp.sensitivity import plot_sensitivity
 from jaxcomp.sensitivity import sensitivity_sweep
 
+# shrink
+from jaxcomp.shrink import shrink
+
 # tree
 from jaxcomp.tree import check_masks
 from jaxcomp.tree import default_predicate
@@ -218,6 +221,8 @@ __all__ = [
     "SensitivityTable",
     "plot_sensitivity",
     "sensitivity_sweep",
+    # shrink
+    "shrink",
     # tree
     "check_masks",
     "default_predicate",

@@ -1,4 +1,4 @@
-"""Pure, jittable pruning mask kernels (DESIGN §4.1).
+"""Pure, jittable pruning mask kernels (semantics: ``docs/design.md``, "Pruning").
 
 Every kernel maps a weight array (and a target) to a ``bool`` mask of the same shape, True =
 kept. Continuous targets (``sparsity``, ``quality``) are arrays or floats that may be traced
@@ -185,7 +185,8 @@ def threshold_mask(w: Array, quality: Any, *, exclude_zeros: bool = False) -> Ar
       w: weight array, any shape.
       quality: non-negative scalar (may be traced), the quality parameter of Han et al.
       exclude_zeros: compute the std over the non-zero entries only (entries already pruned
-        do not shrink the threshold). Default False: the std of the whole array, as DESIGN §4.1.
+        do not shrink the threshold). Default False: the std of the whole array, as
+        ``docs/design.md`` states.
 
     Returns:
       bool array of ``w.shape``, True = kept (``|w| >= quality * std``).
@@ -271,21 +272,24 @@ def structured_mask(w: Array, sparsity: Any, *, axis: int, norm: str = "l2") -> 
 def block_mask(w: Array, sparsity: Any, *, block: tuple[int, ...], norm: str = "l2") -> Array:
     """Prune whole blocks of shape ``block`` by their L1 or L2 norm.
 
-    ``w`` is tiled by non-overlapping blocks (``block`` has one Python int per axis of ``w``
-    and must divide ``w.shape``); exactly ``floor(sparsity * number_of_blocks)`` blocks of
-    smallest norm are zeroed, ties by block index (row-major).
+    ``w`` is tiled by non-overlapping blocks (``block`` has one Python int per axis of ``w``);
+    where a block size does not divide its dimension the last block along it is smaller (as in
+    jaxpruner, which pads the edge blocks), and blocks are then ranked per entry: by mean
+    ``|w|`` (``"l1"``) or root mean square (``"l2"``) over their real entries, so an edge
+    block is not pruned for being small. Exactly ``floor(sparsity * number_of_blocks)``
+    blocks of smallest score are zeroed, ties by block index (row-major).
 
     Args:
       w: weight array.
       sparsity: scalar in ``[0, 1]`` (may be traced).
-      block: Python ints, one per axis of ``w``, each dividing the matching dimension.
+      block: positive Python ints, one per axis of ``w``.
       norm: ``"l1"`` or ``"l2"``.
 
     Returns:
       bool array of ``w.shape``, constant on every block.
 
     Raises:
-      ValueError: if ``block`` has the wrong length or does not divide ``w.shape``.
+      ValueError: if ``block`` has the wrong length or a non-positive entry.
 
     Example:
       >>> import jax.numpy as jnp
@@ -301,20 +305,28 @@ def block_mask(w: Array, sparsity: Any, *, block: tuple[int, ...], norm: str = "
         raise ValueError(
             f"block must hold one positive Python int per axis of w (rank {w.ndim}), got {block!r}"
         )
-    if any(d % b for d, b in zip(w.shape, block, strict=True)):
-        raise ValueError(
-            f"block {block} does not divide the weight shape {tuple(w.shape)}; choose block "
-            "sizes that divide every dimension"
-        )
-    grid = tuple(d // b for d, b in zip(w.shape, block, strict=True))
+    # A block that does not divide a dimension leaves smaller edge blocks: pad with zeros (as
+    # jaxpruner does), so an edge block's norm is the norm of its real entries.
+    grid = tuple(-(-d // b) for d, b in zip(w.shape, block, strict=True))
+    padded = tuple(g * b for g, b in zip(grid, block, strict=True))
+    xw = jnp.pad(w, [(0, p - d) for p, d in zip(padded, w.shape, strict=True)])
     inter = []
     for g, b in zip(grid, block, strict=True):
         inter += [g, b]
-    x = w.reshape(inter)
+    x = xw.reshape(inter)
     score = _norm_of(x, tuple(range(1, 2 * w.ndim, 2)), norm)  # shape grid
+    if padded != tuple(w.shape):
+        # per entry, so a smaller edge block competes on equal terms: mean |w| (l1) or root
+        # mean square (l2) over its real entries, as jaxpruner averages
+        counts = np.ones((), np.float32)
+        for d, g, b in zip(w.shape, grid, block, strict=True):
+            sizes = np.minimum(b, d - b * np.arange(g)).astype(np.float32)
+            counts = np.multiply.outer(counts, sizes)
+        score = score / (counts if norm == "l1" else np.sqrt(counts))
     keep = magnitude_mask(score, sparsity)
     keep = keep.reshape(tuple(v for g in grid for v in (g, 1)))
-    return jnp.broadcast_to(keep, inter).reshape(w.shape)
+    keep = jnp.broadcast_to(keep, inter).reshape(padded)
+    return keep[tuple(slice(0, d) for d in w.shape)]
 
 
 def nm_mask(w: Array, *, n: int, m: int, axis: int = -1) -> Array:
@@ -396,7 +408,8 @@ def load_balanced_mask(w: Array, sparsity: Any, *, num_pes: int, row_axis: int =
         ``(in, out)`` the EIE row is the OUTPUT axis: ``row_axis=-1`` (default). For an EIE
         matrix ``(m, n)`` (outputs first) pass ``row_axis=0``.
       sparsity: scalar in ``[0, 1]`` (may be traced).
-      num_pes: Python int in ``1 .. w.shape[row_axis]``, the number of PEs.
+      num_pes: Python int >= 1, the number of PEs (more PEs than rows give the mask of
+        ``num_pes = rows``: every row in a PE of its own).
       row_axis: Python int, the axis holding EIE rows.
 
     Returns:
@@ -418,14 +431,12 @@ def load_balanced_mask(w: Array, sparsity: Any, *, num_pes: int, row_axis: int =
     ax = _norm_axis(row_axis, w.ndim, "row_axis")
     x = jnp.moveaxis(jnp.abs(w).astype(jnp.float32), ax, 0)
     rows = x.shape[0]
-    if num_pes > rows:
-        raise ValueError(
-            f"num_pes={num_pes} exceeds the {rows} rows of w along row_axis={row_axis}: a PE "
-            "without rows has nothing to balance; use at most as many PEs as outputs"
-        )
     cols = int(np.prod(x.shape[1:], dtype=np.int64))
     x = x.reshape(rows, cols)
-    num = int(num_pes)
+    # PEs beyond the number of rows hold no row: each row is then a group of its own, which is
+    # exactly the mask for num_pes == rows (EIE's 64 PEs on a 10-output layer); computing with
+    # that many groups keeps the work bounded by the layer, not by num_pes
+    num = min(int(num_pes), max(rows, 1))
     local = -(-rows // num)
     pad = local * num - rows
     xp = jnp.concatenate([x, jnp.full((pad, cols), -1.0, jnp.float32)], axis=0)

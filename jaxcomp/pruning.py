@@ -163,6 +163,7 @@ def prune(
     exclude: Any = None,
     predicate: Any = None,
     mask_gradients: bool = True,
+    dependents: Mapping[str, Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Wrap ``inner`` so that training prunes the params and keeps pruned weights at zero.
 
@@ -201,6 +202,14 @@ def prune(
         default: every array with ``ndim >= 2``, biases untouched).
       mask_gradients: zero the gradients of pruned entries before ``inner`` sees them, so its
         moments do not accumulate for them.
+      dependents: channel pruning with its dependents, off by default. A mapping from a
+        selected kernel's path to the paths of 1-D leaves indexed by its output channel (its
+        last axis): its bias and the following BatchNorm's scale and bias, e.g.
+        ``{"conv1/kernel": ["conv1/bias", "bn1/scale", "bn1/bias"]}``. Whenever every entry
+        of output channel ``c`` of the kernel is pruned (as
+        ``functools.partial(jaxcomp.structured_mask, axis=-1)`` prunes whole filters), entry
+        ``c`` of each dependent is pruned too and held at exactly 0, so the channel outputs
+        exactly 0 instead of ``relu(bias)``.
 
     Returns:
       an ``optax.GradientTransformationExtraArgs`` with state :class:`PruneState`. Its
@@ -223,6 +232,13 @@ def prune(
       4
     """
     inner_x = as_transformation(inner)
+    if dependents is not None and not isinstance(dependents, Mapping):
+        raise TypeError(
+            "dependents must be a mapping kernel path -> [paths of its bias / BatchNorm "
+            f"leaves], got {type(dependents).__name__}"
+        )
+    dep_map = {str(k): [str(d) for d in v] for k, v in (dependents or {}).items()}
+    dep_set = {d for ds in dep_map.values() for d in ds}
 
     def check_criterion(c: Any, name: str) -> None:
         if isinstance(c, str):
@@ -283,6 +299,24 @@ def prune(
                 "(default: arrays with ndim >= 2)"
             )
         check_float_leaves(params, sel, "prune")
+        shapes = dict(leaves_with_paths(params))
+        seen: set[str] = set()
+        for k, deps in dep_map.items():
+            if k not in sel:
+                raise ValueError(f"dependents: {k!r} is not a selected kernel of params {sel}")
+            for d in deps:
+                if d not in shapes or d in sel or d in seen:
+                    raise ValueError(
+                        f"dependents[{k!r}]: {d!r} must name a leaf of params that is not "
+                        "selected for pruning and depends on one kernel only"
+                    )
+                if tuple(jnp.shape(shapes[d])) != (jnp.shape(shapes[k])[-1],):
+                    raise ValueError(
+                        f"dependents[{k!r}]: {d!r} has shape {tuple(jnp.shape(shapes[d]))}, "
+                        f"expected ({jnp.shape(shapes[k])[-1]},): one entry per output channel"
+                    )
+                seen.add(d)
+        check_float_leaves(params, seen, "prune")
         if per_layer:
             missing = [p for p in sel if p not in schedules]
             extra = [k for k in schedules if k not in sel]
@@ -310,6 +344,21 @@ def prune(
         return jnp.stack(vals)
 
     def compute_masks(params: PyTree, masks: PyTree, sel: list[str], t: jax.Array) -> PyTree:
+        out = kernel_masks(params, masks, sel, t)
+        if not dep_map:
+            return out
+        kept = {
+            k: jnp.any(jnp.reshape(m, (-1, m.shape[-1])), axis=0)
+            for k, m in leaves_with_paths(out)
+            if k in dep_map
+        }
+        owner = {d: k for k, deps in dep_map.items() for d in deps}
+        # walk the state's masks (arrays for the dependents too); ``out`` has None there
+        return map_with_path_str(
+            lambda p, old, new: kept[owner[p]] if p in owner else new, masks, out
+        )
+
+    def kernel_masks(params: PyTree, masks: PyTree, sel: list[str], t: jax.Array) -> PyTree:
         if criterion == "global":
             sel_set = set(sel)
             return global_magnitude_masks(params, t[0], predicate=lambda p, x: p in sel_set)
@@ -321,7 +370,7 @@ def prune(
             return c
 
         def one_leaf(path: str, x: jax.Array, m: Any) -> Any:
-            if m is None:
+            if m is None or path not in index:
                 return None
             fn = kernel(criteria[path] if per_leaf_criterion else criterion)
             out = jnp.asarray(fn(x, t[index[path]]))
@@ -342,7 +391,8 @@ def prune(
                 "jaxcomp.prune(jaxcomp.share_weights(inner, bits=...), schedule)"
             )
         sel = select(params)
-        masks = full_masks(params, predicate=lambda p, x: p in set(sel))
+        deps = {d for ds in dep_map.values() for d in ds}
+        masks = full_masks(params, predicate=lambda p, x: p in set(sel) | deps)
         return PruneState(
             count=jnp.zeros((), jnp.int32),
             target=jnp.full((len(sel),), jnp.nan, jnp.float32),
@@ -358,7 +408,7 @@ def prune(
                 "prune needs the params: call update(grads, state, params) (optax.chain "
                 "passes them on)"
             )
-        sel = _selected_from_masks(state.masks)
+        sel = [p for p in _selected_from_masks(state.masks) if p not in dep_set]
         # What the last update guaranteed: every entry it pruned is exactly 0. A transform
         # chained after prune that moves them (share_weights, weight decay) breaks it.
         moved = [

@@ -1,6 +1,6 @@
 """Trained quantization: 1-D k-means weight sharing and its straight-through gradient.
 
-Thesis chapter 4.2 / Deep Compression section 3; semantics in DESIGN §4.2, conventions in
+Thesis chapter 4.2 / Deep Compression section 3; semantics in ``docs/design.md``, conventions in
 ``docs/conventions.md``:
 
 * A shared layer is a ``codebook`` (float32, ``(2**bits,)``) and ``codes`` (the weight's shape,

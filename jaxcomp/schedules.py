@@ -1,4 +1,4 @@
-"""Sparsity schedules: plain ``count -> value`` functions (DESIGN §3).
+"""Sparsity schedules: plain ``count -> value`` functions.
 
 A schedule maps the optimizer step ``count`` (an int32 scalar, possibly traced) to a float32
 target (a sparsity for magnitude criteria, a quality for Han's threshold). Schedules never

@@ -9,6 +9,7 @@ from a state. The k-means kernels it composes live in :mod:`jaxcomp.quantize`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -134,6 +135,82 @@ def _landing_centroids(old: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.where(lands, new, old)
 
 
+# Inits whose result depends only on the kept weights' values, not on the array's size, so a
+# leaf padded with masked-out entries gets bit for bit the fit it gets alone. The random inits
+# draw from arrays of the leaf's size and keep one k-means compilation per shape.
+BUCKETED_INITS = ("linear", "density")
+# Above this many padded entries (and 4x the real ones) a bits group is split by size bucket.
+_BATCH_BUDGET = 2**22
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _bucket(n: int) -> int:
+    return max(1024, _pow2(n))
+
+
+@functools.partial(jax.jit, static_argnames=("bits", "init", "iters"))
+def _fit_rows(rows, masks, tol, *, bits, init, iters):
+    # lax.map, not vmap: every row runs the unbatched program, the same as a leaf alone
+    return jax.lax.map(
+        lambda wm: kmeans_fit(wm[0], bits, init=init, iters=iters, tol=tol, mask=wm[1]),
+        (rows, masks),
+    )
+
+
+def _bucketed_kmeans(
+    leaves: list[Any], leaf_bits: list[int | None], *, init: str, iters: int, tol: float
+) -> dict[int, tuple[jax.Array, jax.Array]]:
+    """k-means fits of every shared leaf, one compilation per bits value instead of per shape.
+
+    The leaves of one bits value are flattened, padded with masked-out entries to a common
+    power-of-two size (rows too, so that models of similar sizes share it) and fitted in one
+    ``lax.map`` call; a padded entry is a pruned weight (code 0), so each fit equals the one of
+    the leaf alone (``tests/test_sharing.py`` compares them bit for bit).
+    """
+    groups: dict[int, list[int]] = {}
+    for i, b in enumerate(leaf_bits):
+        if b is not None:
+            groups.setdefault(b, []).append(i)
+    out: dict[int, tuple[jax.Array, jax.Array]] = {}
+    for b, idx in groups.items():
+        sizes = {i: int(np.prod(jnp.shape(leaves[i]), dtype=np.int64)) for i in idx}
+        width = max(_bucket(n) for n in sizes.values())
+        if _pow2(len(idx)) * width > max(_BATCH_BUDGET, 4 * sum(sizes.values())):
+            parts: dict[int, list[int]] = {}
+            for i in idx:
+                parts.setdefault(_bucket(sizes[i]), []).append(i)
+        else:
+            parts = {width: idx}
+        for width, members in parts.items():
+            rows, masks = [], []
+            for i in members:
+                w = jnp.ravel(jnp.asarray(leaves[i])).astype(jnp.float32)
+                kept = w != 0
+                if not isinstance(w, jax.core.Tracer):
+                    wn = np.asarray(w)
+                    if not np.isfinite(wn[wn != 0]).all():
+                        raise ValueError(
+                            f"leaf {i} of params has NaN or Inf among the kept weights; clean "
+                            "them (or mask them out) before weight sharing"
+                        )
+                pad = width - w.shape[0]
+                rows.append(jnp.pad(w, (0, pad)))
+                masks.append(jnp.pad(kept, (0, pad)))
+            extra = _pow2(len(members)) - len(members)
+            rows += [jnp.zeros((width,), jnp.float32)] * extra
+            masks += [jnp.zeros((width,), jnp.bool_)] * extra
+            cb, cd = _fit_rows(
+                jnp.stack(rows), jnp.stack(masks), jnp.float32(tol), bits=b, init=init, iters=iters
+            )
+            for r, i in enumerate(members):
+                shape = jnp.shape(leaves[i])
+                out[i] = (cb[r], cd[r, : sizes[i]].reshape(shape))
+    return out
+
+
 def _init_inside(inner: optax.GradientTransformationExtraArgs, view: Any) -> Any:
     token = INSIDE_SHARE.set(True)
     try:
@@ -254,15 +331,24 @@ def share_weights(
             unknown = sorted(set(bits) - set(paths))
             if unknown:
                 raise ValueError(f"bits names leaves {unknown} that are not in params {paths}")
+        leaf_bits = [
+            _leaf_bits(bits, path, leaf) for path, (_, leaf) in zip(paths, flat, strict=True)
+        ]
+        fits: dict[int, tuple[jax.Array, jax.Array]] = {}
+        if init in BUCKETED_INITS:
+            fits = _bucketed_kmeans(
+                [leaf for _, leaf in flat], leaf_bits, init=init, iters=iters, tol=tol
+            )
         cbs, cds, lts = [], [], []
-        for i, (path, (_, leaf)) in enumerate(zip(paths, flat, strict=True)):
-            b = _leaf_bits(bits, path, leaf)
+        for i, ((_, leaf), b) in enumerate(zip(flat, leaf_bits, strict=True)):
             if b is None:
                 cbs.append(None)
                 cds.append(None)
                 lts.append(None)
                 continue
-            if init == "uniform":
+            if i in fits:
+                cb, cd = fits[i]
+            elif init == "uniform":
                 cb, cd = uniform_fit(leaf, b)
             else:
                 key = jax.random.fold_in(jax.random.key(seed), i)

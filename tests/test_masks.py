@@ -153,10 +153,22 @@ def test_block_mask_oracle_and_errors():
         score = np.sqrt((w.reshape(3, 2, 2, 4) ** 2).sum((1, 3)))
         keep = _np_magnitude(score, _exact_count(s, score.size))
         np.testing.assert_array_equal(m, np.kron(keep, np.ones((2, 4), bool)).astype(bool))
-    with pytest.raises(ValueError, match="does not divide"):
-        P.block_mask(w, 0.5, block=(4, 4))
     with pytest.raises(ValueError, match="block"):
         P.block_mask(w, 0.5, block=(2,))
+
+
+def test_block_mask_pads_edge_blocks_that_do_not_divide_the_shape():
+    # (6, 8) in (4, 3) blocks: a 2 x 3 grid whose last row and column are smaller blocks, ranked
+    # by the root mean square of their real entries (jaxpruner pads them and averages)
+    w = np.random.default_rng(7).normal(size=(6, 8)).astype(np.float32)
+    padded = np.zeros((8, 9), np.float32)
+    padded[:6, :8] = w
+    for s in [0.0, 0.3, 0.5, 1.0]:
+        m = np.asarray(jax.jit(P.block_mask, static_argnames=("block", "norm"))(w, s, block=(4, 3)))
+        counts = np.outer([4, 2], [3, 3, 2])  # real entries per block
+        score = np.sqrt((padded.reshape(2, 4, 3, 3) ** 2).sum((1, 3)) / counts)
+        keep = _np_magnitude(score, _exact_count(s, score.size))
+        np.testing.assert_array_equal(m, np.kron(keep, np.ones((4, 3), bool))[:6, :8])
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
@@ -189,7 +201,7 @@ def test_nm_mask_errors():
 
 
 @pytest.mark.parametrize(
-    ("rows", "cols", "pes"), [(12, 7, 4), (10, 7, 3), (300, 50, 64), (5, 3, 5)]
+    ("rows", "cols", "pes"), [(12, 7, 4), (10, 7, 3), (300, 50, 64), (5, 3, 8)]
 )
 def test_load_balanced_mask_equal_per_pe(rows, cols, pes):
     rng = np.random.default_rng(rows)
@@ -270,8 +282,10 @@ def test_every_kernel_eager_equals_jit_and_vmaps_over_sparsity(name):
         np.testing.assert_array_equal(eager, batched[i])
 
 
-def test_load_balanced_mask_refuses_more_pes_than_rows():
-    w = jnp.ones((8, 12))
-    with pytest.raises(ValueError, match="num_pes=1000000 exceeds the 12 rows"):
-        P.load_balanced_mask(w, 0.5, num_pes=10**6)
-    assert P.load_balanced_mask(w, 0.5, num_pes=12).shape == (8, 12)
+def test_load_balanced_mask_with_more_pes_than_rows_is_one_row_per_pe():
+    # EIE's 64 PEs on a 10-output layer: each row in a PE of its own. The work is bounded by
+    # the layer (num_pes=10**6 used to allocate 10**6 groups), the mask that of num_pes = rows.
+    w = jnp.asarray(np.random.default_rng(9).normal(size=(8, 12)), jnp.float32)
+    want = np.asarray(P.load_balanced_mask(w, 0.5, num_pes=12))
+    for pes in (13, 64, 10**6):
+        np.testing.assert_array_equal(np.asarray(P.load_balanced_mask(w, 0.5, num_pes=pes)), want)

@@ -382,3 +382,40 @@ def test_sparsity_summary_counts_past_2_31_weights_exactly():
     assert s.total.density == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="do not fit int32 counts"):
         jax.eval_shape(jaxcomp.sparsity_summary, params)
+
+
+def test_filter_pruning_masks_the_bias_and_batchnorm_of_each_pruned_channel():
+    rng = np.random.default_rng(4)
+    params = {
+        "conv1": {
+            "kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 6)), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=(6,)), jnp.float32),
+        },
+        "bn1": {"scale": jnp.ones(6), "bias": jnp.asarray(rng.normal(size=(6,)), jnp.float32)},
+        "fc": {"kernel": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32), "bias": jnp.zeros(3)},
+    }
+    filters = functools.partial(jaxcomp.structured_mask, axis=-1)
+    deps = {"conv1/kernel": ["conv1/bias", "bn1/scale", "bn1/bias"]}
+    tx = jaxcomp.prune(optax.adam(1e-2), 0.5, filters, include="conv1/*", dependents=deps)
+    state = tx.init(params)
+    g = jax.tree.map(jnp.ones_like, params)
+    step = jax.jit(tx.update)
+    for _ in range(3):
+        u, state = step(g, state, params)
+        params = optax.apply_updates(params, u)
+    pruned = np.all(np.asarray(params["conv1"]["kernel"]) == 0, axis=(0, 1, 2))
+    assert pruned.sum() == 3
+    for leaf in (params["conv1"]["bias"], params["bn1"]["scale"], params["bn1"]["bias"]):
+        np.testing.assert_array_equal(np.asarray(leaf) == 0, pruned)  # exactly the pruned ones
+    # without dependents the bias of a pruned filter keeps training: relu(bias) leaks out
+    plain = jaxcomp.prune(optax.adam(1e-2), 0.5, filters, include="conv1/*")
+    u, _ = plain.update(g, plain.init(params), params)
+    assert np.all(np.asarray(u["conv1"]["bias"]) != 0)
+    with pytest.raises(ValueError, match=r"dependents\['conv1/kernel'\]: 'fc/bias' has shape"):
+        jaxcomp.prune(
+            optax.sgd(0.1),
+            0.5,
+            filters,
+            include="conv1/*",
+            dependents={"conv1/kernel": ["fc/bias"]},
+        ).init(params)

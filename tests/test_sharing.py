@@ -364,3 +364,33 @@ def test_on_centroid_weights_land_exactly_on_edge_case_centroids():
         updates, new = tx.update({"w": g}, st, p)
         w = optax.apply_updates(p, updates)["w"]
         np.testing.assert_array_equal(w, new.codebooks["w"][codes])
+
+
+@pytest.mark.parametrize("init", ["linear", "density"])
+def test_init_compiles_kmeans_once_per_bits_and_fits_each_leaf_as_alone(init, monkeypatch):
+    from jaxcomp.sharing import _bucketed_kmeans
+
+    rng = np.random.default_rng(3)
+    shapes = [(3, 3, 1, 8), (3, 3, 8, 16), (200, 64), (64, 10), (17, 3)]
+    leaves = [jnp.asarray(rng.normal(size=s) * (rng.random(s) > 0.3), jnp.float32) for s in shapes]
+    params = {f"l{i}": w for i, w in enumerate(leaves)}
+    traces = []
+    real = q._kmeans_jit
+
+    def counting(*args):
+        traces.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(q, "_kmeans_jit", counting)
+    state = share_weights(optax.sgd(0.1), bits=3, init=init).init(params)
+    assert len(traces) == 1  # five shapes, one bits value: one k-means program
+    monkeypatch.undo()
+    for i, w in enumerate(leaves):
+        cb, cd = q.kmeans_fit(w, 3, init=init)
+        np.testing.assert_array_equal(state.codebooks[f"l{i}"], cb)
+        np.testing.assert_array_equal(state.codes[f"l{i}"], cd)
+    # split by size bucket when one padded batch would be much larger than the leaves
+    small = [leaves[0], leaves[1], leaves[3]]
+    fits = _bucketed_kmeans([*small, jnp.ones((600, 1000))], [3] * 4, init=init, iters=50, tol=0)
+    for i, w in enumerate(small):
+        np.testing.assert_array_equal(fits[i][1], q.kmeans_fit(w, 3, init=init)[1])
