@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cache_dir", "main", "parse_list", "setup_cache"]
+__all__ = ["cache_dir", "main", "parse_list", "setup_cache", "use_all_cores"]
 
 #: Keys of ``simulate --json``, in output order (the contract other tools rely on first).
 SIMULATE_KEYS = (
@@ -449,6 +449,19 @@ def setup_cache(flag: str | None = None) -> str:
     return path
 
 
+def use_all_cores() -> int:
+    """Expose every CPU core as a JAX CPU device, so a sweep's chunks run side by side.
+
+    Only before JAX's backends start, and only when ``XLA_FLAGS`` does not already set the
+    host device count. Returns the number of cores.
+    """
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n and n > 1 and "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    return int(n or 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eie-model``; returns the exit status.
 
@@ -458,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     ap = _parser()
     args = ap.parse_args(argv)
+    if args.cmd == "sweep":
+        use_all_cores()
     setup_cache(args.cache_dir)
     try:
         return int(args.fn(args) or 0)

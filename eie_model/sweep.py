@@ -8,10 +8,13 @@ runs each stage once per distinct value of the knobs it depends on, found on the
    the per-PE work tables (:mod:`eie_model.sim.work`, one sort of the non-zeros per distinct
    (N, A)). They depend on the layer and the pair only, and are kept (a small cache keyed by
    the layer's content), so repeated sweeps of one layer skip this stage;
-2. per work unit, one timing scan with an *unbounded* FIFO; its per-event broadcast and
-   column-start cycles give the saturation depth ``D*`` (:func:`eie_model.sim.saturation_depth`):
-   every FIFO depth ``D >= D*`` has exactly that run's timing (stall cycles 0), so only
-   ``D = 1`` and ``2 <= D < D*`` get scans of their own;
+2. per work unit with several FIFO depths, one timing scan with an *unbounded* FIFO. A depth
+   ``D >= 2`` whose broadcasts never keep a PE waiting longer than that run's did has exactly
+   its PE schedule (cycles, busy, starvation); only the broadcast times, hence the stall
+   counter, differ, and they follow from the scalar recurrence ``e[k] = max(e[k-1] + c[k],
+   R[k - D + 1])`` against the unbounded run's column starts ``R`` (:func:`_replay`, no PE
+   state; it also checks the condition). Only ``D = 1`` and the depths that fail it get scans
+   of their own;
 3. the remaining ``(unit, D)`` scans run in fixed-size chunks of configurations: a chunk holds
    one unit when the unit has many depths (its tables are read without a gather), and the PE
    axis is the smallest lane bucket holding the chunk's PE count (not the sweep's largest);
@@ -48,18 +51,17 @@ import numpy as np
 
 from eie_model.sim import check_layer
 from eie_model.sim.counters import line_reads_from_walk, line_walk
-from eie_model.sim.events import Events, layer_events
-from eie_model.sim.timing import ScanTables, finish, init, saturation_depth, scan_tables, step
+from eie_model.sim.events import NEG, Events, layer_events
+from eie_model.sim.timing import ScanTables, finish, init, scan_tables, step
 from eie_model.sim.work import pe_work, slice_gaps
 from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 from jaxcomp.atomic import atomic_open
 
 __all__ = ["pareto_front", "sweep", "to_records", "write_csv", "write_json"]
 
-#: Configurations per timing chunk (state of a chunk: a few hundred KB, cache-sized).
-CHUNK = 64
-#: A unit with at least this many scans gets chunks of its own (no per-step table gather).
-SINGLE_UNIT_MIN = CHUNK // 2
+#: Configurations per timing chunk of one unit (its state: a few hundred KB, cache-sized; big
+#: enough that the scan's per-step overhead is small next to the chunk's work).
+CHUNK = 256
 
 
 def _bucket(n: int, multiple: int = 1) -> int:
@@ -69,11 +71,8 @@ def _bucket(n: int, multiple: int = 1) -> int:
 
 
 def _lanes(n: int) -> int:
-    """PE lanes for N PEs: 8, 16, 24, 32, 48, 64, 96, 128, ... (two buckets per octave)."""
-    if n <= 8:
-        return 8
-    b = _bucket(n)
-    return b * 3 // 4 if n <= b * 3 // 4 else b
+    """PE lanes for N PEs: 8, 16, 32, 64, ... (8 int32 fill one AVX2 vector)."""
+    return max(_bucket(n), 8)
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
@@ -230,7 +229,8 @@ def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, b
     ``single``: the tables are one unit's, ``d``/``w`` ``(K, L)``, ``c`` ``(K,)`` and every
     configuration runs that unit (no gather per step); else ``(K, U, L)`` / ``(K, U)`` tables
     and ``unit`` ``(B,)`` picks each configuration's row. Returns ``cycles, stall, starvation``
-    ``(B,)`` and, with ``trace``, the per-event ``e`` and ``max_i s`` ``(K, B)``.
+    ``(B,)`` and, with ``trace``, the per-event ``e``, ``max_i s`` and ``min_i f[i, k-1]``
+    (over the real PEs) ``(K, B)``.
     """
     k_ev, lanes = d.shape[0], d.shape[-1]
     if single:  # one unit: give the tables a unit axis of length 1 for finish()
@@ -239,6 +239,7 @@ def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, b
         unit = jnp.zeros_like(depth)
     tab = ScanTables(d=d, w=w, c=c, busy=None, dsum=dsum, tail=tail, n_pes=n_pes)
     state0 = jax.vmap(lambda _: init(lanes, ring_len))(depth)
+    real = jnp.arange(lanes)[None, :] < n_pes[unit][:, None]  # (B, L) PEs below N
 
     def one(state, ev, dd, b):
         return step(state, ev, dd, bounded=b, bcast_latency=bcast_latency, padded=padded)
@@ -249,8 +250,10 @@ def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, b
             ev, axes = (d_k[0], w_k[0], c_k[0], k), (None, None, None, None)
         else:
             ev, axes = (d_k[unit], w_k[unit], c_k[unit], k), (0, 0, 0, None)
+        # the earliest a real PE is free before this event (for the reuse test of replay)
+        fmin = jnp.min(jnp.where(real, state.free, jnp.iinfo(jnp.int32).max), -1)
         state, ys = jax.vmap(one, in_axes=(0, axes, 0, 0))(state, ev, depth, bounded)
-        return state, (ys if trace else None)
+        return state, ((*ys, fmin) if trace else None)
 
     ks = jnp.arange(k_ev, dtype=jnp.int32)
     state, ys = jax.lax.scan(body, state0, (d, w, c, ks))
@@ -260,6 +263,68 @@ def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, b
 
 _CHUNK_STATIC = ("ring_len", "bcast_latency", "padded", "single", "trace")
 _chunk = jax.jit(_chunk_impl, static_argnames=_CHUNK_STATIC)
+
+
+def _has_write(prep: _Prepared) -> np.ndarray:
+    """``(U,) bool`` whether a unit writes an accumulator at all (else its end is the LNZD's)."""
+    tab = prep.tab
+    live = (tab.c >= 0)[:, :, None]
+    lanes = np.arange(tab.w.shape[2])[None, None, :] < tab.n_pes[None, :, None]
+    return np.any((tab.w > NEG // 2) & live & lanes, axis=(0, 2))
+
+
+@jax.jit
+def _replay(c, r_u, ub, row, depth):
+    """The broadcast recurrence alone against fixed PE schedules (``R`` runs, ``K`` events).
+
+    ``e[k] = max(e[k-1] + c[k], R_u[k - D + 1])`` with ``R_u`` the unbounded run's latest
+    column start of each event; the run keeps that run's PE schedule iff every ``e[k] <=
+    ub[k] = max(e_u[k], min_i f_u[i, k-1] - bcast_latency)`` (no PE waits longer for its
+    broadcast than without the FIFO bound): then its stall counter is ``sum (e - ready)``.
+
+    Args: ``c`` ``(K, P)`` gaps, ``r_u`` / ``ub`` ``(P, K)`` of the probed units, ``row``
+    ``(R,)`` each run's probe, ``depth`` ``(R,)``. Returns ``ok``, ``stall``, ``last`` ``(R,)``.
+    """
+    k_ev = c.shape[0]
+    lookback = depth - 1
+
+    def body(carry, x):
+        e_prev, stall, ok = carry
+        c_k, k = x
+        c_r = c_k[row]
+        j = k - lookback
+        room = jnp.where(j >= 0, r_u[row, jnp.maximum(j, 0)], NEG)
+        ready = e_prev + c_r
+        e = jnp.maximum(ready, room)
+        live = c_r >= 0
+        ok = ok & (~live | (e <= ub[row, k]))
+        stall = stall + jnp.where(live, e - ready, 0)
+        return (jnp.where(live, e, e_prev), stall, ok), None
+
+    zero = jnp.zeros_like(depth)
+    init_ = (zero, zero, jnp.ones(depth.shape, bool))
+    (last, stall, ok), _ = jax.lax.scan(body, init_, (c, jnp.arange(k_ev, dtype=jnp.int32)))
+    return ok, stall, last
+
+
+def _replay_runs(prep, row, depth, r_u, ub, probe):
+    """:func:`_replay` of runs ``(row, depth)`` (shapes padded to powers of two)."""
+    n = len(row)
+    size = _bucket(n)
+    c = prep.tab.c[:, probe]
+    pp = _bucket(len(probe))
+    c = np.pad(c, ((0, 0), (0, pp - len(probe))), constant_values=-1)
+    r_u = np.pad(r_u, ((0, pp - len(probe)), (0, 0)))
+    ub = np.pad(ub, ((0, pp - len(probe)), (0, 0)))
+    big = np.iinfo(np.int32).max
+    ok, stall, last = _replay(
+        c.astype(np.int32),
+        np.minimum(r_u, big).astype(np.int32),
+        np.minimum(ub, big).astype(np.int32),
+        _pad(row.astype(np.int32), size),
+        _pad(depth.astype(np.int32), size),
+    )
+    return np.asarray(ok)[:n], np.asarray(stall, np.int64)[:n], np.asarray(last, np.int64)[:n]
 
 
 @jax.jit
@@ -275,9 +340,10 @@ def _line_table(works, line_prev, line_unit, line_epl):
 
 def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, progress):
     """Timing scans of ``runs`` ``(R, 2)`` = (unit, depth): ``(R, 3)`` cycles, stall, starv
-    (and, with ``trace``, ``(R, K)`` e and max s).
+    (and, with ``trace``, ``(3, R, K)`` e, max s and min f per event; else ``None``).
 
-    Runs are grouped by lane bucket; a unit with many runs gets chunks of its own. Chunks go
+    Runs are grouped by lane bucket; a unit with at least ``chunk / 2`` runs gets chunks of
+    ``chunk`` of its own, the others share chunks of ``chunk / 4`` (a gather per step). Chunks go
     round-robin over ``devices``; with several processes each runs every ``process_count``-th
     chunk and the results are all-gathered.
     """
@@ -285,10 +351,9 @@ def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, 
     k_ev = tab.d.shape[0]
     padded = bool(np.any(tab.c < 0))
     out = np.zeros((len(runs), 3), np.int64)
-    tr_e = np.zeros((len(runs), k_ev), np.int64) if trace else None
-    tr_s = np.zeros((len(runs), k_ev), np.int64) if trace else None
+    tr = np.zeros((3, len(runs), k_ev), np.int64) if trace else None
     if not len(runs):
-        return out, tr_e, tr_s
+        return out, tr
     lanes_of = np.array([_lanes(int(n)) for n in tab.n_pes])
     jobs = []  # (single, lanes, unit or units, run indices)
     order = np.lexsort((runs[:, 1], runs[:, 0], lanes_of[runs[:, 0]]))
@@ -299,7 +364,7 @@ def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, 
     while i < len(runs_o):
         u = int(runs_o[i, 0])
         j = i + int(counts[u])
-        if counts[u] >= SINGLE_UNIT_MIN:
+        if counts[u] >= chunk // 2:
             for lo in range(i, j, chunk):
                 jobs.append((True, lanes_of[u], u, order[lo : min(lo + chunk, j)]))
         else:
@@ -309,8 +374,9 @@ def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, 
         rest = np.concatenate(multi)
         for ln in np.unique(lanes_of[runs[rest, 0]]):
             sel = rest[lanes_of[runs[rest, 0]] == ln]
-            for lo in range(0, len(sel), chunk):
-                jobs.append((False, int(ln), None, sel[lo : lo + chunk]))
+            small = max(chunk // 4, 1)
+            for lo in range(0, len(sel), small):
+                jobs.append((False, int(ln), None, sel[lo : lo + small]))
     nproc, me = jax.process_count(), jax.process_index()
     devs = list(devices) if devices is not None else jax.local_devices()
     pending = []
@@ -318,10 +384,11 @@ def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, 
         if ji % nproc != me:
             continue
         dev = devs[(ji // nproc) % len(devs)]
-        dep = _pad(runs[idx, 1].astype(np.int32), chunk)
-        bnd = np.full(chunk, bounded)
+        size = chunk if single else max(chunk // 4, 1)
+        dep = _pad(runs[idx, 1].astype(np.int32), size)
+        bnd = np.full(size, bounded)
         if single:
-            zero = np.zeros(chunk, np.int32)
+            zero = np.zeros(size, np.int32)
             args = (tab.d[:, u, :ln], tab.w[:, u, :ln], tab.c[:, u], tab.tail[u],
                     tab.dsum[u, :ln], tab.n_pes[u], zero, dep, bnd)  # fmt: skip
         else:
@@ -329,7 +396,7 @@ def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, 
             upad = _pad(units, _bucket(len(units)))
             local = np.searchsorted(units, runs[idx, 0]).astype(np.int32)
             args = (tab.d[:, upad, :ln], tab.w[:, upad, :ln], tab.c[:, upad], tab.tail[upad],
-                    tab.dsum[upad, :ln], tab.n_pes[upad], _pad(local, chunk), dep, bnd)  # fmt: skip
+                    tab.dsum[upad, :ln], tab.n_pes[upad], _pad(local, size), dep, bnd)  # fmt: skip
         args = jax.device_put(args, dev)
         res = _chunk(*args, ring_len=ring_len, bcast_latency=static.bcast_latency,
                      padded=padded, single=single, trace=trace)  # fmt: skip
@@ -339,19 +406,19 @@ def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, 
         n = len(idx)
         out[idx] = np.stack([cyc[:n], stall[:n], starv[:n]], 1)
         if trace:
-            tr_e[idx] = ys[0][:, :n].T
-            tr_s[idx] = ys[1][:, :n].T
+            for q in range(3):
+                tr[q, idx] = ys[q][:, :n].T
         if progress:
             progress(done + 1, len(pending))
     if nproc > 1:  # every host gets every chunk's result (zeros where another host ran it)
         from jax.experimental import multihost_utils
 
-        parts = [out] + ([tr_e, tr_s] if trace else [])
+        parts = [out] + ([tr] if trace else [])
         parts = [np.asarray(multihost_utils.process_allgather(p)).sum(0) for p in parts]
         out = parts[0]
         if trace:
-            tr_e, tr_s = parts[1], parts[2]
-    return out, tr_e, tr_s
+            tr = parts[1]
+    return out, tr
 
 
 def sweep(
@@ -438,26 +505,36 @@ def sweep(
     runs, run_of = np.unique(unit_runs, axis=0, return_inverse=True)
     run_of = run_of.ravel()
 
-    # saturation: one unbounded scan per unit with two or more FIFO depths >= 2 to run
+    # FIFO reuse: one unbounded-FIFO scan per unit with two or more depths D >= 2 to run;
+    # a depth whose broadcasts never hold back a PE keeps that run's PE schedule, and its
+    # stall counter comes from the broadcast recurrence alone (replay, no PE state)
     n_units = len(prep.unit_pair)
-    deep = runs[runs[:, 1] >= 2]
-    per_unit = np.bincount(deep[:, 0], minlength=n_units)
+    deep = runs[:, 1] >= 2
+    per_unit = np.bincount(runs[deep, 0], minlength=n_units)
     probe = np.flatnonzero(per_unit >= 2)
-    sat = np.full(n_units, np.iinfo(np.int64).max)
-    res_u = np.zeros((n_units, 3), np.int64)
+    res = np.zeros((len(runs), 3), np.int64)
+    done = np.zeros(len(runs), bool)
     kw = dict(static=static, devices=devices, chunk=int(chunk), progress=progress)
     if len(probe):
         pr = np.stack([probe, np.full(len(probe), 2)], 1)
-        r_u, tr_e, tr_s = _scan_runs(prep, pr, bounded=False, trace=True, ring_len=1, **kw)
-        res_u[probe] = r_u
-        sat[probe] = [saturation_depth(tr_e[i], tr_s[i]) for i in range(len(probe))]
-    reuse = (runs[:, 1] >= 2) & (runs[:, 1] >= sat[runs[:, 0]])
-    todo = np.flatnonzero(~reuse)
-    res = np.zeros((len(runs), 3), np.int64)
-    res[reuse] = res_u[runs[reuse, 0]]
+        r_u, tr = _scan_runs(prep, pr, bounded=False, trace=True, ring_len=1, **kw)
+        row = np.full(n_units, -1)
+        row[probe] = np.arange(len(probe))
+        cand = np.flatnonzero(deep & (row[runs[:, 0]] >= 0))
+        ub = np.maximum(tr[0], tr[2] - static.bcast_latency)  # (probes, K)
+        ok, stall, last = _replay_runs(prep, row[runs[cand, 0]], runs[cand, 1], tr[1], ub, probe)
+        hit = cand[ok]
+        u_row = row[runs[hit, 0]]
+        written = _has_write(prep)[runs[hit, 0]]
+        tail = prep.tab.tail[runs[hit, 0]].astype(np.int64)
+        res[hit, 0] = np.where(written, r_u[u_row, 0], last[ok] + tail)
+        res[hit, 1] = stall[ok]
+        res[hit, 2] = r_u[u_row, 2]
+        done[hit] = True
+    todo = np.flatnonzero(~done)
     if len(todo):
         ring = _bucket(max(min(int(runs[todo, 1].max()), k_ev + 1), 2))
-        r_t, _, _ = _scan_runs(prep, runs[todo], bounded=True, trace=False, ring_len=ring, **kw)
+        r_t, _ = _scan_runs(prep, runs[todo], bounded=True, trace=False, ring_len=ring, **kw)
         res[todo] = r_t
     if bar is not None:
         bar.close()
