@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import csv
-import functools
 import hashlib
 import json
 import os
@@ -50,10 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from eie_model.sim import check_layer
-from eie_model.sim.counters import line_reads_from_walk, line_walk
 from eie_model.sim.events import NEG, Events, layer_events
-from eie_model.sim.timing import ScanTables, finish, init, scan_tables, step
-from eie_model.sim.work import pe_work, slice_gaps
+from eie_model.sim.timing import ScanTables, finish, init, step
 from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 from jaxcomp.atomic import atomic_open
 
@@ -81,43 +78,77 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("max_pes", "write_latency", "acc"))
-def _work_tables(ev, unit_n, unit_r, unit_a, unit_p, n_units, *, max_pes, write_latency, acc):
-    """Work tables of every work unit ``(N, r, A, pass)``, units sorted by (N, A): a
-    ``lax.scan`` that sorts the non-zeros only when (N, A) changes (one sort per distinct N,
-    one ``(Z,)`` sort in memory) and skips the padding units (index >= ``n_units``) with
-    ``lax.cond``. ``acc`` (static): some unit has ``acc_regs`` A > 0 (A = 0: unlimited)."""
+def _lnzd_gaps(ev: Events, n_pes: int) -> tuple[np.ndarray, int]:
+    """``(ready_gap (K,), tail_gap)`` of the LNZD for N PEs (as :func:`eie_model.sim.pe_work`)."""
+    ev_col = np.asarray(ev.ev_col).astype(np.int64)
+    is_bias = np.asarray(ev.ev_is_bias)
+    bias_col = -(-ev.n // n_pes) * n_pes
+    col = np.where(is_bias, bias_col, ev_col)
+    group, lane = col // n_pes, col % n_pes
+    live = ev_col <= ev.n
+    n_groups = -(-ev.n // n_pes) + int(is_bias.any())
+    if not len(col):
+        return np.zeros(0, np.int32), 1 + n_groups
+    gprev = np.concatenate([[-1], group[:-1]])
+    lprev = np.concatenate([[-1], lane[:-1]])
+    gap = np.where(group == gprev, 1, np.where(lprev == n_pes - 1, 1, 2) + group - gprev - 1)
+    gap[0] = 1 + group[0]
+    last = max(int(live.sum()) - 1, 0)
+    if live[last]:
+        tail = (1 if lane[last] == n_pes - 1 else 2) + n_groups - 1 - int(group[last])
+    else:
+        tail = 1 + n_groups
+    return np.where(live, gap, -1).astype(np.int32), int(tail)
 
-    def acc_of(a):
-        return jnp.where(a > 0, a, jnp.int32(1 << 30)) if acc else None
 
-    def gaps_of(na):
-        return slice_gaps(ev, na[0], acc_regs=acc_of(na[1]))
+class _Gaps(NamedTuple):
+    seg: np.ndarray  # (Z,) PE * (K + 1) + event bucket of each non-zero
+    gap: np.ndarray  # (Z,) zero local rows before it in its slice
+    block: np.ndarray | None  # (Z,) its acc_regs pass, or None
 
-    def work_of(n, r, a, p, g):
-        return pe_work(ev, n, r, max_pes=max_pes, gaps=g, acc_regs=acc_of(a), pass_index=p)
 
-    na0 = (unit_n[0], unit_a[0])
-    g_shape = jax.eval_shape(gaps_of, na0)
-    w_shape = jax.eval_shape(work_of, unit_n[0], unit_r[0], unit_a[0], unit_p[0], g_shape)
-    zeros = functools.partial(jax.tree.map, lambda a: jnp.zeros(a.shape, a.dtype))
+def _gaps_np(ev: Events, n_pes: int, acc: int, bucket: np.ndarray) -> _Gaps:
+    """:func:`eie_model.sim.slice_gaps` on the host (NumPy's sort; same results)."""
+    rows, cols = np.asarray(ev.rows), np.asarray(ev.cols)
+    k_ev = len(ev.ev_col)
+    lr_count = -(-ev.m // n_pes)
+    span = n_pes * lr_count
+    dt = np.int32 if (ev.n + 2) * span < 2**31 else np.int64
+    row_p = (rows % n_pes) * lr_count + rows // n_pes
+    base = cols.astype(dt) * span
+    row_p = np.sort(base + row_p.astype(dt)) - base  # cols sorted: only rows move
+    pe = row_p // lr_count
+    lr = row_p - pe * lr_count
+    same = (row_p[:-1] >= (pe * lr_count)[1:]) & (cols[1:] == cols[:-1])
+    block = None
+    if acc:
+        block = lr // acc
+        same &= block[1:] == block[:-1]
+        lr = lr - block * acc
+    gap = np.concatenate([lr[:1], np.where(same, row_p[1:] - row_p[:-1] - 1, lr[1:])])
+    return _Gaps(seg=pe.astype(np.int64) * (k_ev + 1) + bucket, gap=gap, block=block)
 
-    def body(carry, x):
-        gaps, prev_n, prev_a = carry
-        i, n, r, a, p = x
-        valid = i < n_units
-        new = valid & ((n != prev_n) | (a != prev_a))
-        gaps = jax.lax.cond(new, gaps_of, lambda _: gaps, (n, a))
-        work = jax.lax.cond(valid, lambda: work_of(n, r, a, p, gaps), lambda: zeros(w_shape))
-        return (gaps, jnp.where(valid, n, prev_n), jnp.where(valid, a, prev_a)), work
 
-    idx = jnp.arange(unit_n.shape[0], dtype=jnp.int32)
-    init = (zeros(g_shape), jnp.int32(-1), jnp.int32(-1))
-    _, works = jax.lax.scan(body, init, (idx, unit_n, unit_r, unit_a, unit_p))
-    tab = scan_tables(works, write_latency=write_latency)
-    useful = works.nnz.sum((1, 2))
-    fillers = works.entries.sum((1, 2)) - useful
-    return works, tab, line_walk(works), useful, fillers
+def _unit_work(ev, g: _Gaps, n_pes, r, p, bcast, max_pes):
+    """Per-PE work of one unit on the host: ``(entries, nnz, base)`` ``(max_pes, K)``."""
+    k_ev = len(ev.ev_col)
+    size = max_pes * (k_ev + 1)
+    if not len(g.gap):
+        z = np.zeros((max_pes, k_ev), np.int64)
+        return z, z, z
+    ent = 1 + (g.gap >> r)
+    if g.block is not None:
+        mine = g.block == p
+        ent, bc = ent * mine, bcast & mine
+    else:
+        bc = bcast
+    total = np.bincount(g.seg, weights=ent, minlength=size).reshape(max_pes, k_ev + 1)
+    seg_b = g.seg[bc]  # broadcast columns only (about a third of the non-zeros)
+    entries = np.bincount(seg_b, weights=ent[bc], minlength=size).reshape(max_pes, k_ev + 1)
+    nnz = np.bincount(seg_b, minlength=size).reshape(max_pes, k_ev + 1)
+    total, entries, nnz = (x[:, :k_ev].astype(np.int64) for x in (total, entries, nnz))
+    base = np.cumsum(total, axis=1) - entries
+    return entries, nnz, base
 
 
 class _Prepared(NamedTuple):
@@ -130,8 +161,9 @@ class _Prepared(NamedTuple):
     pairs: np.ndarray  # (P, 3) int32 distinct (n_pes, index_bits, acc_regs), sorted by (N, A, r)
     passes: np.ndarray  # (P,) int32 passes of each pair
     unit_pair: np.ndarray  # (U,) int32 pair of each unit (units of a pair consecutive)
-    works: Any  # PEWork with a leading unit axis (padded to a power of two), on device
-    line_prev: jax.Array  # (U', max_pes, K) int32 width-independent part of the line reads
+    entries: np.ndarray  # (U, max_pes, K) int32 entries of each slice (fillers included)
+    base: np.ndarray  # (U, max_pes, K) int32 CSC address of each slice's first entry
+    line_prev: np.ndarray  # (U, max_pes, K) int32 address of the entry walked before a slice
     tab: ScanTables  # NumPy (K, U, max_pes) tables of the timing scans
     useful: np.ndarray  # (P,) int64 useful MACs (all passes)
     fillers: np.ndarray  # (P,) int64
@@ -163,38 +195,52 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
     unit_pair = np.repeat(np.arange(len(pairs)), passes)
     unit_pass = np.arange(len(unit_pair)) - np.repeat(np.cumsum(passes) - passes, passes)
     units = np.concatenate([pairs[unit_pair], unit_pass[:, None]], 1).astype(np.int32)
-    up = _pad(units, _bucket(len(units)))  # pairs sorted by N first, so units are too
-    works, tab, prev, useful, fillers = _work_tables(
-        ev,
-        up[:, 0],
-        up[:, 1],
-        up[:, 2],
-        up[:, 3],
-        np.int32(len(units)),
-        max_pes=max_pes,
-        write_latency=write_latency,
-        acc=bool(np.any(a > 0)),
-    )
-    nu = len(units)
+    nu, k_ev = len(units), len(ev.ev_col)
+    cols = np.asarray(ev.cols)
+    bucket = np.asarray(ev.col_bucket)[cols].astype(np.int64)
+    bcast = np.asarray(ev.col_is_bcast)[cols]
+    entries = np.zeros((nu, max_pes, k_ev), np.int32)
+    nnz = np.zeros((nu, max_pes, k_ev), np.int32)
+    base = np.zeros((nu, max_pes, k_ev), np.int32)
+    c = np.zeros((k_ev, nu), np.int32)
+    tail = np.zeros(nu, np.int32)
+    gaps, key = None, None
+    for u, (n_u, r_u, a_u, p_u) in enumerate(units.tolist()):
+        if key != (n_u, a_u):  # one sort per distinct (N, A); units come sorted by (N, A)
+            gaps, key = _gaps_np(ev, n_u, a_u, bucket), (n_u, a_u)
+            lnzd = _lnzd_gaps(ev, n_u)
+        entries[u], nnz[u], base[u] = _unit_work(ev, gaps, n_u, r_u, p_u, bcast, max_pes)
+        c[:, u], tail[u] = lnzd
+    n_of = units[:, 0]
+    live = (c >= 0).T[:, None, :]  # (U, 1, K)
+    valid = (np.arange(max_pes)[None, :, None] < n_of[:, None, None]) & live
+    d = np.where(valid, np.maximum(entries, 1), 0).astype(np.int32)
+    w = np.where(entries > 0, entries + write_latency, NEG).astype(np.int32)
+    last = np.where(entries > 0, base + entries - 1, -1)
+    prev = np.maximum.accumulate(last, axis=2) if k_ev else last
+    prev = np.concatenate([np.full((nu, max_pes, min(k_ev, 1)), -1), prev[:, :, :-1]], 2)
     tab = ScanTables(
-        d=np.asarray(tab.d)[:, :nu],
-        w=np.asarray(tab.w)[:, :nu],
-        c=np.asarray(tab.c)[:, :nu],
-        busy=np.asarray(tab.busy)[:nu],
-        dsum=np.asarray(tab.dsum)[:nu],
-        tail=np.asarray(tab.tail)[:nu],
-        n_pes=np.asarray(tab.n_pes)[:nu],
+        d=np.ascontiguousarray(d.transpose(2, 0, 1)),
+        w=np.ascontiguousarray(w.transpose(2, 0, 1)),
+        c=c,
+        busy=entries.sum(2, dtype=np.int64),
+        dsum=d.sum(2, dtype=np.int64).astype(np.int32),
+        tail=tail,
+        n_pes=n_of.astype(np.int32),
     )
+    useful = nnz.sum((1, 2), dtype=np.int64)
+    fillers = entries.sum((1, 2), dtype=np.int64) - useful
     return _Prepared(
         events=ev,
         pairs=pairs,
         passes=passes.astype(np.int32),
         unit_pair=unit_pair.astype(np.int32),
-        works=works,
-        line_prev=prev,
+        entries=entries,
+        base=base,
+        line_prev=prev.astype(np.int32),
         tab=tab,
-        useful=_sum_by(unit_pair, np.asarray(useful)[:nu], len(pairs)),
-        fillers=_sum_by(unit_pair, np.asarray(fillers)[:nu], len(pairs)),
+        useful=_sum_by(unit_pair, useful, len(pairs)),
+        fillers=_sum_by(unit_pair, fillers, len(pairs)),
         busy=_sum_by(unit_pair, tab.busy, len(pairs)),
     )
 
@@ -327,15 +373,14 @@ def _replay_runs(prep, row, depth, r_u, ub, probe):
     return np.asarray(ok)[:n], np.asarray(stall, np.int64)[:n], np.asarray(last, np.int64)[:n]
 
 
-@jax.jit
-def _line_table(works, line_prev, line_unit, line_epl):
-    """SRAM line reads (summed over PEs) of each (unit, entries per line)."""
-
-    def one(u, e):
-        w = jax.tree.map(lambda x: x[u], works)
-        return line_reads_from_walk(w, line_prev[u], e).sum()
-
-    return jax.lax.map(lambda a: one(*a), (line_unit, line_epl))
+def _line_reads(prep: _Prepared, unit: int, epl: int) -> int:
+    """SRAM line reads of one unit for ``epl`` entries a line, summed over PEs (host;
+    :func:`eie_model.sim.counters.line_reads_from_walk`'s formula)."""
+    ent, base, prev = prep.entries[unit], prep.base[unit], prep.line_prev[unit]
+    first = base // epl
+    last = np.maximum(base + ent - 1, 0) // epl
+    new = last - first + 1 - (prev >= first * epl)
+    return int(np.sum(np.where(ent > 0, new, 0), dtype=np.int64))
 
 
 def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, progress):
@@ -515,7 +560,7 @@ def sweep(
     res = np.zeros((len(runs), 3), np.int64)
     done = np.zeros(len(runs), bool)
     kw = dict(static=static, devices=devices, chunk=int(chunk), progress=progress)
-    if len(probe):
+    if len(probe) and k_ev:
         pr = np.stack([probe, np.full(len(probe), 2)], 1)
         r_u, tr = _scan_runs(prep, pr, bounded=False, trace=True, ring_len=1, **kw)
         row = np.full(n_units, -1)
@@ -547,10 +592,9 @@ def sweep(
     lc = prep.passes[lines[:, 0]].astype(np.int64)
     l_owner = np.repeat(np.arange(len(lines)), lc)
     l_offs = np.arange(int(lc.sum())) - np.repeat(np.cumsum(lc) - lc, lc)
-    lu = np.stack([first[lines[l_owner, 0]] + l_offs, lines[l_owner, 1]], 1).astype(np.int32)
-    lu = _pad(lu, _bucket(len(lu)))
-    reads = np.asarray(_line_table(prep.works, prep.line_prev, lu[:, 0], lu[:, 1]))
-    reads = _sum_by(l_owner, reads[: len(l_owner)], len(lines))[line_of]
+    lu = np.stack([first[lines[l_owner, 0]] + l_offs, lines[l_owner, 1]], 1)
+    reads = np.array([_line_reads(prep, int(u), int(e)) for u, e in lu], np.int64)
+    reads = _sum_by(l_owner, reads, len(lines))[line_of]
 
     k_live = int(np.count_nonzero(np.asarray(ev.ev_col) <= ev.n))
     busy = np.zeros((n_cfg, static.max_pes), np.int64)
