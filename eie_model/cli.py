@@ -392,9 +392,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(fn=_sweep)
 
-    r = sub.add_parser("reference", help="one design point, cycle by cycle (slow; the oracle)")
-    r.add_argument("rest", nargs=argparse.REMAINDER, help="see eie-model reference --help")
-    r.set_defaults(fn=_reference)
+    r = sub.add_parser(
+        "reference", help="one design point, cycle by cycle (slow; the oracle)", add_help=False
+    )
+    r.set_defaults(fn=_reference)  # its own parser reads the rest: eie-model reference --help
 
     t = sub.add_parser("table", help="Table IV analogue: EIE model vs CPU dense/sparse")
     t.add_argument("--layers", help="comma list of benchmark names (default: all nine)")
@@ -470,7 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ... # doctest: +SKIP
     """
     ap = _parser()
-    args = ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    if args.cmd == "reference":
+        args.rest = rest
+    elif rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.cmd == "sweep":
         use_all_cores()
     setup_cache(args.cache_dir)

@@ -164,7 +164,9 @@ def test_batch_shape_kept():
     p = EIEParams(n_pes=np.array([[1, 2], [3, 4]]), fifo_depth=2)
     c = sweep.sweep(EIEStatic(max_pes=4, max_fifo=2), p, _layer())
     assert c.cycles.shape == (2, 2) and c.busy.shape == (2, 2, 4)
-    flat = sweep.sweep(EIEStatic(max_pes=4, max_fifo=2), EIEParams(n_pes=[1, 2, 3, 4]), _layer())
+    flat = sweep.sweep(
+        EIEStatic(max_pes=4, max_fifo=2), EIEParams(n_pes=[1, 2, 3, 4], fifo_depth=2), _layer()
+    )
     np.testing.assert_array_equal(c.cycles.ravel(), flat.cycles)
 
 

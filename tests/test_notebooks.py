@@ -167,7 +167,7 @@ def test_api_check_finds_names_outside_all():
         "import jaxcomp\nimport eie_model.sweep as sw\nfrom jaxcomp import schedules\n"
         "from jaxcomp.pipeline import compress, _Stage\n"
         "jaxcomp.prune_weights, jaxcomp.optim.dsd, jaxcomp.optim.MODELS_NOT_HERE\n"
-        "sw.grid, sw._normalize, schedules.polynomial, schedules.nope\n"
+        "sw.pareto_front, sw._normalize, schedules.polynomial, schedules.nope\n"
         "jaxcomp.load_mnist().x_train  # attributes of results are not checked\n"
     )
     assert api_misses(src) == [
