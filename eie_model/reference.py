@@ -311,8 +311,8 @@ def run(static: EIEStatic, params: EIEParams, layer: Layer) -> tuple[Counters, n
         >>> layer = Layer(np.array([[1, 0, 2], [0, 3, 0]], np.uint8), np.arange(4.0),
         ...               np.array([1.0, 0.0, 2.0]))
         >>> c, y = run(EIEStatic(max_pes=2), EIEParams(n_pes=2, fifo_depth=2), layer)
-        >>> c.useful_macs, c.broadcasts, y.tolist()
-        (2, 2, [1.0, 0.0])
+        >>> c.useful_macs, int(c.broadcasts), y.tolist()  # y0 = 1 * 1 + 2 * 2
+        (2, 2, [5.0, 0.0])
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"reference: layer must be an eie_model.Layer, got {type(layer).__name__}")

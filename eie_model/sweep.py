@@ -52,7 +52,6 @@ from eie_model.sim import check_layer
 from eie_model.sim.events import NEG, Events, layer_events
 from eie_model.sim.timing import ScanTables, finish, init, step
 from eie_model.types import Counters, EIEParams, EIEStatic, Layer
-from jaxcomp.atomic import atomic_open
 
 __all__ = ["pareto_front", "sweep", "to_records", "write_csv", "write_json"]
 
@@ -632,6 +631,10 @@ def to_records(table: Counters | Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    # imported here: importing the jaxcomp package pulls in flax and orbax, seconds that a
+    # sweep or a single point does not need
+    from jaxcomp.atomic import atomic_open
+
     with atomic_open(path, "w", newline="") as f:
         write(f)
 
