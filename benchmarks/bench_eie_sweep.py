@@ -95,7 +95,8 @@ def part_a(k_ev: int) -> None:
             [sys.executable, str(ROOT / "benchmarks" / "_baseline_eie_kernel.py"), *axes]
         )
         print(
-            f"    baseline (old eie-model sweep):      {t_base:6.2f} s = {16384 / t_base:8,.0f} configs/s"
+            f"    baseline (old eie-model sweep):      {t_base:6.2f} s = "
+            f"{16384 / t_base:8,.0f} configs/s"
         )
         cache = os.path.join(tmp, "cache")
         out = os.path.join(tmp, "new.csv")
