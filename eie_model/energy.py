@@ -77,6 +77,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -165,12 +166,17 @@ class EnergyReport(NamedTuple):
     frames_per_s_per_mm2: Any
 
 
-def _f32(x):
-    return jnp.asarray(x, jnp.float32)
+def _traced(*xs: Any) -> bool:
+    return any(isinstance(x, (jax.Array, jax.core.Tracer)) for x in xs)
 
 
-def _arith_scale(params: EIEParams):
-    wb, ab = _f32(params.weight_bits), _f32(params.act_bits)
+def _fl(x: Any, on_device: bool) -> Any:
+    """``float32`` jnp for device / traced values; ``float64`` NumPy for host values."""
+    return jnp.asarray(x, jnp.float32) if on_device else np.asarray(x, np.float64)
+
+
+def _arith_scale(params: EIEParams, dev: bool = True):
+    wb, ab = _fl(params.weight_bits, dev), _fl(params.act_bits, dev)
     return 0.5 * wb * ab / CAL_PRECISION**2 + 0.5 * ab / CAL_PRECISION
 
 
@@ -181,7 +187,8 @@ def pe_area_mm2(params: EIEParams):
         params: :class:`eie_model.types.EIEParams` (``act_bits``, ``weight_bits`` are used).
 
     Returns:
-        ``float32`` array batched like ``params``.
+        an array batched like ``params`` (``float32`` jnp for device or traced params,
+        ``float64`` NumPy for host ones).
 
     Example:
         >>> from eie_model.types import EIEParams
@@ -189,12 +196,13 @@ def pe_area_mm2(params: EIEParams):
         >>> round(float(pe_area_mm2(EIEParams())), 6)
         0.638024
     """
-    act = _f32(params.act_bits) / CAL_PRECISION
+    dev = _traced(params.act_bits, params.weight_bits)
+    act = _fl(params.act_bits, dev) / CAL_PRECISION
     um2 = (
         AREA_UM2["spmat_read"]
         + AREA_UM2["ptr_read"]
         + AREA_UM2["filler_cells"]
-        + AREA_UM2["arithm"] * _arith_scale(params)
+        + AREA_UM2["arithm"] * _arith_scale(params, dev)
         + (AREA_UM2["act_rw"] + AREA_UM2["act_queue"]) * act
     )
     return um2 * 1e-6
@@ -210,7 +218,8 @@ def energy_report(counters: Counters) -> EnergyReport:
             ``weight_bits``, ``clock_hz``) and ``static.ptr_bits``.
 
     Returns:
-        ``EnergyReport`` (``float32`` arrays batched like the counters).
+        ``EnergyReport`` batched like the counters: ``float32`` jnp arrays for device or
+        traced counters (under ``jit``), ``float64`` NumPy for host ones (a sweep's).
 
     Example:
         >>> import jax
@@ -227,6 +236,12 @@ def energy_report(counters: Counters) -> EnergyReport:
             f"energy_report: counters must be an eie_model.Counters, got {type(counters).__name__}"
         )
     params, static = counters.params, counters.static
+    dev = counters._xp() is jnp or _traced(*jax.tree.leaves(params))
+    xp = jnp if dev else np
+
+    def _f32(x):
+        return _fl(x, dev)
+
     cycles = _f32(counters.cycles)
     useful = _f32(counters.useful_macs)
     entries = useful + _f32(counters.fillers)
@@ -238,7 +253,7 @@ def energy_report(counters: Counters) -> EnergyReport:
 
     spmat = lines * E_ACCESS_J["spmat_read"] * (0.5 + 0.5 * width / CAL_SRAM_WIDTH)
     pointer = ptr * E_ACCESS_J["ptr_read"] * (static.ptr_bits / CAL_PTR_BITS)
-    arith = entries * E_ACCESS_J["arithm"] * _arith_scale(params)
+    arith = entries * E_ACCESS_J["arithm"] * _arith_scale(params, dev)
     actrw = useful * E_ACCESS_J["act_rw"] * act
     queue = ptr * E_ACCESS_J["act_queue"] * act
     broadcast = (ptr / n) * E_BROADCAST_J
@@ -246,11 +261,11 @@ def energy_report(counters: Counters) -> EnergyReport:
     total = spmat + pointer + arith + actrw + queue + broadcast + static
 
     time_s = cycles / _f32(params.clock_hz)
-    safe_t = jnp.where(time_s > 0, time_s, 1.0)
-    power = jnp.where(time_s > 0, total / safe_t, 0.0)
+    safe_t = xp.where(time_s > 0, time_s, 1.0)
+    power = xp.where(time_s > 0, total / safe_t, 0.0)
     area = pe_area_mm2(params) * n
-    gops = jnp.where(time_s > 0, 2.0 * useful / safe_t * 1e-9, 0.0)
-    fps = jnp.where(time_s > 0, 1.0 / safe_t, 0.0)
+    gops = xp.where(time_s > 0, 2.0 * useful / safe_t * 1e-9, 0.0)
+    fps = xp.where(time_s > 0, 1.0 / safe_t, 0.0)
     return EnergyReport(
         energy_j=total,
         spmat_j=spmat,
@@ -264,7 +279,7 @@ def energy_report(counters: Counters) -> EnergyReport:
         power_w=power,
         area_mm2=area,
         gops=gops,
-        gops_per_w=jnp.where(power > 0, gops / jnp.where(power > 0, power, 1.0), 0.0),
+        gops_per_w=xp.where(power > 0, gops / xp.where(power > 0, power, 1.0), 0.0),
         frames_per_s=fps,
         frames_per_s_per_mm2=fps / area,
     )

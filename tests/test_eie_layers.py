@@ -160,5 +160,7 @@ def test_benchmark_names_in_the_papers_spellings():
         assert b.name == a.name == "alex7"
         np.testing.assert_array_equal(b.codes, a.codes)
     assert L.load("NT-LSTM").shape == L.load("nt_lstm").shape == (2400, 1201)
-    with pytest.raises(ValueError, match="Alex-7"):
+    with pytest.raises(ValueError, match="benchmark"):
         load_layer("alex9")
+    with pytest.raises(ValueError, match="Alex-7"):
+        benchmark_layer("alex9")
