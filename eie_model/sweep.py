@@ -642,7 +642,7 @@ def sweep(
         starvation_cycles=starv,
         busy=busy,
     )
-    return jax.tree.map(lambda x: x.reshape(*shape, *x.shape[1:]), out)
+    return jax.tree.map(lambda x: x.reshape(tuple(shape) + x.shape[1:]), out)
 
 
 def _columns(table: Any) -> Mapping[str, np.ndarray]:
