@@ -303,8 +303,9 @@ def network_sweep(
     (``static.code_bits`` set to the layer's own codebook); the counters add up over layers
     (EIE runs the layers one after another) and are averaged over samples, giving one
     float-valued :class:`eie_model.types.Counters` whose ``table()`` holds every derived figure
-    (energy is linear in the counters, so it is the sum of the layers' energies). Per-PE
-    ``busy`` adds up over layers too, so ``busy_max`` is the busiest PE over the whole network.
+    (energy is linear in the counters, so it is the sum of the layers' energies). ``busy`` adds
+    up each layer's PEs ordered from the busiest down, so ``busy_max`` is the sum over layers
+    of each layer's busiest PE and ``load_balance = busy_total / (n_pes * that sum)``.
     Each layer's non-zeros and broadcasts are padded to powers of two
     (``layer_events(pad_nnz=, pad_events=)``, no change to any counter), so samples with
     different numbers of non-zero activations share compiled programs.
@@ -351,7 +352,10 @@ def network_sweep(
             st = static.replace(code_bits=max(layer.code_bits, 1))
             c = sweep(st, params, ev, devices=devices)
             mean = jax.tree.map(lambda v: np.asarray(v, np.float64) / S, c.replace(params=None))
-            mean = mean.replace(static=static, params=c.params)
+            # each layer's PEs from busiest down: summed over layers, busy_max is the sum of the
+            # layers' bottleneck PEs (the layers run one after another; docs/decisions.md)
+            busy = -np.sort(-np.asarray(mean.busy), axis=-1)
+            mean = mean.replace(static=static, params=c.params, busy=busy)
             total = mean if total is None else _add(total, mean)
             per_layer[i] = per_layer[i] + np.asarray(c.cycles, np.float64) / S
             if bar is not None:

@@ -115,7 +115,7 @@ def test_network_sweep_is_the_sum_of_layer_sweeps_averaged_over_samples():
     static = EIEStatic.covering(configs)
     t = network_sweep(net, x, static, configs)
     _, ins = network_forward(net, x)
-    want = {k: 0.0 for k in ("cycles", "energy_j", "useful_macs", "busy_total")}
+    want = {k: 0.0 for k in ("cycles", "energy_j", "useful_macs", "busy_total", "busy_max")}
     per_layer = [0.0] * 3
     for s in range(3):
         for i in range(3):
@@ -133,6 +133,8 @@ def test_network_sweep_is_the_sum_of_layer_sweeps_averaged_over_samples():
     np.testing.assert_allclose(t["mac_efficiency"], t["useful_macs"] / (t["cycles"] * n))
     np.testing.assert_allclose(t["power_w"], t["energy_j"] / (t["latency_us"] * 1e-6))
     assert np.all(t["load_balance"] <= 1 + 1e-12) and np.all(t["load_balance"] > 0)
+    # the network's balance: busy_total / (n_pes * the sum over layers of each one's busiest PE)
+    np.testing.assert_allclose(t["load_balance"], want["busy_total"] / (n * want["busy_max"]))
     assert t["n_pes"].tolist() == [1, 1, 2, 2, 4, 4]
 
 
