@@ -32,7 +32,7 @@ from jax import lax
 from eie_model.sim import counters, events, timing, work
 from eie_model.sim.counters import sram_line_reads, unit_counts
 from eie_model.sim.events import Events, layer_events
-from eie_model.sim.timing import PEState, ScanTables, Timing, run, saturation_depth, scan_tables
+from eie_model.sim.timing import PEState, ScanTables, Timing, run, scan_tables
 from eie_model.sim.work import PEWork, SliceGaps, pe_work, slice_gaps
 from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 
@@ -48,7 +48,6 @@ __all__ = [
     "layer_events",
     "pe_work",
     "run",
-    "saturation_depth",
     "scan_tables",
     "simulate",
     "slice_gaps",

@@ -13,8 +13,8 @@ the last write (with no write at all: when the LNZD would latch the group after 
 
 The state of one configuration is a :class:`PEState` (``init`` / ``step`` / ``run`` =
 ``lax.scan(step, ...)``). :func:`run` also returns, per event, ``e[k]`` and ``max_i s[i,k]``:
-from one run with an unbounded FIFO they give the *saturation depth* (:func:`saturation_depth`),
-past which every FIFO depth has exactly that run's timing (the sweep skips those scans).
+from one run with an unbounded FIFO, the sweep finds which FIFO depths keep that run's PE
+schedule (:func:`eie_model.sweep._replay`) and skips their scans.
 
 Example:
     >>> import numpy as np
@@ -33,7 +33,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from eie_model.sim.events import NEG
@@ -46,7 +45,6 @@ __all__ = [
     "finish",
     "init",
     "run",
-    "saturation_depth",
     "scan_tables",
     "step",
     "timing",
@@ -326,34 +324,3 @@ def timing(
     tab = scan_tables(work, write_latency=write_latency)
     t, _ = run(tab, 0, fifo_depth, ring_len=max(int(max_fifo), 2), bcast_latency=bcast_latency)
     return t
-
-
-def saturation_depth(e: np.ndarray, s_max: np.ndarray) -> int:
-    """The smallest FIFO depth D >= 2 at which an unbounded FIFO's schedule never binds.
-
-    From one unbounded run's per-event ``e[k]`` and ``R[k] = max_i s[i,k]`` (nondecreasing in
-    ``k``): event ``k`` would wait at depth D iff ``R[k-D+1] > e[k]``, i.e. iff more than
-    ``D - 1`` events ``j <= k`` have ``R[j] > e[k]`` (activations broadcast whose column has
-    not started on every PE: the peak queue occupancy). At every ``D`` from the result on, each
-    constraint holds with ``e = ready``, so the run *is* the unbounded run, stall counter (0)
-    included.
-
-    Args:
-        e: ``(K,) int`` broadcast cycles of the unbounded run.
-        s_max: ``(K,) int`` latest column start of each event (``INT32_MAX`` on padding events).
-
-    Returns:
-        Python int ``>= 2``.
-
-    Example:
-        >>> saturation_depth(np.array([1, 2, 3]), np.array([3, 5, 7]))  # D = 2: e[1] < R[0]
-        3
-    """
-    e = np.asarray(e, np.int64)
-    r = np.asarray(s_max, np.int64)
-    if not e.size:
-        return 2
-    live = r < np.iinfo(np.int32).max
-    cnt = np.searchsorted(r, e, side="right")  # events j with R[j] <= e[k] (a prefix)
-    occ = np.arange(e.size) + 1 - cnt
-    return int(max(2, int(np.max(np.where(live, occ, 0))) + 1))
