@@ -1,21 +1,29 @@
-"""The ``eie-model`` command: simulate one configuration, sweep a grid, print Table IV, figures.
+"""The ``eie-model`` command: simulate one design point, sweep a grid, the reference simulator.
 
 ::
 
-    eie-model simulate --layer alex7 --pes 64 --fifo 8 --json
+    eie-model simulate --layer Alex-7 --pes 64 --fifo 8 --json
     eie-model sweep --layer layer.npz --pes 1,2,4:8 --fifo 1:16 --sram-width 32,64 --out s.csv
+    eie-model reference --layer layer.npz --pes 64 --fifo 8 --json
     eie-model table --pes 64 --fifo 8
     eie-model figures --out docs/figures
 
-``--layer`` is a benchmark name (``alex6 alex7 alex8 vgg6 vgg7 vgg8 nt-we nt-wd nt-lstm``,
-seeded synthetic layers of the EIE paper's Table III) or an ``.npz`` with the keys of
-``shared/data/eie-layer`` (``codes``, ``codebook``, ``act``, optional ``bias_codes``).
-Lists are comma separated; ``a:b`` is the inclusive range ``a..b`` and ``a:b:s`` steps by ``s``.
+``--layer`` is a benchmark name (``alex6 alex7 alex8 vgg6 vgg7 vgg8 nt-we nt-wd nt-lstm`` in
+any of the paper's spellings, ``Alex-7`` / ``alex-7`` / ``alex7``: seeded synthetic layers of the
+EIE paper's Table III), an ``.npz`` with the keys of ``shared/data/eie-layer`` (``codes``,
+``codebook``, ``act``, optional ``bias_codes``) or ``FILE.dcz:LEAF``. Lists are comma separated;
+``a:b`` is the inclusive range ``a..b`` and ``a:b:s`` steps by ``s``. The sweep's axes are the
+fields of :class:`eie_model.types.EIEParams` (``EIEParams.flags()`` names the flags).
+
+Compiled programs are kept in JAX's persistent compilation cache, in ``--cache-dir``, else
+``$EIE_MODEL_CACHE_DIR``, else ``~/.cache/eie_model/jax`` (``--cache-dir ''`` turns it off):
+a repeated ``eie-model simulate`` skips compilation.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -27,19 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "parse_list"]
-
-#: CLI flag -> sweep field.
-_AXES = {
-    "pes": "n_pes",
-    "fifo": "fifo_depth",
-    "index_bits": "index_bits",
-    "sram_width": "sram_width",
-    "act_bits": "act_bits",
-    "weight_bits": "weight_bits",
-    "acc_regs": "acc_regs",
-    "clock_mhz": "clock_hz",
-}
+__all__ = ["cache_dir", "main", "parse_list", "setup_cache", "use_all_cores"]
 
 #: Keys of ``simulate --json``, in output order (the contract other tools rely on first).
 SIMULATE_KEYS = (
@@ -136,11 +132,12 @@ def _load(name: str):
     import zipfile
     import zlib
 
-    from eie_model.layers import BENCHMARKS, load_layer
+    from eie_model.layers import _benchmark_key
+    from eie_model.types import Layer
 
     key = str(name)
-    if key.lower() in BENCHMARKS or ".dcz:" in key or not os.path.exists(key):
-        return load_layer(name)
+    if _benchmark_key(key) is not None or ".dcz:" in key or not os.path.exists(key):
+        return Layer.load(name)
     if os.path.isdir(key):
         raise IsADirectoryError(errno.EISDIR, "is a folder; give an .npz layer file", key)
     with open(key, "rb") as f:
@@ -159,7 +156,7 @@ def _load(name: str):
     if member is not None:
         raise ValueError(f"--layer {key}: damaged .npz file (member {member} fails its CRC)")
     try:
-        return load_layer(name)
+        return Layer.load(name)
     except damaged as e:
         raise ValueError(f"--layer {key}: damaged .npz file ({type(e).__name__}: {e})") from None
     except ValueError as e:
@@ -168,6 +165,13 @@ def _load(name: str):
                 f"--layer {key}: an array in the .npz is not a plain numeric array"
             ) from None
         raise
+
+
+def _flags() -> dict[str, str]:
+    """``EIEParams`` field -> argparse dest of its flag (``n_pes`` -> ``pes``)."""
+    from eie_model.types import EIEParams
+
+    return {k: flag.replace("-", "_") for k, (flag, _) in EIEParams.flags().items()}
 
 
 def _config_file(path: str) -> dict[str, Any]:
@@ -183,56 +187,56 @@ def _config_file(path: str) -> dict[str, Any]:
         data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected an object of axis -> values")
+    dests = set(_flags().values())
     out = {}
     for k, v in data.items():
         key = k.replace("-", "_")
-        if key not in _AXES:
-            raise ValueError(f"--config {path}: unknown axis {k!r}; axes are {sorted(_AXES)}")
+        if key not in dests:
+            raise ValueError(f"--config {path}: unknown axis {k!r}; axes are {sorted(dests)}")
         out[key] = v
     return out
 
 
-def _axes_to_grid(axes: dict[str, Any]) -> dict[str, np.ndarray]:
-    from eie_model.sweep import grid
+def _grid(axes: dict[str, Any]):
+    from eie_model.types import EIEParams
 
     kw = {}
-    for flag, val in axes.items():
-        if val is None:
-            continue
-        vals = parse_list(val, name=flag)
-        if flag == "clock_mhz":
-            vals = [v * 1e6 for v in vals]
-        kw[_AXES[flag]] = vals
-    return grid(**kw)
+    for field, dest in _flags().items():
+        val = axes.get(dest)
+        if val is not None:
+            kw[field] = parse_list(val, name=dest)
+    return EIEParams.grid(**kw)
+
+
+def _static_for(params, layer):
+    from eie_model.types import EIEStatic
+
+    return EIEStatic.covering(params, code_bits=max(layer.code_bits, 1))
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from eie_model.sweep import sweep
+    from eie_model.types import EIEParams
 
     layer = _load(args.layer)
-    cfg = {
-        "n_pes": [args.pes],
-        "fifo_depth": [args.fifo],
-        "index_bits": [args.index_bits],
-        "sram_width": [args.sram_width],
-        "act_bits": [args.act_bits],
-        "weight_bits": [args.weight_bits],
-        "acc_regs": [args.acc_regs],
-        "clock_hz": [args.clock_mhz * 1e6],
-    }
-    t = sweep(layer, cfg, devices=[__import__("jax").devices()[0]])
-    row = {k: t[k][0].item() for k in t}
+    params = EIEParams(**{f: getattr(args, d) for f, d in _flags().items()})
+    # through sweep (= simulate, counter for counter): its work tables are built in NumPy, so
+    # its compiled programs hold no host callback and JAX's persistent cache keeps them (it
+    # does not store programs with callbacks, such as simulate's CPU sort)
+    c = sweep(_static_for(params, layer), params, layer, devices=_first_device())
+    row = {k: v[0].item() for k, v in c.table().items()}
     if args.json:
         out = {k: row[k] for k in SIMULATE_KEYS}
         out.update({k: row[k] for k in ("n_pes", "fifo_depth", "index_bits", "sram_width")})
         out["layer"] = str(args.layer)
         print(json.dumps(out))
         return 0
+    p = params
     print(f"layer {args.layer}: {layer.codes.shape[0]} x {layer.codes.shape[1]} (out x in)")
     print(
-        f"config: {args.pes} PEs, FIFO {args.fifo}, {args.index_bits}-bit index, "
-        f"{args.sram_width}-bit SRAM, {args.act_bits}/{args.weight_bits}-bit, "
-        f"{args.clock_mhz:g} MHz"
+        f"config: {int(p.n_pes)} PEs, FIFO {int(p.fifo_depth)}, {int(p.index_bits)}-bit index, "
+        f"{int(p.sram_width)}-bit SRAM, {int(p.act_bits)}/{int(p.weight_bits)}-bit, "
+        f"{float(p.clock_hz) / 1e6:g} MHz"
     )
     print(f"cycles           {row['cycles']:,}  ({row['latency_us']:.2f} us)")
     print(f"useful MACs      {row['useful_macs']:,}  (fillers {row['fillers']:,})")
@@ -252,30 +256,37 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_device() -> list:
+    import jax
+
+    return jax.local_devices()[:1]
+
+
 def _sweep(args: argparse.Namespace) -> int:
-    from eie_model.sweep import _bucket, sweep, write_csv, write_json
+    from eie_model.sweep import sweep, write_csv, write_json
 
     axes = _config_file(args.config) if args.config else {}
-    for flag in _AXES:
-        v = getattr(args, flag)
+    for dest in _flags().values():
+        v = getattr(args, dest)
         if v is not None:
-            axes[flag] = v
+            axes[dest] = v
     if "pes" not in axes or "fifo" not in axes:
         raise ValueError("sweep: give --pes and --fifo (flags or in --config)")
-    cfg = _axes_to_grid(axes)
+    params = _grid(axes)
     layer = _load(args.layer)
-    n = len(cfg["n_pes"])
-    trips = len(np.unique(np.stack([cfg["n_pes"], cfg["index_bits"], cfg["fifo_depth"]]), axis=1).T)
-    chunk = args.chunk or max(8, _bucket(-(-trips // 10)))
+    n = len(params)
+    kw = {} if args.chunk is None else {"chunk": args.chunk}
     t0 = time.perf_counter()
-    table = sweep(layer, cfg, chunk=chunk, progress=not args.quiet)
+    counters = sweep(_static_for(params, layer), params, layer, progress=not args.quiet, **kw)
     dt = time.perf_counter() - t0
+    table = counters.table()
     if args.out.endswith(".json"):
         write_json(table, args.out)
     else:
         write_csv(table, args.out)
     print(
-        f"{n} configurations ({trips} distinct timing runs) in {dt:.2f} s -> {args.out}",
+        f"{n} configurations in {dt:.2f} s ({n / max(dt, 1e-9):,.0f} configurations/s) "
+        f"-> {args.out}",
         file=sys.stderr,
     )
     if args.plots:
@@ -284,6 +295,12 @@ def _sweep(args: argparse.Namespace) -> int:
         for p in plots.plot_sweep(table, args.plots, label=str(args.layer)):
             print(f"figure {p}", file=sys.stderr)
     return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    from eie_model import reference
+
+    return reference.main(args.rest)
 
 
 def _time(fn, repeats: int) -> float:
@@ -330,7 +347,8 @@ def cpu_timings(
 
 def _table(args: argparse.Namespace) -> int:
     from eie_model.layers import BENCHMARKS, synthetic_layer
-    from eie_model.sweep import sweep
+    from eie_model.sim import simulate
+    from eie_model.types import EIEParams, EIEStatic
 
     names = parse_list_names(args.layers) if args.layers else list(BENCHMARKS)
     rows = []
@@ -341,14 +359,13 @@ def _table(args: argparse.Namespace) -> int:
         layer = synthetic_layer(
             m, n, spec.weight_density, spec.act_density, seed=args.seed, name=name
         )
-        t = sweep(
-            layer, {"n_pes": args.pes, "fifo_depth": args.fifo, "clock_hz": args.clock_mhz * 1e6}
-        )
+        params = EIEParams(n_pes=args.pes, fifo_depth=args.fifo, clock_hz=args.clock_mhz * 1e6)
+        c = simulate(EIEStatic.covering(params), params, layer)
         row = {
             "layer": name,
             "shape": f"{n}x{m}",
-            "eie_us": float(t["latency_us"][0]),
-            "eie_cycles": int(t["cycles"][0]),
+            "eie_us": float(c.latency_us),
+            "eie_cycles": int(c.cycles),
         }
         for b in (1, 64):
             tim = cpu_timings(layer.codes, layer.codebook, layer.act, batch=b, repeats=args.repeats)
@@ -381,13 +398,13 @@ def _table(args: argparse.Namespace) -> int:
 
 def parse_list_names(text: str) -> list[str]:
     """Comma list of benchmark layer names, validated."""
-    from eie_model.layers import BENCHMARKS
+    from eie_model.layers import BENCHMARKS, _benchmark_key
 
-    names = [t.strip().lower() for t in text.split(",") if t.strip()]
-    bad = [t for t in names if t not in BENCHMARKS]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if _benchmark_key(t) is None]
     if bad or not names:
         raise ValueError(f"--layers: unknown {bad}; choose from {sorted(BENCHMARKS)}")
-    return names
+    return [_benchmark_key(t) for t in names]
 
 
 def _figures(args: argparse.Namespace) -> int:
@@ -405,35 +422,41 @@ def _figures(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="eie-model", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--cache-dir",
+        default=None,
+        help="JAX compilation cache folder (default $EIE_MODEL_CACHE_DIR, else "
+        "~/.cache/eie_model/jax; '' turns it off)",
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("simulate", help="one layer, one configuration")
-    s.add_argument("--layer", required=True, help="benchmark name or .npz file")
-    s.add_argument("--pes", type=int, default=64, help="number of PEs N (64)")
-    s.add_argument("--fifo", type=int, default=8, help="FIFO depth D (8)")
-    s.add_argument("--index-bits", type=int, default=4, help="relative-index bits (4)")
-    s.add_argument("--sram-width", type=int, default=64, help="SpMat SRAM line bits (64)")
-    s.add_argument("--act-bits", type=int, default=16, help="activation precision (16)")
-    s.add_argument("--weight-bits", type=int, default=16, help="weight precision (16)")
-    s.add_argument("--clock-mhz", type=float, default=800.0, help="clock in MHz (800)")
-    s.add_argument(
-        "--acc-regs", type=int, default=0, help="accumulators per PE (0 = unlimited, one pass)"
-    )
+    from eie_model.types import EIEParams
+
+    defaults = {f.name: f.default for f in dataclasses.fields(EIEParams)}
+    s = sub.add_parser("simulate", help="one layer, one design point (the fast model)")
+    s.add_argument("--layer", required=True, help="benchmark name, .npz or FILE.dcz:LEAF")
+    for field, (flag, hlp) in EIEParams.flags().items():
+        kind = float if field == "clock_hz" else int
+        s.add_argument(f"--{flag}", type=kind, default=defaults[field],
+                       help=f"{hlp} ({defaults[field]:g})")  # fmt: skip
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(fn=_simulate)
 
     w = sub.add_parser("sweep", help="the full grid of the given axes in one batched call")
-    w.add_argument("--layer", required=True, help="benchmark name or .npz file")
+    w.add_argument("--layer", required=True, help="benchmark name, .npz or FILE.dcz:LEAF")
     w.add_argument("--config", help="JSON or TOML file of axis -> list/range (flags override)")
-    for flag in _AXES:
-        w.add_argument(
-            f"--{flag.replace('_', '-')}", dest=flag, default=None, help="comma list / a:b range"
-        )
+    for flag, hlp in EIEParams.flags().values():
+        w.add_argument(f"--{flag}", default=None, help=f"{hlp}: comma list / a:b range")
     w.add_argument("--out", required=True, help="output .csv (or .json)")
     w.add_argument("--plots", help="folder for the design-space figures of this sweep")
-    w.add_argument("--chunk", type=int, default=None, help="timing runs per device call")
+    w.add_argument("--chunk", type=int, default=None, help="configurations per timing chunk")
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(fn=_sweep)
+
+    r = sub.add_parser(
+        "reference", help="one design point, cycle by cycle (slow; the oracle)", add_help=False
+    )
+    r.set_defaults(fn=_reference)  # its own parser reads the rest: eie-model reference --help
 
     t = sub.add_parser("table", help="Table IV analogue: EIE model vs CPU dense/sparse")
     t.add_argument("--layers", help="comma list of benchmark names (default: all nine)")
@@ -485,9 +508,9 @@ def _check_args(args: argparse.Namespace) -> None:
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed < 2**32:
         raise ValueError(f"--seed must be in 0..{2**32 - 1}, got {seed}")
-    for flag in ("scale", "clock_mhz"):
+    for flag in ("scale", "clock_mhz", "clock_hz"):
         v = getattr(args, flag, None)
-        if v is not None and (not math.isfinite(v) or v <= 0):
+        if isinstance(v, (int, float)) and (not math.isfinite(v) or v <= 0):
             raise ValueError(f"--{flag.replace('_', '-')} must be a finite number > 0, got {v}")
     out = getattr(args, "out", None)
     if out is not None:
@@ -504,6 +527,52 @@ def _check_args(args: argparse.Namespace) -> None:
                 break
 
 
+def cache_dir(flag: str | None = None) -> str:
+    """The compilation cache folder: ``flag``, else ``$EIE_MODEL_CACHE_DIR``, else the default.
+
+    ``""`` (from either) means no persistent cache.
+
+    Example:
+        >>> cache_dir("/tmp/x")
+        '/tmp/x'
+    """
+    if flag is not None:
+        return flag
+    env = os.environ.get("EIE_MODEL_CACHE_DIR")
+    if env is not None:
+        return env
+    return os.path.join(os.path.expanduser("~"), ".cache", "eie_model", "jax")
+
+
+def setup_cache(flag: str | None = None) -> str:
+    """Point JAX's persistent compilation cache at :func:`cache_dir` (every program cached).
+
+    Returns:
+        the folder (``""``: left off).
+    """
+    path = cache_dir(flag)
+    if path:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def use_all_cores() -> int:
+    """Expose every CPU core as a JAX CPU device, so a sweep's chunks run side by side.
+
+    Only before JAX's backends start, and only when ``XLA_FLAGS`` does not already set the
+    host device count. Returns the number of cores.
+    """
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n and n > 1 and "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    return int(n or 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eie-model``; returns the exit status.
 
@@ -517,7 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         ap = _parser()
-        args = ap.parse_args(argv)
+        args, rest = ap.parse_known_args(argv)
+        if args.cmd == "reference":
+            args.rest = rest
+        elif rest:
+            ap.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.cmd == "sweep":
+            use_all_cores()
+        setup_cache(args.cache_dir)
         where = f"eie-model {args.cmd}: error:"
         try:
             _check_args(args)

@@ -1,7 +1,8 @@
-"""Energy, power, area and throughput of one EIE layer run, from its counters (DESIGN §4.4).
+"""Energy, power, area and throughput of one EIE layer run, from its counters (docs/design.md).
 
-A pure function of the counter values and the config (``jnp`` throughout), so it runs under
-``jit`` and ``vmap`` on the counters the fast cycle model returns for a batch of configs.
+A pure function of a :class:`eie_model.types.Counters` (its counters, static and params;
+``jnp`` throughout), so it runs under ``jit`` and ``vmap`` on the counters the fast cycle model
+returns for a batch of configurations. ``Counters.energy`` calls it.
 
 Source of every constant: EIE paper (Han et al., "EIE: Efficient Inference Engine on Compressed
 Deep Neural Network", ISCA 2016), Table II, the per-PE power and area breakdown of the 45 nm
@@ -31,7 +32,7 @@ Model (all decisions stated; the paper gives power, not per-access energy):
   their Table II power, and turned into energy per access with the *calibration activity* of a
   fully busy PE: one SpMat entry, one arithmetic operation and one accumulator (ActRW) update
   per cycle, and the access mix of the shared real layer (Alex-8 sized, 64 PEs, FIFO 8, 64-bit
-  lines; ``python -m eie_model.reference --layer .../layer.npz --pes 64 --fifo 8 --json``):
+  lines; ``eie-model reference --layer .../layer.npz --pes 64 --fifo 8 --json``):
   ``CAL_LINES_PER_ENTRY = 100,900 / 453,748`` 64-bit line reads per entry and one pointer read
   and one queue access per ``CAL_ENTRIES_PER_COLUMN = 453,748 / 112,640 = 4.03`` entries.
   The central unit's 3.95 mW is charged per broadcast at the calibration rate of one
@@ -48,7 +49,7 @@ Scaling rules for other design points:
 * SRAM width W: a line read costs ``E_line(W) = E_line(64) x (1/2 + 1/2 x W / 64)``: half of
   the 64-bit read is per-access overhead (decoder, word line, control), half grows with the
   bits read (CACTI-style; an assumption). Wider lines mean fewer reads but dearer ones.
-  Caveat: with DESIGN §4.4's line-read counter (a line stays open across columns) the real
+  Caveat: with the line-read counter (a line stays open across columns) the real
   layer's reads fall faster than this rule's cost grows, so SpMat energy falls monotonically
   with width (16..512 bits); the thesis' optimum at 64 bits (Figures 6.12/6.13) is not
   reproduced. Table II gives no per-width energies to fit a steeper rule to.
@@ -65,27 +66,26 @@ Throughput as the paper reports it: an operation is a multiply or an add, so a M
 area of the N PEs.
 
 Example:
-    >>> from eie_model.config import EIEConfig
+    >>> from eie_model.types import EIEParams, EIEStatic
     >>> from eie_model.energy import energy_report, full_load_counters
-    >>> r = energy_report(full_load_counters(EIEConfig(n_pes=64), cycles=1000), EIEConfig())
+    >>> r = energy_report(full_load_counters(EIEStatic(), EIEParams(n_pes=64), cycles=1000))
     >>> round(float(r.power_w) * 1e3)   # mW: the paper's 590 mW
     590
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eie_model.config import EIEConfig
+from eie_model.types import Counters, EIEParams, EIEStatic
 
 __all__ = ["EnergyReport", "energy_report", "full_load_counters", "pe_area_mm2"]
 # The scaling-rule numbers in this docstring come from:
-#   python -m eie_model.reference --layer layer.npz --pes 64 --fifo 8 --sram-width W --json
+#   eie-model reference --layer layer.npz --pes 64 --fifo 8 --sram-width W --json
 
 # --- EIE paper, Table II (per PE, 45 nm, 800 MHz) ------------------------------------------
 PE_POWER_MW = 9.157
@@ -166,108 +166,122 @@ class EnergyReport(NamedTuple):
     frames_per_s_per_mm2: Any
 
 
-def _get(counters: Any, name: str):
-    if isinstance(counters, Mapping):
-        if name not in counters:
-            raise KeyError(f"energy_report: counters lack {name!r}")
-        return counters[name]
-    if not hasattr(counters, name):
-        raise KeyError(f"energy_report: counters lack {name!r}")
-    return getattr(counters, name)
+def _traced(*xs: Any) -> bool:
+    return any(isinstance(x, (jax.Array, jax.core.Tracer)) for x in xs)
 
 
-def _f32(x):
-    return jnp.asarray(x, jnp.float32)
+def _fl(x: Any, on_device: bool) -> Any:
+    """``float32`` jnp for device / traced values; ``float64`` NumPy for host values."""
+    return jnp.asarray(x, jnp.float32) if on_device else np.asarray(x, np.float64)
 
 
-def _arith_scale(config: EIEConfig):
-    wb, ab = _f32(config.weight_bits), _f32(config.act_bits)
+def _arith_scale(params: EIEParams, dev: bool = True):
+    wb, ab = _fl(params.weight_bits, dev), _fl(params.act_bits, dev)
     return 0.5 * wb * ab / CAL_PRECISION**2 + 0.5 * ab / CAL_PRECISION
 
 
-def pe_area_mm2(config: EIEConfig):
+def pe_area_mm2(params: EIEParams):
     """Area of one PE in mm^2 under the precision scaling rule (jnp scalar, batched).
 
+    Args:
+        params: :class:`eie_model.types.EIEParams` (``act_bits``, ``weight_bits`` are used).
+
+    Returns:
+        an array batched like ``params`` (``float32`` jnp for device or traced params,
+        ``float64`` NumPy for host ones).
+
     Example:
-        >>> from eie_model.config import EIEConfig
+        >>> from eie_model.types import EIEParams
         >>> from eie_model.energy import pe_area_mm2
-        >>> round(float(pe_area_mm2(EIEConfig())), 6)
+        >>> round(float(pe_area_mm2(EIEParams())), 6)
         0.638024
     """
-    act = _f32(config.act_bits) / CAL_PRECISION
+    dev = _traced(params.act_bits, params.weight_bits)
+    act = _fl(params.act_bits, dev) / CAL_PRECISION
     um2 = (
         AREA_UM2["spmat_read"]
         + AREA_UM2["ptr_read"]
         + AREA_UM2["filler_cells"]
-        + AREA_UM2["arithm"] * _arith_scale(config)
+        + AREA_UM2["arithm"] * _arith_scale(params, dev)
         + (AREA_UM2["act_rw"] + AREA_UM2["act_queue"]) * act
     )
     return um2 * 1e-6
 
 
-def energy_report(counters: Any, config: EIEConfig) -> EnergyReport:
+def energy_report(counters: Counters) -> EnergyReport:
     """Energy and derived metrics from a run's counters (pure; jit/vmap-able).
 
     Args:
-        counters: a ``Counters`` (reference or fast model) or a mapping with ``cycles``,
-            ``useful_macs``, ``fillers``, ``pointer_reads``, ``spm_line_reads`` (scalars or
-            arrays batched like the config's array fields).
-        config: the ``EIEConfig`` the counters came from (``n_pes``, ``sram_width``,
-            ``act_bits``, ``weight_bits``, ``clock_hz``, ``ptr_bits``).
+        counters: a :class:`eie_model.types.Counters` (fast model, sweep or reference;
+            batched or not): ``cycles``, ``useful_macs``, ``fillers``, ``pointer_reads``,
+            ``spm_line_reads`` with its ``params`` (``n_pes``, ``sram_width``, ``act_bits``,
+            ``weight_bits``, ``clock_hz``) and ``static.ptr_bits``.
 
     Returns:
-        ``EnergyReport``.
+        ``EnergyReport`` batched like the counters: ``float32`` jnp arrays for device or
+        traced counters (under ``jit``), ``float64`` NumPy for host ones (a sweep's).
 
     Raises:
         ValueError: a counter is negative, NaN or infinite (checked when the counters are
             concrete; under ``jit`` / ``vmap`` the energy, power and efficiency are NaN instead).
-        TypeError: a counter is not a real number; ``config`` is not an ``EIEConfig``.
+        TypeError: a counter is not a real number; ``counters`` is not a ``Counters``.
 
     Example:
         >>> import jax
-        >>> from eie_model.config import EIEConfig
-        >>> from eie_model.energy import energy_report
-        >>> c = dict(cycles=100, useful_macs=300, fillers=0, pointer_reads=64, spm_line_reads=50)
-        >>> r = jax.jit(energy_report)(c, EIEConfig(n_pes=4))
+        >>> from eie_model.types import Counters, EIEParams, EIEStatic
+        >>> c = Counters(EIEStatic(max_pes=4), EIEParams(n_pes=4), cycles=100, useful_macs=300,
+        ...              fillers=0, pointer_reads=64, spm_line_reads=50, stall_cycles=0,
+        ...              starvation_cycles=0, busy=np.full(4, 75))
+        >>> r = jax.jit(energy_report)(c)
         >>> bool(r.energy_j > 0), bool(r.gops > 0)
         (True, True)
     """
-    if not isinstance(config, EIEConfig):
-        raise TypeError(f"energy_report: config must be an EIEConfig, got {type(config).__name__}")
+    if not isinstance(counters, Counters):
+        raise TypeError(
+            f"energy_report: counters must be an eie_model.Counters, got {type(counters).__name__}"
+        )
+    params, static = counters.params, counters.static
     names = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads")
-    raw = {k: _get(counters, k) for k in names}
-    for k, v in raw.items():  # host-side, where the counters are concrete
+    for k in names:  # host-side, where the counters are concrete
+        v = getattr(counters, k)
         if isinstance(v, jax.core.Tracer):
             continue
         a = np.asarray(v)
         if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-            raise TypeError(f"energy_report: counters[{k!r}] must be real numbers, got {a.dtype}")
+            raise TypeError(f"energy_report: counters.{k} must be real numbers, got {a.dtype}")
         if not np.isfinite(a).all() or (a < 0).any():
-            raise ValueError(
-                f"energy_report: counters[{k!r}] must be finite and >= 0 (counts), got "
-                f"{a.min() if a.size and not np.isnan(a).any() else a}"
-            )
-    cycles, useful, fillers, ptr, lines = (_f32(raw[k]) for k in names)
+            raise ValueError(f"energy_report: counters.{k} must be finite and >= 0 (counts)")
+    dev = counters._xp() is jnp or _traced(*jax.tree.leaves(params))
+    xp = jnp if dev else np
+
+    def _f32(x):
+        return _fl(x, dev)
+
+    cycles = _f32(counters.cycles)
+    useful = _f32(counters.useful_macs)
+    fillers = _f32(counters.fillers)
     entries = useful + fillers
-    n = float(config.n_pes)
-    width = _f32(config.sram_width)
-    act = _f32(config.act_bits) / CAL_PRECISION
+    ptr = _f32(counters.pointer_reads)
+    lines = _f32(counters.spm_line_reads)
+    n = _f32(params.n_pes)
+    width = _f32(params.sram_width)
+    act = _f32(params.act_bits) / CAL_PRECISION
 
     spmat = lines * E_ACCESS_J["spmat_read"] * (0.5 + 0.5 * width / CAL_SRAM_WIDTH)
-    pointer = ptr * E_ACCESS_J["ptr_read"] * (config.ptr_bits / CAL_PTR_BITS)
-    arith = entries * E_ACCESS_J["arithm"] * _arith_scale(config)
+    pointer = ptr * E_ACCESS_J["ptr_read"] * (static.ptr_bits / CAL_PTR_BITS)
+    arith = entries * E_ACCESS_J["arithm"] * _arith_scale(params, dev)
     actrw = useful * E_ACCESS_J["act_rw"] * act
     queue = ptr * E_ACCESS_J["act_queue"] * act
     broadcast = (ptr / n) * E_BROADCAST_J
     static = cycles * n * E_STATIC_J
     total = spmat + pointer + arith + actrw + queue + broadcast + static
 
-    time_s = cycles / _f32(config.clock_hz)
-    safe_t = jnp.where(time_s > 0, time_s, 1.0)
-    power = jnp.where(time_s > 0, total / safe_t, 0.0)
-    area = pe_area_mm2(config) * n
-    gops = jnp.where(time_s > 0, 2.0 * useful / safe_t * 1e-9, 0.0)
-    fps = jnp.where(time_s > 0, 1.0 / safe_t, 0.0)
+    time_s = cycles / _f32(params.clock_hz)
+    safe_t = xp.where(time_s > 0, time_s, 1.0)
+    power = xp.where(time_s > 0, total / safe_t, 0.0)
+    area = pe_area_mm2(params) * n
+    gops = xp.where(time_s > 0, 2.0 * useful / safe_t * 1e-9, 0.0)
+    fps = xp.where(time_s > 0, 1.0 / safe_t, 0.0)
     rep = EnergyReport(
         energy_j=total,
         spmat_j=spmat,
@@ -281,38 +295,50 @@ def energy_report(counters: Any, config: EIEConfig) -> EnergyReport:
         power_w=power,
         area_mm2=area,
         gops=gops,
-        gops_per_w=jnp.where(power > 0, gops / jnp.where(power > 0, power, 1.0), 0.0),
+        gops_per_w=xp.where(power > 0, gops / xp.where(power > 0, power, 1.0), 0.0),
         frames_per_s=fps,
         frames_per_s_per_mm2=fps / area,
     )
     # traced counters cannot be checked above: a negative or NaN count makes every figure but
     # the area NaN (never a negative energy)
-    bad = jnp.zeros((), bool)
+    bad = xp.zeros((), bool)
     for c in (cycles, useful, fillers, ptr, lines):
-        bad = bad | jnp.any(~(c >= 0))
+        bad = bad | xp.any(~(c >= 0))
     return rep._replace(
-        **{k: jnp.where(bad, jnp.nan, v) for k, v in rep._asdict().items() if k != "area_mm2"}
+        **{k: xp.where(bad, xp.nan, v) for k, v in rep._asdict().items() if k != "area_mm2"}
     )
 
 
-def full_load_counters(config: EIEConfig, *, cycles: int) -> dict[str, float]:
+def full_load_counters(static: EIEStatic, params: EIEParams, *, cycles: int) -> Counters:
     """Counters of ``cycles`` cycles of every PE fully busy at the calibration activity.
 
     One entry (a useful MAC) per PE-cycle, ``CAL_LINES_PER_ENTRY`` line reads and
     ``1 / CAL_ENTRIES_PER_COLUMN`` pointer reads per entry (the calibration access mix, whatever
-    the config's SRAM width). For calibration checks and peak-throughput estimates.
+    the params' SRAM width). For calibration checks and peak-throughput estimates.
+
+    Args:
+        static: the :class:`eie_model.types.EIEStatic`.
+        params: one design point (:class:`eie_model.types.EIEParams`; ``n_pes`` concrete).
+        cycles: keyword-only, the run's length.
+
+    Returns:
+        float-valued :class:`eie_model.types.Counters` (``busy`` over ``n_pes`` PEs).
 
     Example:
-        >>> from eie_model.config import EIEConfig
-        >>> from eie_model.energy import full_load_counters
-        >>> full_load_counters(EIEConfig(n_pes=2), cycles=8)["useful_macs"]
+        >>> from eie_model.types import EIEParams, EIEStatic
+        >>> float(full_load_counters(EIEStatic(), EIEParams(n_pes=2), cycles=8).useful_macs)
         16.0
     """
-    n = config.n_pes
-    return dict(
-        cycles=float(cycles),
-        useful_macs=float(cycles * n),
-        fillers=0.0,
-        pointer_reads=cycles * n / CAL_ENTRIES_PER_COLUMN,
-        spm_line_reads=cycles * n * CAL_LINES_PER_ENTRY,
+    n = int(params.n_pes)
+    return Counters(
+        static,
+        params,
+        cycles=np.float64(cycles),
+        useful_macs=np.float64(cycles * n),
+        fillers=np.float64(0.0),
+        pointer_reads=np.float64(cycles * n / CAL_ENTRIES_PER_COLUMN),
+        spm_line_reads=np.float64(cycles * n * CAL_LINES_PER_ENTRY),
+        stall_cycles=np.float64(0.0),
+        starvation_cycles=np.float64(0.0),
+        busy=np.full(n, float(cycles)),
     )

@@ -1,4 +1,4 @@
-"""EIE storage format: weight codes -> per-PE interleaved CSC with relative indices (DESIGN §4.4).
+"""EIE storage format: weight codes -> per-PE interleaved CSC with relative indices.
 
 For N PEs and ``index_bits`` r:
 
@@ -35,11 +35,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["EncodedLayer", "StorageBits", "decode_layer", "encode_layer", "storage_bits"]
+__all__ = ["Encoding", "StorageBits", "decode_layer", "encode_layer", "storage_bits"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class EncodedLayer:
+class Encoding:
     """A layer in EIE's per-PE interleaved CSC format (host-side NumPy arrays).
 
     Entries of all PEs are concatenated PE-major: PE i's entries are
@@ -192,7 +192,7 @@ def encode_layer(
     n_pes: int,
     index_bits: int = 4,
     code_bits: int = 4,
-) -> EncodedLayer:
+) -> Encoding:
     """Encode weight codes into EIE's per-PE interleaved CSC format.
 
     Args:
@@ -203,7 +203,7 @@ def encode_layer(
         code_bits: weight-code bits; codes must be < ``2**code_bits``.
 
     Returns:
-        The ``EncodedLayer``.
+        The ``Encoding``.
 
     Raises:
         ValueError, TypeError: on bad shapes, dtypes, code ranges or knobs.
@@ -274,7 +274,7 @@ def encode_layer(
     np.cumsum(per_col, axis=1, out=col_ptr[:, 1:])
     pe_offset = np.zeros(N + 1, np.int64)
     np.cumsum(col_ptr[:, -1], out=pe_offset[1:])
-    return EncodedLayer(
+    return Encoding(
         n_pes=N,
         index_bits=index_bits,
         code_bits=code_bits,
@@ -288,8 +288,8 @@ def encode_layer(
     )
 
 
-def decode_layer(enc: EncodedLayer) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode an ``EncodedLayer`` back to dense codes (exact inverse of ``encode_layer``).
+def decode_layer(enc: Encoding) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode an ``Encoding`` back to dense codes (exact inverse of ``encode_layer``).
 
     Args:
         enc: the encoded layer.
@@ -309,8 +309,8 @@ def decode_layer(enc: EncodedLayer) -> tuple[np.ndarray, np.ndarray | None]:
         >>> np.array_equal(back, codes)
         True
     """
-    if not isinstance(enc, EncodedLayer):
-        raise TypeError(f"decode_layer: expected EncodedLayer, got {type(enc).__name__}")
+    if not isinstance(enc, Encoding):
+        raise TypeError(f"decode_layer: expected Encoding, got {type(enc).__name__}")
     N, n_cols = enc.n_pes, enc.n_cols
     m, n = enc.shape
     L = enc.local_rows
@@ -331,13 +331,13 @@ def decode_layer(enc: EncodedLayer) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def storage_bits(
-    enc: EncodedLayer, *, ptr_bits: int = 16, codebook_entry_bits: int = 32
+    enc: Encoding, *, ptr_bits: int = 16, codebook_entry_bits: int = 32
 ) -> StorageBits:
     """Storage of an encoded layer: SpMat and pointer bits per PE, one codebook, total.
 
     SpMat: every entry (fillers included) costs ``code_bits + index_bits``. Pointers: each PE
     keeps ``n_cols + 1`` pointers of ``ptr_bits`` (16 in EIE). Codebook: ``2**code_bits``
-    entries of ``codebook_entry_bits`` (32, as in DESIGN §4.3), counted once.
+    entries of ``codebook_entry_bits`` (32, as the compression report counts them), counted once.
 
     Args:
         enc: the encoded layer.

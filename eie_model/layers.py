@@ -1,7 +1,8 @@
 """Benchmark layers for the EIE model: the nine of the EIE paper, the shared real layer, loaders.
 
-A layer is a ``Layer``: ``codes`` (m outputs x n inputs, unsigned, 0 = pruned), ``codebook``
-(float32, ``codebook[0] == 0.0``), ``act`` (n,) and optional ``bias_codes`` (m,).
+A layer is a :class:`eie_model.types.Layer`: ``codes`` (m outputs x n inputs, unsigned, 0 =
+pruned), ``codebook`` (float32, ``codebook[0] == 0.0``), ``act`` (n,), optional
+``bias_codes`` (m,).
 
 The nine benchmark layers of the EIE paper (Table III) are seeded synthetic layers
 (``benchmark_layer``) with the paper's shapes and weight / activation densities. Real pruned
@@ -13,12 +14,9 @@ sets EIE's load imbalance. So ``synthetic_layer`` draws entry (i, j) non-zero wi
 spread is the observed spread with the binomial part removed.
 
 Example:
-    >>> import numpy as np
-    >>> from eie_model.layers import Layer
-    >>> layer = Layer(np.array([[1, 0]], np.uint8), np.arange(16, dtype=np.float32),
-    ...               np.array([2.0, 3.0], np.float32))
-    >>> layer.shape, layer.code_bits
-    ((1, 2), 4)
+    >>> from eie_model.layers import load_layer
+    >>> load_layer("Alex-8").shape, load_layer("alex8").name
+    ((1000, 4096), 'alex8')
 """
 
 from __future__ import annotations
@@ -28,10 +26,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from eie_model.types import Layer
+
 __all__ = [
     "BENCHMARKS",
     "BenchmarkSpec",
-    "Layer",
     "benchmark_layer",
     "fit_spread",
     "load_dcz_layer",
@@ -40,48 +39,6 @@ __all__ = [
     "synthetic_layer",
     "validate_layer",
 ]
-
-
-class Layer(NamedTuple):
-    """One fully-connected layer as EIE sees it.
-
-    Attributes:
-        codes: ``(m, n)`` uint8/uint16 weight codes (outputs x inputs), 0 = pruned.
-        codebook: ``(2**code_bits,)`` float32, entry 0 is 0.0.
-        act: ``(n,)`` float32 input activations.
-        bias_codes: ``(m,)`` codes of the bias, or ``None``.
-        name: a label.
-    """
-
-    codes: np.ndarray
-    codebook: np.ndarray
-    act: np.ndarray
-    bias_codes: np.ndarray | None = None
-    name: str = ""
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(m, n)``: outputs x inputs."""
-        return tuple(self.codes.shape)
-
-    @property
-    def code_bits(self) -> int:
-        """Bits of a weight code: ``log2(len(codebook))``."""
-        return int(self.codebook.shape[0]).bit_length() - 1
-
-    @property
-    def weight_density(self) -> float:
-        """Fraction of non-zero codes."""
-        return float(np.count_nonzero(self.codes)) / max(self.codes.size, 1)
-
-    @property
-    def act_density(self) -> float:
-        """Fraction of non-zero activations."""
-        return float(np.count_nonzero(self.act)) / max(self.act.size, 1)
-
-    def weights(self) -> np.ndarray:
-        """Dense ``(m, n)`` float32 weights ``codebook[codes]``."""
-        return self.codebook[self.codes]
 
 
 def validate_layer(layer: Layer) -> Layer:
@@ -358,12 +315,26 @@ def synthetic_layer(
     return Layer(codes, codebook, act, b, name)
 
 
+def _benchmark_key(name: str) -> str | None:
+    """The :data:`BENCHMARKS` key of a name in any of the paper's spellings, else ``None``.
+
+    Case, hyphens, underscores and spaces are ignored: ``Alex-7``, ``alex-7``, ``alex7``,
+    ``NT-LSTM``, ``nt_lstm`` and ``ntlstm`` all name a benchmark.
+    """
+
+    def norm(x: str) -> str:
+        return "".join(ch for ch in str(x).lower() if ch not in "-_ ")
+
+    table = {norm(k): k for k in BENCHMARKS}
+    return table.get(norm(name))
+
+
 def benchmark_layer(name: str, *, seed: int = 0, **spread) -> Layer:
     """One of the nine EIE benchmark layers (Table III) as a seeded synthetic layer.
 
     Args:
         name: a key of ``BENCHMARKS`` (``alex6 alex7 alex8 vgg6 vgg7 vgg8 nt-we nt-wd
-            nt-lstm``), case-insensitive.
+            nt-lstm``), in any of the paper's spellings (``Alex-7``, ``alex-7``, ``alex7``).
         seed: random seed.
         **spread: ``row_cv`` / ``col_cv`` / ``code_bits`` / ``bias`` for ``synthetic_layer``.
 
@@ -372,9 +343,12 @@ def benchmark_layer(name: str, *, seed: int = 0, **spread) -> Layer:
         >>> benchmark_layer("alex8").shape
         (1000, 4096)
     """
-    key = str(name).lower()
-    if key not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark layer {name!r}; choose one of {sorted(BENCHMARKS)}")
+    key = _benchmark_key(name)
+    if key is None:
+        raise ValueError(
+            f"unknown benchmark layer {name!r}; choose one of {sorted(BENCHMARKS)} (the paper's "
+            "spellings such as Alex-7 / alex-7 / alex7 work too)"
+        )
     s = BENCHMARKS[key]
     return synthetic_layer(
         s.n_out, s.n_in, s.weight_density, s.act_density, seed=seed, name=s.name, **spread
@@ -382,7 +356,7 @@ def benchmark_layer(name: str, *, seed: int = 0, **spread) -> Layer:
 
 
 def load_layer(name_or_path: str | os.PathLike, *, seed: int = 0) -> Layer:
-    """A benchmark name (``"alex7"``), an ``.npz`` layer file, or ``FILE.dcz:LEAF``.
+    """A benchmark name (``Alex-7``, ``alex-7``, ``alex7``), an ``.npz``, or ``FILE.dcz:LEAF``.
 
     ``FILE.dcz:LEAF`` loads one kernel of a jaxcomp file with :func:`load_dcz_layer` (all-ones
     activations).
@@ -393,7 +367,7 @@ def load_layer(name_or_path: str | os.PathLike, *, seed: int = 0) -> Layer:
         (600, 4096)
     """
     key = str(name_or_path)
-    if key.lower() in BENCHMARKS:
+    if _benchmark_key(key) is not None:
         return benchmark_layer(key, seed=seed)
     if ".dcz:" in key:  # "model.dcz:fc1/kernel": one kernel of a jaxcomp file, activations 1
         file, leaf = key.split(".dcz:", 1)

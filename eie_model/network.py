@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -41,7 +41,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eie_model.cycles import prepare_layer
 from eie_model.functional import (
     _accumulate,
     _sat_add,
@@ -49,8 +48,10 @@ from eie_model.functional import (
     quantize_fixed,
     spmv_float,
 )
-from eie_model.layers import Layer, validate_layer
-from eie_model.sweep import CONFIG_FIELDS, ENERGY_COLUMNS, _bucket, sweep
+from eie_model.layers import validate_layer
+from eie_model.sim.events import layer_events
+from eie_model.sweep import _bucket, sweep
+from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 
 __all__ = [
     "Network",
@@ -286,69 +287,50 @@ def calibrate_fracs(net: Network, x: Any, bits: int) -> tuple[int, ...]:
     return tuple(int(frac_bits_for(jnp.float32(m), bits)) for m in maxima)
 
 
-#: Sweep columns summed over layers (then averaged over samples): the counters, the latency,
-#: and the energy with its parts (the ``*_j`` columns of the energy model).
-_ADDITIVE: tuple[str, ...] = (
-    "cycles",
-    "latency_us",
-    "useful_macs",
-    "fillers",
-    "pointer_reads",
-    "spm_line_reads",
-    "stall_cycles",
-    "starvation_cycles",
-    "busy_total",
-    "busy_max",
-) + tuple(c for c in ENERGY_COLUMNS if c.endswith("_j"))
-
-
 def network_sweep(
     net: Network,
     x: Any,
-    configs: Any,
+    static: EIEStatic,
+    params: EIEParams,
     *,
     progress: bool = False,
-    **sweep_kwargs: Any,
+    devices: Sequence[Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """EIE configurations evaluated on a whole network, layer after layer, on real inputs.
+    """EIE design points evaluated on a whole network, layer after layer, on real inputs.
 
     For every input sample each layer gets the activations the previous layers produce
-    (float32 functional model), is swept over ``configs`` with :func:`eie_model.sweep.sweep`,
-    and the counters are summed over layers (EIE runs the layers one after another), then
-    averaged over samples. Each layer's non-zeros and broadcasts are padded to powers of two
-    (``cycles.prepare_layer(pad_nnz=, pad_events=)``, no change to any counter), so samples
-    with different numbers of non-zero activations share compiled programs.
+    (float32 functional model) and is swept over ``params`` with :func:`eie_model.sweep.sweep`
+    (``static.code_bits`` set to the layer's own codebook); the counters add up over layers
+    (EIE runs the layers one after another) and are averaged over samples, giving one
+    float-valued :class:`eie_model.types.Counters` whose ``table()`` holds every derived figure
+    (energy is linear in the counters, so it is the sum of the layers' energies). ``busy`` adds
+    up each layer's PEs ordered from the busiest down, so ``busy_max`` is the sum over layers
+    of each layer's busiest PE and ``load_balance = busy_total / (n_pes * that sum)``.
+    Each layer's non-zeros and broadcasts are padded to powers of two
+    (``layer_events(pad_nnz=, pad_events=)``, no change to any counter), so samples with
+    different numbers of non-zero activations share compiled programs.
 
     Args:
         net: the :class:`Network`.
         x: ``(S, n_0)`` input samples (a few test images: activation sparsity varies per input).
-        configs: as :func:`eie_model.sweep.sweep` (e.g. ``grid(n_pes=[16, 64], fifo_depth=8)``).
-        progress: a tqdm bar over the ``S x L`` layer sweeps.
-        **sweep_kwargs: passed to :func:`eie_model.sweep.sweep` (``bcast_latency``, ``devices``).
+        static: :class:`eie_model.types.EIEStatic` (its ``code_bits`` is replaced per layer).
+        params: a batch of :class:`eie_model.types.EIEParams` (e.g. ``EIEParams.grid(...)``).
+        progress: keyword-only, a tqdm bar over the ``S x L`` layer sweeps.
+        devices: keyword-only, passed to :func:`eie_model.sweep.sweep`.
 
     Returns:
-        a table (dict of ``(configs,)`` NumPy arrays): the configuration fields; the per-network
-        means of ``cycles, latency_us, useful_macs, fillers, pointer_reads, spm_line_reads,
-        stall_cycles, starvation_cycles, busy_total, busy_max, energy_j`` and its parts (sums
-        over layers); ``area_mm2``; the derived ``power_w, gops, gops_per_w, frames_per_s,
-        mac_efficiency = useful_macs / (cycles * n_pes), load_efficiency = busy_total /
-        (cycles * n_pes), load_balance = busy_total / (busy_max * n_pes)`` of those means; and
+        ``Counters.table()`` of the per-network means (one row per design point), plus
         ``cycles:<name>`` per layer.
 
     Raises:
-        ValueError: bad ``x`` (see :func:`network_forward`), ``configs`` (see ``sweep``), or
-            ``code_bits`` among ``sweep_kwargs`` (it comes from each layer's codebook).
+        ValueError: bad ``x`` (see :func:`network_forward`) or ``params`` (see ``sweep``).
 
     Example::
 
-        >>> t = network_sweep(net, x_test[:8], grid(n_pes=[16, 32, 64]))  # doctest: +SKIP
+        >>> p = EIEParams.grid(n_pes=[16, 32, 64])  # doctest: +SKIP
+        >>> t = network_sweep(net, x_test[:8], EIEStatic.covering(p), p)  # doctest: +SKIP
         >>> t["latency_us"], t["energy_j"]  # doctest: +SKIP
     """
-    if "code_bits" in sweep_kwargs:
-        raise ValueError(
-            "network_sweep: code_bits comes from each layer's codebook; do not pass it in "
-            "sweep_kwargs"
-        )
     x = _inputs(x, net)
     _, ins = network_forward(net, x)
     L, S = len(net.names), len(x)
@@ -357,9 +339,8 @@ def network_sweep(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=S * L, desc="EIE network sweep", unit="layer")
-    acc: dict[str, np.ndarray] = {}
-    per_layer = [None] * L
-    base: Mapping[str, np.ndarray] | None = None
+    total: Counters | None = None
+    per_layer: list[Any] = [0.0] * L
     nnz = [int(np.count_nonzero(c)) for c in net.codes]
     for s in range(S):
         for i in range(L):
@@ -367,36 +348,29 @@ def network_sweep(
             # pad non-zeros and broadcasts to powers of two: every sample (and every model of
             # similar size) reuses one compiled program per layer instead of compiling anew
             k = int(np.count_nonzero(ins[i][s]))
-            ev = prepare_layer(layer, pad_nnz=_bucket(nnz[i]), pad_events=_bucket(k))
-            t = sweep(ev, configs, code_bits=net.codebooks[i].shape[0].bit_length() - 1,
-                      **sweep_kwargs)  # fmt: skip
-            base = t if base is None else base
-            for k in _ADDITIVE:
-                acc[k] = acc.get(k, 0.0) + np.asarray(t[k], np.float64) / S
-            c = np.asarray(t["cycles"], np.float64) / S
-            per_layer[i] = c if per_layer[i] is None else per_layer[i] + c
+            ev = layer_events(layer, pad_nnz=_bucket(nnz[i]), pad_events=_bucket(k))
+            st = static.replace(code_bits=max(layer.code_bits, 1))
+            c = sweep(st, params, ev, devices=devices)
+            mean = jax.tree.map(lambda v: np.asarray(v, np.float64) / S, c.replace(params=None))
+            # each layer's PEs from busiest down: summed over layers, busy_max is the sum of the
+            # layers' bottleneck PEs (the layers run one after another; docs/decisions.md)
+            busy = -np.sort(-np.asarray(mean.busy), axis=-1)
+            mean = mean.replace(static=static, params=c.params, busy=busy)
+            total = mean if total is None else _add(total, mean)
+            per_layer[i] = per_layer[i] + np.asarray(c.cycles, np.float64) / S
             if bar is not None:
                 bar.update()
     if bar is not None:
         bar.close()
-    out: dict[str, np.ndarray] = {k: np.asarray(base[k]) for k in CONFIG_FIELDS}
-    out.update(acc)
-    n = out["n_pes"].astype(np.float64)
-    time_s = out["latency_us"] * 1e-6
-    cyc_n = np.maximum(out["cycles"], 1e-12) * n
-    out.update(
-        area_mm2=np.asarray(base["area_mm2"], np.float64),
-        power_w=out["energy_j"] / time_s,
-        gops=2.0 * out["useful_macs"] / time_s / 1e9,
-        frames_per_s=1.0 / time_s,
-        mac_efficiency=out["useful_macs"] / cyc_n,
-        load_efficiency=out["busy_total"] / cyc_n,
-        # a network with no work at all is perfectly balanced (as sweep() reports a layer)
-        load_balance=np.where(
-            out["busy_max"] > 0, out["busy_total"] / np.maximum(out["busy_max"] * n, 1e-12), 1.0
-        ),
-    )
-    out["gops_per_w"] = out["gops"] / out["power_w"]
+    assert total is not None
+    out = total.table()
     for i, name in enumerate(net.names):
-        out[f"cycles:{name}"] = per_layer[i]
+        out[f"cycles:{name}"] = np.asarray(per_layer[i]).reshape(-1)
     return out
+
+
+def _add(a: Counters, b: Counters) -> Counters:
+    """Counters of two layers run one after the other (params and static of ``a``)."""
+    fields = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads",
+              "stall_cycles", "starvation_cycles", "busy")  # fmt: skip
+    return a.replace(**{k: getattr(a, k) + getattr(b, k) for k in fields})

@@ -1,7 +1,7 @@
 """Design-space figures from sweep tables (matplotlib, Agg backend; thesis chapter 6).
 
-Each ``fig_*`` function takes ``tables``: a mapping label -> :func:`eie_model.sweep.sweep`
-table (one curve per label) and returns a ``matplotlib.figure.Figure``:
+Each ``fig_*`` function takes ``tables``: a mapping label -> the columns of a sweep
+(``sweep(...).table()``, one curve per label) and returns a ``matplotlib.figure.Figure``:
 
 * :func:`fig_fifo`: load efficiency vs FIFO depth (thesis Figure 6.10);
 * :func:`fig_speedup`: speedup over one PE vs number of PEs 1..256 (Figure 6.14);
@@ -16,10 +16,11 @@ table (one curve per label) and returns a ``matplotlib.figure.Figure``:
 
 Example:
     >>> import numpy as np
-    >>> from eie_model.sweep import grid, sweep
+    >>> from eie_model import EIEParams, EIEStatic, Layer, sweep
     >>> from eie_model.plots import fig_fifo
-    >>> layer = {"codes": np.ones((8, 8), np.uint8), "act": np.ones(8, np.float32)}
-    >>> fig = fig_fifo({"ones": sweep(layer, grid(n_pes=4, fifo_depth=[1, 2, 4]))})
+    >>> layer = Layer(np.ones((8, 8), np.uint8), np.arange(16.0), np.ones(8, np.float32))
+    >>> p = EIEParams.grid(n_pes=4, fifo_depth=[1, 2, 4])
+    >>> fig = fig_fifo({"ones": sweep(EIEStatic.covering(p), p, layer).table()})
     >>> len(fig.axes)
     1
 """
@@ -346,7 +347,12 @@ def design_space_figures(
         the paths written.
     """
     from eie_model.layers import BENCHMARKS, load_npz_layer, synthetic_layer
-    from eie_model.sweep import grid, sweep
+    from eie_model.sweep import sweep
+    from eie_model.types import EIEParams, EIEStatic
+
+    def run(layer, **axes):
+        p = EIEParams.grid(**axes)
+        return sweep(EIEStatic.covering(p, code_bits=max(layer.code_bits, 1)), p, layer).table()
 
     names = list(layers) if layers else list(BENCHMARKS)
     items: list[tuple[str, Any]] = []
@@ -360,19 +366,17 @@ def design_space_figures(
         items.append(("real", load_npz_layer(real_layer)))
     fifo, pes, width = {}, {}, {}
     for label, layer in items:
-        fifo[label] = sweep(layer, grid(n_pes=64, fifo_depth=FIFO_DEPTHS))
-        pes[label] = sweep(layer, grid(n_pes=PE_COUNTS, fifo_depth=8))
-        width[label] = sweep(layer, grid(n_pes=64, fifo_depth=8, sram_width=SRAM_WIDTHS))
+        fifo[label] = run(layer, n_pes=64, fifo_depth=FIFO_DEPTHS)
+        pes[label] = run(layer, n_pes=PE_COUNTS, fifo_depth=8)
+        width[label] = run(layer, n_pes=64, fifo_depth=8, sram_width=SRAM_WIDTHS)
     p_label, p_layer = items[-1]
-    pareto = sweep(
+    pareto = run(
         p_layer,
-        grid(
-            n_pes=[16, 32, 64, 128, 256],
-            fifo_depth=[2, 4, 8, 16],
-            sram_width=[32, 64, 128, 256],
-            act_bits=[8, 16],
-            weight_bits=[8, 16],
-        ),
+        n_pes=[16, 32, 64, 128, 256],
+        fifo_depth=[2, 4, 8, 16],
+        sram_width=[32, 64, 128, 256],
+        act_bits=[8, 16],
+        weight_bits=[8, 16],
     )
     j = os.path.join
     return [

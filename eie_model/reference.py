@@ -1,4 +1,4 @@
-"""A slow, obviously-correct cycle-by-cycle EIE simulator: the test oracle (DESIGN §4.4).
+"""A slow, obviously-correct cycle-by-cycle EIE simulator: the test oracle (docs/design.md).
 
 Written the way the hardware is: every cycle each unit reads the registers as they were at the
 start of the cycle and writes the registers it owns; the loop body is one clock tick. The
@@ -32,10 +32,10 @@ cycle, exactly as the stated timing requires):
    column k-1, can be written the next cycle.
 
 End: the layer ends one cycle after its last accumulator write (``cycles = last write + 1``).
-Edge case that DESIGN leaves open (decided here): a layer with no accumulator write at all
+Edge case the timing rules leave open (decided here): a layer with no accumulator write at all
 ends when the LNZD has scanned every group (the cycle the group after the last would latch).
 
-Counters (all DESIGN §4.4): ``cycles``; ``busy`` per PE = entries read (fillers included; an
+Counters (all docs/design.md): ``cycles``; ``busy`` per PE = entries read (fillers included; an
 empty column's one cycle is not busy); ``useful_macs`` = entries with code != 0 in broadcast
 columns; ``fillers``; ``stall_cycles`` = cycles the LNZD had an activation but a queue was full;
 ``starvation_cycles`` = summed over PEs, cycles between a PE's first and last column that it
@@ -49,7 +49,7 @@ passes run back to back, so every counter (cycles included) is the sum over pass
 
 Command line::
 
-    python -m eie_model.reference --layer layer.npz --pes 64 --fifo 8 --json
+    eie-model reference --layer layer.npz --pes 64 --fifo 8 --json
 """
 
 from __future__ import annotations
@@ -57,125 +57,83 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from eie_model.config import EIEConfig
-from eie_model.format import EncodedLayer, encode_layer
+from eie_model.format import Encoding, encode_layer
+from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 
-__all__ = ["Counters", "simulate", "simulate_encoded"]
-
-
-class Counters(NamedTuple):
-    """Counters of one run (DESIGN §4.4). Scalars are Python ints/floats.
-
-    Attributes:
-        cycles: total cycles of the layer.
-        busy: ``(N,)`` int64, entries each PE read (fillers included).
-        useful_macs: entries with code != 0 in broadcast columns (= non-zero weights in them).
-        fillers: filler entries read.
-        stall_cycles: cycles the broadcast waited for queue room.
-        starvation_cycles: PE-cycles idle between a PE's first and last column.
-        pointer_reads: pointer-pair reads (N per broadcast, bias included).
-        spm_line_reads: SpMat SRAM line reads summed over PEs.
-        spm_line_reads_per_pe: ``(N,)`` int64.
-        broadcasts: activations broadcast (non-zero activations, plus the bias).
-        n_pes: N.
-        mac_efficiency: useful_macs / (cycles x N).
-        load_efficiency: sum(busy) / (cycles x N).
-        y: ``(m,)`` float32, the layer's output as the accumulators hold it (float32 sums in
-            broadcast order; bit-identical to the authors' simulator).
-    """
-
-    cycles: int
-    busy: np.ndarray
-    useful_macs: int
-    fillers: int
-    stall_cycles: int
-    starvation_cycles: int
-    pointer_reads: int
-    spm_line_reads: int
-    spm_line_reads_per_pe: np.ndarray
-    broadcasts: int
-    n_pes: int
-    mac_efficiency: float
-    load_efficiency: float
-    y: np.ndarray
-
-    def to_json(self) -> dict[str, Any]:
-        """The counters as a JSON-ready dict (arrays as lists, ``y`` left out)."""
-        out: dict[str, Any] = {}
-        for k, v in self._asdict().items():
-            if k == "y":
-                continue
-            out[k] = v.tolist() if isinstance(v, np.ndarray) else v
-        return out
+__all__ = ["run", "simulate", "simulate_encoded"]
 
 
-def _finish(c: dict[str, Any], n_pes: int) -> Counters:
-    denom = c["cycles"] * n_pes
+def _counters(static: EIEStatic, params: EIEParams, c: dict[str, Any]) -> Counters:
     return Counters(
-        **c,
-        n_pes=n_pes,
-        mac_efficiency=c["useful_macs"] / denom if denom else 0.0,
-        load_efficiency=int(c["busy"].sum()) / denom if denom else 0.0,
+        static,
+        params,
+        cycles=int(c["cycles"]),
+        useful_macs=int(c["useful_macs"]),
+        fillers=int(c["fillers"]),
+        pointer_reads=int(c["pointer_reads"]),
+        spm_line_reads=int(c["spm_line_reads"]),
+        stall_cycles=int(c["stall_cycles"]),
+        starvation_cycles=int(c["starvation_cycles"]),
+        busy=np.asarray(c["busy"], np.int64),
     )
 
 
 def simulate_encoded(
-    enc: EncodedLayer,
+    static: EIEStatic,
+    params: EIEParams,
+    enc: Encoding,
     act: np.ndarray,
     *,
-    config: EIEConfig,
     codebook: np.ndarray | None = None,
     max_cycles: int | None = None,
-) -> Counters:
+) -> tuple[Counters, np.ndarray]:
     """Run an encoded layer cycle by cycle (one pass; ``acc_regs`` is not applied here).
 
     Args:
-        enc: the layer in EIE format; ``enc.n_pes`` must equal ``config.n_pes``.
+        static: :class:`eie_model.types.EIEStatic` (latencies, ``code_bits``).
+        params: one design point; ``n_pes`` and ``index_bits`` must be the encoding's.
+        enc: the layer in EIE format (:func:`eie_model.format.encode_layer`).
         act: ``(n,)`` input activations (any float dtype; non-zero means != 0).
-        config: a single (unbatched) ``EIEConfig``; uses ``fifo_depth``, ``sram_width``,
-            ``bcast_latency`` and ``write_latency``.
         codebook: optional ``(2**code_bits,)`` float32 codebook; without it ``y`` is zeros.
         max_cycles: safety bound (default: generous, from the layer size).
 
     Returns:
-        ``Counters``.
+        ``(Counters, y)``: ``y`` ``(m,)`` float32, the outputs as the accumulators hold them.
 
     Example:
-        >>> import numpy as np
-        >>> from eie_model.config import EIEConfig
         >>> from eie_model.format import encode_layer
-        >>> from eie_model.reference import simulate_encoded
         >>> enc = encode_layer(np.array([[1, 2]], np.uint8), n_pes=1)
-        >>> c = simulate_encoded(enc, np.array([1.0, 1.0]), config=EIEConfig(n_pes=1))
+        >>> c, _ = simulate_encoded(EIEStatic(max_pes=1), EIEParams(n_pes=1), enc, np.ones(2))
         >>> c.cycles, c.useful_macs   # broadcasts at 1, 2; starts 3, 4; writes 8, 9
         (10, 2)
     """
-    if not isinstance(enc, EncodedLayer):
-        raise TypeError(f"simulate_encoded: enc must be an EncodedLayer, got {type(enc).__name__}")
-    if not isinstance(config, EIEConfig):
-        raise TypeError(f"simulate_encoded: config must be an EIEConfig, got {type(config)}")
-    if config.batch_shape != ():
-        raise ValueError("simulate_encoded: config must be a single configuration (unbatched)")
-    if enc.n_pes != config.n_pes:
-        raise ValueError(f"simulate_encoded: enc.n_pes={enc.n_pes} != config.n_pes={config.n_pes}")
-    if (enc.index_bits, enc.code_bits) != (config.index_bits, config.code_bits):
+    if not isinstance(enc, Encoding):
+        raise TypeError(f"simulate_encoded: enc must be an Encoding, got {type(enc).__name__}")
+    if not isinstance(params, EIEParams) or not isinstance(static, EIEStatic):
+        raise TypeError("simulate_encoded: give an EIEStatic and an EIEParams")
+    if params.batch_shape != ():
+        raise ValueError("simulate_encoded: params must be a single design point (unbatched)")
+    if enc.n_pes != int(params.n_pes):
+        raise ValueError(f"simulate_encoded: enc.n_pes={enc.n_pes} != params.n_pes={params.n_pes}")
+    if (enc.index_bits, enc.code_bits) != (int(params.index_bits), static.code_bits):
         raise ValueError(
             "simulate_encoded: the layer was encoded with index_bits/code_bits "
-            f"{enc.index_bits}/{enc.code_bits}, the config has "
-            f"{config.index_bits}/{config.code_bits}; encode with the config's values"
+            f"{enc.index_bits}/{enc.code_bits}, the params/static have "
+            f"{int(params.index_bits)}/{static.code_bits}; encode with those values"
         )
+    params.check(static)
     m, n = enc.shape
     act = np.asarray(act)
     if act.shape != (n,):
         raise ValueError(f"simulate_encoded: act must have shape ({n},) = (n,), got {act.shape}")
     N = enc.n_pes
-    D = int(config.fifo_depth)
-    epl = int(config.entries_per_line())
-    lat_b, lat_w = config.bcast_latency, config.write_latency
+    D = int(params.fifo_depth)
+    epl = int(params.entries_per_line(static))
+    lat_b, lat_w = static.bcast_latency, static.write_latency
     if codebook is None:
         cb = np.zeros(1 << enc.code_bits, np.float32)
     else:
@@ -324,111 +282,125 @@ def simulate_encoded(
 
     cycles = last_write + 1 if last_write is not None else scan_done_at
     y = acc.T.reshape(-1)[:m].copy()  # local row l of PE i is output l*N + i
-    return _finish(
-        dict(
-            cycles=int(cycles),
-            busy=busy,
-            useful_macs=useful,
-            fillers=fillers,
-            stall_cycles=stalls,
-            starvation_cycles=starve,
-            pointer_reads=ptr_reads,
-            spm_line_reads=int(lines.sum()),
-            spm_line_reads_per_pe=lines,
-            broadcasts=n_bcast,
-            y=y,
-        ),
-        N,
+    c = dict(
+        cycles=int(cycles),
+        busy=busy,
+        useful_macs=useful,
+        fillers=fillers,
+        stall_cycles=stalls,
+        starvation_cycles=starve,
+        pointer_reads=ptr_reads,
+        spm_line_reads=int(lines.sum()),
     )
+    return _counters(static, params, c), y
 
 
-def simulate(
-    codes: np.ndarray,
-    act: np.ndarray,
-    bias_codes: np.ndarray | None = None,
-    *,
-    config: EIEConfig,
-    codebook: np.ndarray | None = None,
-) -> Counters:
-    """Encode a layer for ``config`` and run it cycle by cycle (with ``acc_regs`` passes).
+def run(static: EIEStatic, params: EIEParams, layer: Layer) -> tuple[Counters, np.ndarray]:
+    """Encode a layer for ``params`` and run it cycle by cycle (with ``acc_regs`` passes).
 
     Args:
-        codes: ``(m, n)`` unsigned weight codes, 0 = pruned.
-        act: ``(n,)`` input activations.
-        bias_codes: optional ``(m,)`` bias codes (broadcast last, activation 1.0).
-        config: a single ``EIEConfig``.
-        codebook: optional ``(2**code_bits,)`` float32 codebook (for ``y``).
+        static: :class:`eie_model.types.EIEStatic`.
+        params: one design point (:class:`eie_model.types.EIEParams`, unbatched).
+        layer: a :class:`eie_model.types.Layer` (its codebook gives ``y``).
 
     Returns:
-        ``Counters``; with ``config.acc_regs`` set, the sums over passes (``y`` concatenated).
+        ``(Counters, y)``; with ``acc_regs`` > 0 the counters are the sums over passes and
+        ``y`` their concatenation. ``Counters.busy`` has length N.
 
     Example:
-        >>> import numpy as np
-        >>> from eie_model.config import EIEConfig
-        >>> from eie_model.reference import simulate
-        >>> codes = np.array([[1, 0, 2], [0, 3, 0]], np.uint8)
-        >>> c = simulate(codes, np.array([1.0, 0.0, 2.0]), config=EIEConfig(n_pes=2, fifo_depth=2))
-        >>> c.useful_macs, c.broadcasts, c.pointer_reads
-        (2, 2, 4)
+        >>> layer = Layer(np.array([[1, 0, 2], [0, 3, 0]], np.uint8), np.arange(4.0),
+        ...               np.array([1.0, 0.0, 2.0]))
+        >>> c, y = run(EIEStatic(max_pes=2), EIEParams(n_pes=2, fifo_depth=2), layer)
+        >>> c.useful_macs, int(c.broadcasts), y.tolist()  # y0 = 1 * 1 + 2 * 2
+        (2, 2, [5.0, 0.0])
     """
-    if not isinstance(config, EIEConfig):
-        raise TypeError(f"simulate: config must be an EIEConfig, got {type(config).__name__}")
-    codes = np.asarray(codes)
+    if not isinstance(layer, Layer):
+        raise TypeError(f"reference: layer must be an eie_model.Layer, got {type(layer).__name__}")
+    if not isinstance(params, EIEParams) or not isinstance(static, EIEStatic):
+        raise TypeError("reference: give an EIEStatic and an EIEParams")
+    codes = np.asarray(layer.codes)
     if codes.ndim != 2:
-        raise ValueError(f"simulate: codes must be 2-D (m, n), got shape {codes.shape}")
-    N, m = config.n_pes, codes.shape[0]
-    kw = dict(n_pes=N, index_bits=config.index_bits, code_bits=config.code_bits)
-    if config.acc_regs is None or m <= N * config.acc_regs:
+        raise ValueError(f"reference: codes must be 2-D (m, n), got shape {codes.shape}")
+    bias_codes, codebook, act = layer.bias_codes, layer.codebook, layer.act
+    N, m = int(params.n_pes), codes.shape[0]
+    A = int(params.acc_regs)
+    kw = dict(n_pes=N, index_bits=int(params.index_bits), code_bits=static.code_bits)
+    cb = None
+    if codebook is not None and np.shape(codebook) == (1 << static.code_bits,):
+        cb = codebook
+    elif codebook is not None:  # a smaller codebook fills the first entries of the SRAM's
+        cb = np.zeros(1 << static.code_bits, np.float32)
+        cb[: np.shape(codebook)[0]] = codebook
+    if A == 0 or m <= N * A:
         enc = encode_layer(codes, bias_codes, **kw)
-        return simulate_encoded(enc, act, config=config, codebook=codebook)
-    rows = N * config.acc_regs
+        return simulate_encoded(static, params, enc, act, codebook=cb)
+    rows = N * A
     parts = []
     for lo in range(0, m, rows):
         b = None if bias_codes is None else np.asarray(bias_codes)[lo : lo + rows]
         enc = encode_layer(codes[lo : lo + rows], b, **kw)
-        parts.append(simulate_encoded(enc, act, config=config, codebook=codebook))
-    total: dict[str, Any] = {}
-    for k in Counters._fields:
-        if k in ("n_pes", "mac_efficiency", "load_efficiency"):
-            continue
-        vals = [getattr(p, k) for p in parts]
-        total[k] = np.concatenate(vals) if k == "y" else sum(vals[1:], vals[0])
-    return _finish(total, N)
+        parts.append(simulate_encoded(static, params, enc, act, codebook=cb))
+    total = parts[0][0]
+    for c, _ in parts[1:]:
+        total = _add(total, c)
+    return total, np.concatenate([y for _, y in parts])
 
 
-def _main(argv: list[str] | None = None) -> int:
+def _add(a: Counters, b: Counters) -> Counters:
+    """Counters of two passes run back to back (every counter adds up)."""
+    fields = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads",
+              "stall_cycles", "starvation_cycles", "busy")  # fmt: skip
+    return a.replace(**{k: getattr(a, k) + getattr(b, k) for k in fields})
+
+
+def simulate(static: EIEStatic, params: EIEParams, layer: Layer) -> Counters:
+    """The cycle-by-cycle counters of one design point (:func:`run` without the outputs).
+
+    Example:
+        >>> layer = Layer(np.array([[1, 2]], np.uint8), np.arange(4.0), np.ones(2))
+        >>> simulate(EIEStatic(max_pes=1), EIEParams(n_pes=1, fifo_depth=2), layer).cycles
+        11
+    """
+    return run(static, params, layer)[0]
+
+
+def main(argv: list[str] | None = None, *, prog: str = "eie-model reference") -> int:
+    """``eie-model reference``: one design point, cycle by cycle; prints its counters.
+
+    Example:
+        >>> main(["--layer", "nt-lstm", "--pes", "8", "--json"])  # doctest: +SKIP
+    """
     ap = argparse.ArgumentParser(
-        prog="python -m eie_model.reference",
+        prog=prog,
         description="Cycle-by-cycle EIE reference simulator (slow; the test oracle).",
     )
-    ap.add_argument("--layer", required=True, help=".npz with codes, codebook, act[, bias_codes]")
+    ap.add_argument("--layer", required=True, help="benchmark name, .npz or FILE.dcz:LEAF")
     ap.add_argument("--pes", type=int, default=64, help="number of PEs N")
     ap.add_argument("--fifo", type=int, default=8, help="FIFO depth D")
     ap.add_argument("--index-bits", type=int, default=4, help="relative-index bits r")
     ap.add_argument("--sram-width", type=int, default=64, help="SpMat SRAM line width in bits")
-    ap.add_argument("--acc-regs", type=int, default=None, help="accumulators per PE (off)")
+    ap.add_argument("--acc-regs", type=int, default=0, help="accumulators per PE (0 = unlimited)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    from eie_model.layers import load_npz_layer
-
     try:
-        layer = load_npz_layer(args.layer)
-        cfg = EIEConfig(
+        layer = Layer.load(args.layer)
+        params = EIEParams(
             n_pes=args.pes,
             fifo_depth=args.fifo,
             index_bits=args.index_bits,
-            code_bits=layer.code_bits,
             sram_width=args.sram_width,
             acc_regs=args.acc_regs,
         )
+        static = EIEStatic(max_pes=args.pes, max_fifo=args.fifo, code_bits=layer.code_bits)
+        params.check(static)
     except (ValueError, TypeError, OSError) as e:
         ap.error(str(e))
-    c = simulate(layer.codes, layer.act, layer.bias_codes, config=cfg, codebook=layer.codebook)
-    out = c.to_json()
-    out.pop("busy")
-    out.pop("spm_line_reads_per_pe")
-    out["busy_total"] = int(c.busy.sum())
-    out["busy_max"] = int(c.busy.max())
+    c = simulate(static, params, layer)
+    row = c.table()
+    keys = ("cycles", "useful_macs", "fillers", "stall_cycles", "starvation_cycles",
+            "pointer_reads", "spm_line_reads", "broadcasts", "n_pes", "mac_efficiency",
+            "load_efficiency", "busy_total", "busy_max")  # fmt: skip
+    out = {k: row[k][0].item() for k in keys}
     if args.json:
         print(json.dumps(out))
     else:
@@ -438,4 +410,4 @@ def _main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main(prog="python -m eie_model.reference"))

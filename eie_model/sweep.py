@@ -1,56 +1,44 @@
-"""Design-space sweeps: thousands of EIE configurations of one layer in one compiled call.
+"""Design-space sweeps: ``sweep(static, params_batch, layer)`` = ``vmap(simulate)``, much faster.
 
-``sweep(layer, configs)`` evaluates a batch of configurations — PE count ``n_pes``, FIFO depth
-``fifo_depth``, relative-index bits ``index_bits``, SRAM line width ``sram_width``, precisions
-``act_bits`` / ``weight_bits``, accumulators per PE ``acc_regs`` (0 = unlimited, the default)
-and ``clock_hz`` — and returns a table (dict of 1-D NumPy arrays, one row per configuration)
-with every counter of DESIGN §4.4, the latency, energy and area.
+:func:`sweep` returns the same :class:`eie_model.types.Counters` as ``jax.vmap(simulate)``
+over a batch of :class:`eie_model.types.EIEParams` (``tests/test_eie_sweep.py`` checks it), but
+runs each stage once per distinct value of the knobs it depends on, found on the host:
 
-``acc_regs`` A > 0 with ``m > N A`` outputs runs the layer as ``ceil(m / (N A))`` passes, each a
-fresh run over the next ``N A`` output rows that rebroadcasts the input, back to back (DESIGN
-§4.4, as :func:`eie_model.reference.simulate`): every counter is the sum over passes. Each pass
-is a *work unit* below (one unit per configuration without it).
+1. per distinct ``(n_pes, index_bits, acc_regs)`` *pair* and ``acc_regs`` pass (a *work unit*):
+   the per-PE work tables (:mod:`eie_model.sim.work`, one sort of the non-zeros per distinct
+   (N, A)). They depend on the layer and the pair only, and are kept (a small cache keyed by
+   the layer's content), so repeated sweeps of one layer skip this stage;
+2. per work unit with several FIFO depths, one timing scan with an *unbounded* FIFO. A depth
+   ``D >= 2`` whose broadcasts never keep a PE waiting longer than that run's did has exactly
+   its PE schedule (cycles, busy, starvation); only the broadcast times, hence the stall
+   counter, differ, and they follow from the scalar recurrence ``e[k] = max(e[k-1] + c[k],
+   R[k - D + 1])`` against the unbounded run's column starts ``R`` (:func:`_replay`, no PE
+   state; it also checks the condition). Only ``D = 1`` and the depths that fail it get scans
+   of their own;
+3. the remaining ``(unit, D)`` scans run in fixed-size chunks of configurations: a chunk holds
+   one unit when the unit has many depths (its tables are read without a gather), and the PE
+   axis is the smallest lane bucket holding the chunk's PE count (not the sweep's largest);
+   chunks go round-robin to the local devices (and across hosts after
+   ``jax.distributed.initialize()``: each host runs its share, results are all-gathered);
+4. per distinct ``(unit, entries per line)``: the SRAM line reads (no scan); sums over passes.
 
-How the batch is evaluated (each counter depends on a few knobs only, so each stage runs once per
-distinct value of those knobs, found on the host):
-
-1. per work unit of each distinct ``(n_pes, index_bits, acc_regs)`` "pair": the per-PE work
-   tables (:func:`cycles.pe_work`, on device, a ``lax.scan`` over units — one sort of the
-   non-zeros per distinct (N, A), NumPy's on CPU). They depend on the layer and the pair only:
-   :func:`prepare` computes them once and returns a :class:`PreparedLayer` that ``sweep``
-   accepts in place of the layer, so repeated sweeps of one layer (other FIFO depths, widths,
-   precisions, clocks) skip this stage;
-2. per distinct ``(unit, fifo_depth)``: the timing scan (:func:`cycles.timing`'s core),
-   ``jax.vmap`` over them, **sharded over every local device** with a 1-D
-   :class:`jax.sharding.Mesh` (``jax.shard_map``; the batch is padded to a multiple of the
-   device count);
-3. per distinct ``(unit, entries per line)``: the SRAM line reads (no scan);
-4. per configuration: sums over its units, gathers, then energy and area
-   (:mod:`eie_model.energy`).
-
-Shapes are padded to power-of-two buckets, so the number of compilations does not grow with the
-number of configurations (a sweep of 10 or 10,000 configurations of one layer compiles the
-timing scan at most once per bucket; ``chunk=`` fixes the shape completely).
-
-Multi-host: call ``jax.distributed.initialize()`` on every host first (same script, same
-configurations on every host; on CPU hosts set ``jax_cpu_collectives_implementation`` to
-``"gloo"`` before); :func:`sweep` then builds its mesh over ``jax.devices()`` (all hosts'
-devices) and gathers the result on every host (``tests/test_eie_multihost.py``: two processes).
+Shapes come from a few buckets (lanes, history length, chunk size), so the number of
+compilations does not grow with the number of configurations.
 
 Example:
     >>> import numpy as np
-    >>> from eie_model.sweep import grid, sweep
-    >>> layer = {"codes": np.eye(4, dtype=np.uint8), "act": np.ones(4, np.float32)}
-    >>> t = sweep(layer, grid(n_pes=[1, 2], fifo_depth=[1, 4]))
-    >>> t["cycles"].tolist()
+    >>> from eie_model.types import EIEParams, EIEStatic, Layer
+    >>> layer = Layer(np.eye(4, dtype=np.uint8), np.arange(16.0), np.ones(4, np.float32))
+    >>> params = EIEParams.grid(n_pes=[1, 2], fifo_depth=[1, 4])
+    >>> sweep(EIEStatic.covering(params), params, layer).cycles.tolist()
     [18, 12, 18, 12]
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import csv
-import functools
-import itertools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -59,148 +47,28 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from eie_model import cycles
-from jaxcomp.atomic import atomic_open
+from eie_model.sim import check_layer
+from eie_model.sim.events import NEG, Events, layer_events
+from eie_model.sim.timing import ScanTables, finish, init, step
+from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 
-__all__ = [
-    "CONFIG_FIELDS",
-    "DEFAULTS",
-    "ENERGY_COLUMNS",
-    "PreparedLayer",
-    "grid",
-    "pareto_front",
-    "prepare",
-    "sweep",
-    "to_records",
-    "write_csv",
-    "write_json",
-]
+__all__ = ["pareto_front", "sweep", "to_records", "write_csv", "write_json"]
 
-#: The configuration columns of a sweep, in table order.
-CONFIG_FIELDS: tuple[str, ...] = (
-    "n_pes",
-    "fifo_depth",
-    "index_bits",
-    "sram_width",
-    "act_bits",
-    "weight_bits",
-    "acc_regs",
-    "clock_hz",
-)
-#: Defaults of the configuration columns (EIE as built: 64 PEs, 8-deep FIFO, 4-bit index,
-#: 64-bit SpMat line, 16-bit arithmetic, 800 MHz; ``acc_regs`` 0 = unlimited accumulators,
-#: one pass, as the authors' simulator and DESIGN §4.4's default).
-DEFAULTS: dict[str, float] = {
-    "n_pes": 64,
-    "fifo_depth": 8,
-    "index_bits": 4,
-    "sram_width": 64,
-    "act_bits": 16,
-    "weight_bits": 16,
-    "acc_regs": 0,
-    "clock_hz": 800e6,
-}
-_INT_FIELDS = tuple(k for k in CONFIG_FIELDS if k != "clock_hz")
-
-
-def grid(**axes: Any) -> dict[str, np.ndarray]:
-    """The full Cartesian grid of the given axes (others take :data:`DEFAULTS`).
-
-    Args:
-        **axes: field name -> value or sequence of values (fields of :data:`CONFIG_FIELDS`).
-
-    Returns:
-        dict of 1-D arrays of equal length (``int32``; ``clock_hz`` ``float64``), the last
-        axis varying fastest.
-
-    Example:
-        >>> g = grid(n_pes=[1, 2], fifo_depth=[2, 4, 8])
-        >>> g["n_pes"].tolist(), g["fifo_depth"].tolist()
-        ([1, 1, 1, 2, 2, 2], [2, 4, 8, 2, 4, 8])
-    """
-    for k in axes:
-        if k not in CONFIG_FIELDS:
-            raise ValueError(f"grid: unknown field {k!r}; fields are {CONFIG_FIELDS}")
-    lists = [np.atleast_1d(np.asarray(v)).ravel() for v in axes.values()]
-    for k, v in zip(axes, lists, strict=True):
-        if v.size == 0:
-            raise ValueError(f"grid: axis {k!r} is empty; give at least one value")
-    combos = list(itertools.product(*[v.tolist() for v in lists]))
-    out = {k: np.array([c[i] for c in combos]) for i, k in enumerate(axes)}
-    return _normalize(out)
-
-
-def _normalize(configs: Any) -> dict[str, np.ndarray]:
-    """Configs (mapping, EIEConfig or sequence of them) -> validated dict of 1-D columns."""
-    if hasattr(configs, "static") and hasattr(configs, "arrays"):  # an EIEConfig (batched OK)
-        configs = [configs]
-    if isinstance(configs, Sequence) and not isinstance(configs, (str, bytes)):
-        rows: dict[str, list] = {k: [] for k in CONFIG_FIELDS}
-        for c in configs:
-            if not (hasattr(c, "static") and hasattr(c, "arrays")):
-                raise TypeError(f"configs: expected EIEConfig items, got {type(c).__name__}")
-            if (c.bcast_latency, c.write_latency) != (2, 5):
-                raise ValueError(
-                    "configs: give non-default pipeline latencies as sweep(..., "
-                    "bcast_latency=, write_latency=), not per EIEConfig"
-                )
-            shape = c.batch_shape
-            for k in CONFIG_FIELDS:
-                v = getattr(c, k)
-                if k == "acc_regs" and v is None:
-                    v = 0  # unlimited
-                rows[k].append(np.broadcast_to(np.asarray(v), shape).ravel())
-        configs = {k: np.concatenate(v) for k, v in rows.items()}
-    if not isinstance(configs, Mapping):
-        raise TypeError(
-            "configs must be a mapping of field -> values (see grid()), an EIEConfig or a "
-            f"sequence of EIEConfig, got {type(configs).__name__}"
-        )
-    for k in configs:
-        if k not in CONFIG_FIELDS:
-            raise ValueError(f"configs: unknown field {k!r}; fields are {CONFIG_FIELDS}")
-    cols = {k: np.asarray(configs.get(k, DEFAULTS[k])) for k in CONFIG_FIELDS}
-    try:
-        cols = dict(zip(cols, np.broadcast_arrays(*cols.values()), strict=True))
-    except ValueError:
-        shapes = {k: v.shape for k, v in cols.items()}
-        raise ValueError(f"configs: columns must broadcast to one length, got {shapes}") from None
-    out = {}
-    for k, v in cols.items():
-        v = np.atleast_1d(v).ravel()
-        if k in _INT_FIELDS:
-            if not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
-                raise ValueError(f"configs: {k} must hold whole numbers, got {v[:5]}")
-            v = v.astype(np.int64)
-        else:
-            v = v.astype(np.float64)
-        out[k] = v
-    checks = {
-        "n_pes": (1, 1 << 14),
-        "fifo_depth": (1, 1 << 14),
-        "index_bits": (1, 16),
-        "sram_width": (1, 1 << 16),
-        "acc_regs": (0, 1 << 16),
-    }
-    for k, (lo, hi) in checks.items():
-        bad = (out[k] < lo) | (out[k] > hi)
-        if bad.any():
-            raise ValueError(f"configs: {k} must lie in {lo}..{hi}, got {out[k][bad][:5].tolist()}")
-    for k in ("act_bits", "weight_bits"):
-        if not np.all(np.isin(out[k], (8, 16, 32))):
-            raise ValueError(f"configs: {k} must be 8, 16 or 32, got {np.unique(out[k]).tolist()}")
-    if np.any(out["clock_hz"] <= 0):
-        raise ValueError("configs: clock_hz must be > 0")
-    return {k: (v.astype(np.int32) if k in _INT_FIELDS else v) for k, v in out.items()}
+#: Configurations per timing chunk of one unit (its state: a few hundred KB, cache-sized; big
+#: enough that the scan's per-step overhead is small next to the chunk's work).
+CHUNK = 256
 
 
 def _bucket(n: int, multiple: int = 1) -> int:
     """Smallest power of two >= n, rounded up to a multiple of ``multiple``."""
-    b = 1 << max(n - 1, 0).bit_length()
+    b = 1 << max(int(n) - 1, 0).bit_length()
     return -(-b // multiple) * multiple
+
+
+def _lanes(n: int) -> int:
+    """PE lanes for N PEs: 8, 16, 32, 64, ... (8 int32 fill one AVX2 vector)."""
+    return max(_bucket(n), 8)
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
@@ -209,513 +77,595 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("max_pes", "write_latency", "acc"))
-def _work_tables(ev, unit_n, unit_r, unit_a, unit_p, n_units, *, max_pes, write_latency, acc):
-    """Work tables of every work unit ``(N, r, A, pass)``, units sorted by (N, A): a
-    ``lax.scan`` that sorts the non-zeros only when (N, A) changes (one sort per distinct N,
-    one ``(Z,)`` sort in memory) and skips the padding units (index >= ``n_units``) with
-    ``lax.cond``. ``acc`` (static): some unit has ``acc_regs`` A > 0 (A = 0: unlimited)."""
-
-    def acc_of(a):
-        return jnp.where(a > 0, a, jnp.int32(1 << 30)) if acc else None
-
-    def gaps_of(na):
-        return cycles.slice_gaps(ev, na[0], acc_regs=acc_of(na[1]))
-
-    def work_of(n, r, a, p, g):
-        return cycles.pe_work(ev, n, r, max_pes=max_pes, gaps=g, acc_regs=acc_of(a), pass_index=p)
-
-    na0 = (unit_n[0], unit_a[0])
-    g_shape = jax.eval_shape(gaps_of, na0)
-    w_shape = jax.eval_shape(work_of, unit_n[0], unit_r[0], unit_a[0], unit_p[0], g_shape)
-    zeros = functools.partial(jax.tree.map, lambda a: jnp.zeros(a.shape, a.dtype))
-
-    def body(carry, x):
-        gaps, prev_n, prev_a = carry
-        i, n, r, a, p = x
-        valid = i < n_units
-        new = valid & ((n != prev_n) | (a != prev_a))
-        gaps = jax.lax.cond(new, gaps_of, lambda _: gaps, (n, a))
-        work = jax.lax.cond(valid, lambda: work_of(n, r, a, p, gaps), lambda: zeros(w_shape))
-        return (gaps, jnp.where(valid, n, prev_n), jnp.where(valid, a, prev_a)), work
-
-    idx = jnp.arange(unit_n.shape[0], dtype=jnp.int32)
-    init = (zeros(g_shape), jnp.int32(-1), jnp.int32(-1))
-    _, works = jax.lax.scan(body, init, (idx, unit_n, unit_r, unit_a, unit_p))
-    tab = cycles.scan_tables(works, write_latency=write_latency)
-    useful = works.nnz.sum((1, 2))
-    fillers = works.entries.sum((1, 2)) - useful
-    return works, tab, cycles._line_walk(works), useful, fillers
+def _lnzd_gaps(ev: Events, n_pes: int) -> tuple[np.ndarray, int]:
+    """``(ready_gap (K,), tail_gap)`` of the LNZD for N PEs (as :func:`eie_model.sim.pe_work`)."""
+    ev_col = np.asarray(ev.ev_col).astype(np.int64)
+    is_bias = np.asarray(ev.ev_is_bias)
+    bias_col = -(-ev.n // n_pes) * n_pes
+    col = np.where(is_bias, bias_col, ev_col)
+    group, lane = col // n_pes, col % n_pes
+    live = ev_col <= ev.n
+    n_groups = -(-ev.n // n_pes) + int(is_bias.any())
+    if not len(col):
+        return np.zeros(0, np.int32), 1 + n_groups
+    gprev = np.concatenate([[-1], group[:-1]])
+    lprev = np.concatenate([[-1], lane[:-1]])
+    gap = np.where(group == gprev, 1, np.where(lprev == n_pes - 1, 1, 2) + group - gprev - 1)
+    gap[0] = 1 + group[0]
+    last = max(int(live.sum()) - 1, 0)
+    if live[last]:
+        tail = (1 if lane[last] == n_pes - 1 else 2) + n_groups - 1 - int(group[last])
+    else:
+        tail = 1 + n_groups
+    return np.where(live, gap, -1).astype(np.int32), int(tail)
 
 
-class PreparedLayer(NamedTuple):
-    """A layer with its per-(N, r, A) work tables computed, for repeated :func:`sweep` calls.
+class _Gaps(NamedTuple):
+    seg: np.ndarray  # (Z,) PE * (K + 1) + event bucket of each non-zero
+    gap: np.ndarray  # (Z,) zero local rows before it in its slice
+    block: np.ndarray | None  # (Z,) its acc_regs pass, or None
 
-    Everything here depends only on the layer and the distinct ``(n_pes, index_bits,
-    acc_regs)`` triples (plus the static PE bound and write latency), not on FIFO depth, SRAM
-    width, precision or clock: :func:`prepare` computes it once, and ``sweep(prepared,
-    configs)`` skips the per-layer work (the sort of the non-zeros per PE count and the per-PE
-    segment sums) for any configurations whose triples it holds. It is a snapshot of the layer
-    at :func:`prepare` time (the layer's arrays are copied into :class:`cycles.LayerEvents`).
 
-    A *work unit* is one pass of one triple: ``ceil(m / (N A))`` passes with ``acc_regs`` A
-    when ``m > N A``, else one (A = 0: unlimited accumulators, one pass).
+def _gaps_np(ev: Events, n_pes: int, acc: int, bucket: np.ndarray) -> _Gaps:
+    """:func:`eie_model.sim.slice_gaps` on the host (NumPy's sort; same results)."""
+    rows, cols = np.asarray(ev.rows), np.asarray(ev.cols)
+    k_ev = len(ev.ev_col)
+    lr_count = -(-ev.m // n_pes)
+    span = n_pes * lr_count
+    dt = np.int32 if (ev.n + 2) * span < 2**31 else np.int64
+    row_p = (rows % n_pes) * lr_count + rows // n_pes
+    base = cols.astype(dt) * span
+    row_p = np.sort(base + row_p.astype(dt)) - base  # cols sorted: only rows move
+    pe = row_p // lr_count
+    lr = row_p - pe * lr_count
+    same = (row_p[:-1] >= (pe * lr_count)[1:]) & (cols[1:] == cols[:-1])
+    block = None
+    if acc:
+        block = lr // acc
+        same &= block[1:] == block[:-1]
+        lr = lr - block * acc
+    gap = np.concatenate([lr[:1], np.where(same, row_p[1:] - row_p[:-1] - 1, lr[1:])])
+    return _Gaps(seg=pe.astype(np.int64) * (k_ev + 1) + bucket, gap=gap, block=block)
 
-    Attributes:
-        events: :class:`cycles.LayerEvents` of the layer.
-        code_bits: bits of a weight code (an SRAM entry is ``code_bits + index_bits`` bits).
-        pairs: ``(P, 3) int32`` the distinct ``(n_pes, index_bits, acc_regs)``, sorted.
-        passes: ``(P,) int32`` passes of each.
-        unit_pair: ``(U,) int32`` the row of ``pairs`` of each work unit (units of one row are
-            consecutive, in pass order).
-        max_pes: static PE-axis length of the tables (a power of two >= every N).
-        write_latency: the pipeline latency the tables were built for.
-        works: :class:`cycles.PEWork` with a leading unit axis (padded to a power of two).
-        tables: :class:`cycles.ScanTables` of those works (the timing scans' input).
-        line_prev: ``(U', max_pes, K) int32`` per PE and event, the CSC address of the last
-            entry walked before it (``-1``: none), the width-independent part of the SRAM
-            line reads.
-        useful_macs: ``(P,) int64`` useful MACs (all passes). fillers: ``(P,) int64``.
+
+def _unit_work(ev, g: _Gaps, n_pes, r, p, bcast, max_pes):
+    """Per-PE work of one unit on the host: ``(entries, nnz, base)`` ``(max_pes, K)``."""
+    k_ev = len(ev.ev_col)
+    size = max_pes * (k_ev + 1)
+    if not len(g.gap):
+        z = np.zeros((max_pes, k_ev), np.int64)
+        return z, z, z
+    ent = 1 + (g.gap >> r)
+    if g.block is not None:
+        mine = g.block == p
+        ent, bc = ent * mine, bcast & mine
+    else:
+        bc = bcast
+    total = np.bincount(g.seg, weights=ent, minlength=size).reshape(max_pes, k_ev + 1)
+    seg_b = g.seg[bc]  # broadcast columns only (about a third of the non-zeros)
+    entries = np.bincount(seg_b, weights=ent[bc], minlength=size).reshape(max_pes, k_ev + 1)
+    nnz = np.bincount(seg_b, minlength=size).reshape(max_pes, k_ev + 1)
+    total, entries, nnz = (x[:, :k_ev].astype(np.int64) for x in (total, entries, nnz))
+    base = np.cumsum(total, axis=1) - entries
+    return entries, nnz, base
+
+
+class _Prepared(NamedTuple):
+    """A layer's per-unit work, kept between sweeps of that layer (host NumPy tables).
+
+    A *work unit* is one ``acc_regs`` pass of one ``(n_pes, index_bits, acc_regs)`` pair.
     """
 
-    events: cycles.LayerEvents
-    code_bits: int
-    pairs: np.ndarray
-    passes: np.ndarray
-    unit_pair: np.ndarray
-    max_pes: int
-    write_latency: int
-    works: cycles.PEWork
-    tables: cycles.ScanTables
-    line_prev: jax.Array
-    useful_macs: np.ndarray
-    fillers: np.ndarray
+    events: Events
+    pairs: np.ndarray  # (P, 3) int32 distinct (n_pes, index_bits, acc_regs), sorted by (N, A, r)
+    passes: np.ndarray  # (P,) int32 passes of each pair
+    unit_pair: np.ndarray  # (U,) int32 pair of each unit (units of a pair consecutive)
+    entries: np.ndarray  # (U, max_pes, K) int32 entries of each slice (fillers included)
+    base: np.ndarray  # (U, max_pes, K) int32 CSC address of each slice's first entry
+    line_prev: np.ndarray  # (U, max_pes, K) int32 address of the entry walked before a slice
+    tab: ScanTables  # NumPy (K, U, max_pes) tables of the timing scans
+    useful: np.ndarray  # (P,) int64 useful MACs (all passes)
+    fillers: np.ndarray  # (P,) int64
+    busy: np.ndarray  # (P, max_pes) int64 entries per PE (all passes)
 
 
-def _layer_events(layer: Any, code_bits: int | None) -> tuple[cycles.LayerEvents, int]:
-    """``(events, code_bits)`` of a layer (or of a :class:`cycles.LayerEvents`)."""
-    if isinstance(layer, cycles.LayerEvents):
-        return layer, 4 if code_bits is None else int(code_bits)
-    ev = cycles.prepare_layer(layer)
-    if code_bits is not None:
-        return ev, int(code_bits)
-    book = layer.get("codebook") if isinstance(layer, Mapping) else None
-    if book is None and not isinstance(layer, Mapping):
-        book = getattr(layer, "codebook", None)
-    return ev, int(np.asarray(book).shape[0]).bit_length() - 1 if book is not None else 4
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_SIZE = 4
 
 
-def _pair_index(pairs: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Row of ``pairs`` (sorted, distinct ``(P, 3)``) holding each row of ``keys``; -1: none."""
+def _layer_key(layer: Layer) -> tuple:
+    """A key of the layer's content (codes, activations, bias): a changed array is a new key.
 
-    def code(a):  # n_pes, acc_regs <= 2**16, index_bits <= 16 < 32
-        a = a.astype(np.int64)
-        return (a[:, 0] << 22) | (a[:, 2] << 5) | a[:, 1]
-
-    c, want = code(pairs), code(keys)
-    order = np.argsort(c)
-    i = np.minimum(np.searchsorted(c[order], want), len(c) - 1)
-    return np.where(c[order][i] == want, order[i], -1)
-
-
-def _pair_keys(cols: Mapping[str, np.ndarray]) -> np.ndarray:
-    """``(configs, 3)`` ``(n_pes, index_bits, acc_regs)`` of each configuration."""
-    return np.stack([cols["n_pes"], cols["index_bits"], cols["acc_regs"]], 1)
-
-
-def _distinct_pairs(keys: np.ndarray) -> np.ndarray:
-    """Distinct rows of ``keys``, sorted by (N, A, r): one sort of the non-zeros per (N, A)."""
-    return np.unique(keys[:, [0, 2, 1]], axis=0)[:, [0, 2, 1]]
-
-
-def _units_of(prep: PreparedLayer, pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Expand rows that each name a pair into one row per work unit (pass) of that pair.
-
-    Returns ``(owner, unit)``: for each unit row, the index of the input row and the unit.
+    Python's 64-bit SipHash of the bytes (ten times faster than hashlib's blake2b here, and
+    the cache lives in one process), with dtypes and shapes.
     """
-    cnt = prep.passes[pair].astype(np.int64)
-    owner = np.repeat(np.arange(len(pair)), cnt)
-    first = np.cumsum(prep.passes) - prep.passes  # first unit of each pair
-    offset = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    return owner, np.repeat(first[pair], cnt) + offset
+    key: list = []
+    for a in (layer.codes, layer.act, layer.bias_codes):
+        if a is None:
+            key.append(None)
+            continue
+        a = np.asarray(a)
+        key.append((a.dtype.str, a.shape, hash(a.tobytes())))
+    return tuple(key)
 
 
-def _sum_by(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """``out[j] = sum of values[i] over owner[i] == j`` (int64; extra axes kept).
-
-    ``owner`` is sorted and hits every ``j`` (from :func:`_units_of`), so equal lengths mean
-    the identity (every pair has one unit: no ``acc_regs`` passes).
-    """
-    if len(owner) == n:
-        return values.astype(np.int64)
-    out = np.zeros((n, *values.shape[1:]), np.int64)
-    np.add.at(out, owner, values.astype(np.int64))
-    return out
-
-
-def _prepare(ev, code_bits, pairs, max_pes, write_latency) -> PreparedLayer:
+def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) -> _Prepared:
     if (ev.n + 2) * (ev.m + max_pes) >= 2**31:
-        raise ValueError("layer too large for the int32 event model (see cycles.pe_work)")
+        raise ValueError("layer too large for the int32 event model (see eie_model.sim.work)")
     pairs = pairs.astype(np.int32)
     n, a = pairs[:, 0].astype(np.int64), pairs[:, 2].astype(np.int64)
     passes = np.where((a > 0) & (ev.m > n * a), -(-ev.m // np.maximum(n * a, 1)), 1)
     unit_pair = np.repeat(np.arange(len(pairs)), passes)
     unit_pass = np.arange(len(unit_pair)) - np.repeat(np.cumsum(passes) - passes, passes)
     units = np.concatenate([pairs[unit_pair], unit_pass[:, None]], 1).astype(np.int32)
-    up = _pad(units, _bucket(len(units)))  # pairs sorted by N first, so units are too
-    works, tab, prev, useful, fillers = _work_tables(
-        ev,
-        up[:, 0],
-        up[:, 1],
-        up[:, 2],
-        up[:, 3],
-        np.int32(len(units)),
-        max_pes=max_pes,
-        write_latency=write_latency,
-        acc=bool(np.any(a > 0)),
+    nu, k_ev = len(units), len(ev.ev_col)
+    cols = np.asarray(ev.cols)
+    bucket = np.asarray(ev.col_bucket)[cols].astype(np.int64)
+    bcast = np.asarray(ev.col_is_bcast)[cols]
+    entries = np.zeros((nu, max_pes, k_ev), np.int32)
+    nnz = np.zeros((nu, max_pes, k_ev), np.int32)
+    base = np.zeros((nu, max_pes, k_ev), np.int32)
+    c = np.zeros((k_ev, nu), np.int32)
+    tail = np.zeros(nu, np.int32)
+    groups: dict[tuple[int, int], list[int]] = {}  # one sort per distinct (N, A)
+    for u, (n_u, _, a_u, _) in enumerate(units.tolist()):
+        groups.setdefault((n_u, a_u), []).append(u)
+
+    def group(key: tuple[int, int]) -> None:
+        gaps, lnzd = _gaps_np(ev, key[0], key[1], bucket), _lnzd_gaps(ev, key[0])
+        for u in groups[key]:
+            _, r_u, _, p_u = units[u].tolist()
+            entries[u], nnz[u], base[u] = _unit_work(ev, gaps, key[0], r_u, p_u, bcast, max_pes)
+            c[:, u], tail[u] = lnzd
+
+    # NumPy's sort and ufuncs release the GIL: the groups run on every core
+    workers = min(
+        len(groups),
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
     )
-    return PreparedLayer(
+    if workers > 1:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(group, groups))
+    else:
+        for key in groups:
+            group(key)
+    n_of = units[:, 0]
+    live = (c >= 0).T[:, None, :]  # (U, 1, K)
+    valid = (np.arange(max_pes)[None, :, None] < n_of[:, None, None]) & live
+    d = np.where(valid, np.maximum(entries, 1), 0).astype(np.int32)
+    w = np.where(entries > 0, entries + write_latency, NEG).astype(np.int32)
+    last = np.where(entries > 0, base + entries - 1, -1)
+    prev = np.maximum.accumulate(last, axis=2) if k_ev else last
+    prev = np.concatenate([np.full((nu, max_pes, min(k_ev, 1)), -1), prev[:, :, :-1]], 2)
+    tab = ScanTables(
+        d=np.ascontiguousarray(d.transpose(2, 0, 1)),
+        w=np.ascontiguousarray(w.transpose(2, 0, 1)),
+        c=c,
+        busy=entries.sum(2, dtype=np.int64),
+        dsum=d.sum(2, dtype=np.int64).astype(np.int32),
+        tail=tail,
+        n_pes=n_of.astype(np.int32),
+    )
+    useful = nnz.sum((1, 2), dtype=np.int64)
+    fillers = entries.sum((1, 2), dtype=np.int64) - useful
+    return _Prepared(
         events=ev,
-        code_bits=int(code_bits),
         pairs=pairs,
         passes=passes.astype(np.int32),
         unit_pair=unit_pair.astype(np.int32),
-        max_pes=int(max_pes),
-        write_latency=int(write_latency),
-        works=works,
-        tables=tab,
-        line_prev=prev,
-        useful_macs=_sum_by(unit_pair, np.asarray(useful)[: len(units)], len(pairs)),
-        fillers=_sum_by(unit_pair, np.asarray(fillers)[: len(units)], len(pairs)),
+        entries=entries,
+        base=base,
+        line_prev=prev.astype(np.int32),
+        tab=tab,
+        useful=_sum_by(unit_pair, useful, len(pairs)),
+        fillers=_sum_by(unit_pair, fillers, len(pairs)),
+        busy=_sum_by(unit_pair, tab.busy, len(pairs)),
     )
 
 
-def prepare(
-    layer: Any, configs: Any, *, code_bits: int | None = None, write_latency: int = 5
-) -> PreparedLayer:
-    """Compute a layer's per-(N, r, A) work tables once, for repeated :func:`sweep` calls.
-
-    Args:
-        layer: as for :func:`sweep` (a layer, mapping, npz or :class:`cycles.LayerEvents`).
-        configs: as for :func:`sweep`; only its distinct ``(n_pes, index_bits, acc_regs)``
-            triples matter (a later ``sweep(prepared, other_configs)`` may use any FIFO
-            depths, SRAM widths, precisions and clocks, but only these triples).
-        code_bits: keyword-only, as for :func:`sweep`.
-        write_latency: keyword-only pipeline latency to the accumulator write (5).
-
-    Returns:
-        :class:`PreparedLayer`, which :func:`sweep` accepts in place of the layer.
-
-    Example:
-        >>> import numpy as np
-        >>> layer = {"codes": np.eye(4, dtype=np.uint8), "act": np.ones(4, np.float32)}
-        >>> prep = prepare(layer, grid(n_pes=[1, 2]))
-        >>> prep.pairs.tolist()  # (n_pes, index_bits, acc_regs); acc_regs 0 = unlimited
-        [[1, 4, 0], [2, 4, 0]]
-        >>> sweep(prep, grid(n_pes=[1, 2], fifo_depth=[1, 4]))["cycles"].tolist()
-        [18, 12, 18, 12]
-    """
-    cols = _normalize(configs)
-    ev, cb = _layer_events(layer, code_bits)
-    pairs = _distinct_pairs(_pair_keys(cols))
-    return _prepare(ev, cb, pairs, _bucket(int(cols["n_pes"].max())), write_latency)
+def _prepared(layer: Layer | Events, static: EIEStatic, pairs: np.ndarray) -> _Prepared:
+    """The layer's work tables for ``pairs`` (from the cache when this layer had them)."""
+    max_pes = _lanes(int(pairs[:, 0].max()))
+    if isinstance(layer, Events):
+        return _prepare(layer, pairs, max_pes, static.write_latency)
+    key = (_layer_key(layer), static.write_latency, max_pes, pairs.astype(np.int32).tobytes())
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    prep = _prepare(layer_events(layer), pairs, max_pes, static.write_latency)
+    _CACHE[key] = prep
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return prep
 
 
-def _timing_batch_impl(tab, pair, fifo, *, max_fifo, bcast_latency, unroll, mesh, padded):
-    """vmap of the scan over timing triples, sharded over ``mesh``'s single axis."""
-
-    def local(tab, pair, fifo):
-        f = functools.partial(
-            cycles._timing_core,
-            max_fifo=max_fifo,
-            bcast_latency=bcast_latency,
-            unroll=unroll,
-            padded=padded,
-        )
-        t = jax.vmap(f, in_axes=(None, 0, 0))(tab, pair, fifo)
-        return t.cycles, t.busy, t.stall_cycles, t.starvation_cycles
-
-    if mesh is None:
-        return local(tab, pair, fifo)
-    rep = jax.tree.map(lambda _: P(), tab)
-    return jax.shard_map(
-        local,
-        mesh=mesh,
-        in_specs=(rep, P("configs"), P("configs")),
-        out_specs=(P("configs"), P("configs"), P("configs"), P("configs")),
-        check_vma=False,  # the scan carry starts replicated and becomes per-device
-    )(tab, pair, fifo)
+def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, axis=0, return_inverse=True)`` for small non-negative int columns, via one
+    int64 key per row (several times faster than the row-wise unique)."""
+    a = np.asarray(a, np.int64)
+    span = a.max(0) + 1
+    key = np.zeros(len(a), np.int64)
+    for j in range(a.shape[1]):  # lexicographic: the first column most significant
+        key = key * int(span[j]) + a[:, j]
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return a[first], inv.ravel()
 
 
-_STATIC_T = ("max_fifo", "bcast_latency", "unroll", "mesh", "padded")
-_timing_batch = jax.jit(_timing_batch_impl, static_argnames=_STATIC_T)
-
-
-@jax.jit
-def _line_table(works, line_prev, line_pair, line_epl):
-    """SRAM line reads (summed over PEs) of each (pair, entries per line)."""
-
-    def one(p, e):
-        w = jax.tree.map(lambda x: x[p], works)
-        return cycles._line_reads_from_walk(w, line_prev[p], e).sum()
-
-    return jax.lax.map(lambda a: one(*a), (line_pair, line_epl))
-
-
-def _mesh(devices: Any) -> Mesh | None:
-    if devices is None:
-        devices = jax.devices()
-    devices = list(devices)
-    if len(devices) <= 1:
-        return None
-    return Mesh(np.array(devices), ("configs",))
-
-
-def _gather(x: Any) -> np.ndarray:
-    if jax.process_count() > 1:  # multi-host: every host gets the whole result
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
-
-
-#: Columns that :mod:`eie_model.energy` adds to a sweep table.
-ENERGY_COLUMNS: tuple[str, ...] = (
-    "energy_j",
-    "power_w",
-    "area_mm2",
-    "gops",
-    "gops_per_w",
-    "frames_per_s",
-    "frames_per_s_per_mm2",
-    "spmat_j",
-    "pointer_j",
-    "arith_j",
-    "actrw_j",
-    "queue_j",
-    "broadcast_j",
-    "static_j",
-)
-
-
-def _energy_columns(table: dict[str, np.ndarray], code_bits: int) -> dict[str, np.ndarray]:
-    """Energy, power, area and throughput per configuration (:func:`energy.energy_report`).
-
-    ``energy_report`` takes an ``EIEConfig`` whose ``n_pes`` is static, so it is called once
-    per distinct N with the other knobs as arrays (vectorized; its result does not depend on
-    ``index_bits``, which is set to the group's smallest so that every width is valid).
-    """
-    from eie_model.config import EIEConfig
-    from eie_model.energy import energy_report
-
-    n_rows = table["n_pes"].shape[0]
-    out = {k: np.zeros(n_rows) for k in ENERGY_COLUMNS}
-    for n in np.unique(table["n_pes"]):
-        sel = np.flatnonzero(table["n_pes"] == n)
-        cfg = EIEConfig(
-            n_pes=int(n),
-            index_bits=int(table["index_bits"][sel].min()),
-            code_bits=int(code_bits),
-            fifo_depth=table["fifo_depth"][sel],
-            sram_width=table["sram_width"][sel],
-            act_bits=table["act_bits"][sel],
-            weight_bits=table["weight_bits"][sel],
-            clock_hz=table["clock_hz"][sel],
-        )
-        cnt = {
-            k: table[k][sel]
-            for k in ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads")
-        }
-        rep = energy_report(cnt, cfg)._asdict()
-        for k in ENERGY_COLUMNS:
-            out[k][sel] = np.asarray(rep[k], np.float64)
+def _sum_by(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """``out[j] = sum of values[i] over owner[i] == j`` (int64; extra axes kept)."""
+    out = np.zeros((n, *np.shape(values)[1:]), np.int64)
+    np.add.at(out, owner, np.asarray(values).astype(np.int64))
     return out
 
 
+def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, bcast_latency,
+                padded, single, trace):  # fmt: skip
+    """Timing scans of one chunk of configurations (``B`` = ``depth.shape[0]``).
+
+    ``single``: the tables are one unit's, ``d``/``w`` ``(K, L)``, ``c`` ``(K,)`` and every
+    configuration runs that unit (no gather per step); else ``(K, U, L)`` / ``(K, U)`` tables
+    and ``unit`` ``(B,)`` picks each configuration's row. Returns ``cycles, stall, starvation``
+    ``(B,)`` and, with ``trace``, the per-event ``e``, ``max_i s`` and ``min_i f[i, k-1]``
+    (over the real PEs) ``(K, B)``.
+    """
+    k_ev, lanes = d.shape[0], d.shape[-1]
+    if single:  # one unit: give the tables a unit axis of length 1 for finish()
+        d, w, c = d[:, None], w[:, None], c[:, None]
+        tail, dsum, n_pes = tail[None], dsum[None], n_pes[None]
+        unit = jnp.zeros_like(depth)
+    tab = ScanTables(d=d, w=w, c=c, busy=None, dsum=dsum, tail=tail, n_pes=n_pes)
+    state0 = jax.vmap(lambda _: init(lanes, ring_len))(depth)
+    real = jnp.arange(lanes)[None, :] < n_pes[unit][:, None]  # (B, L) PEs below N
+
+    def one(state, ev, dd, b):
+        return step(state, ev, dd, bounded=b, bcast_latency=bcast_latency, padded=padded)
+
+    def body(state, x):
+        d_k, w_k, c_k, k = x
+        if single:
+            ev, axes = (d_k[0], w_k[0], c_k[0], k), (None, None, None, None)
+        else:
+            ev, axes = (d_k[unit], w_k[unit], c_k[unit], k), (0, 0, 0, None)
+        # the earliest a real PE is free before this event (for the reuse test of replay)
+        fmin = jnp.min(jnp.where(real, state.free, jnp.iinfo(jnp.int32).max), -1)
+        state, ys = jax.vmap(one, in_axes=(0, axes, 0, 0))(state, ev, depth, bounded)
+        return state, ((*ys, fmin) if trace else None)
+
+    ks = jnp.arange(k_ev, dtype=jnp.int32)
+    state, ys = jax.lax.scan(body, state0, (d, w, c, ks))
+    t = jax.vmap(lambda u, s: finish(tab, u, s, bcast_latency=bcast_latency))(unit, state)
+    return t.cycles, t.stall_cycles, t.starvation_cycles, ys
+
+
+_CHUNK_STATIC = ("ring_len", "bcast_latency", "padded", "single", "trace")
+_chunk = jax.jit(_chunk_impl, static_argnames=_CHUNK_STATIC)
+
+
+def _has_write(prep: _Prepared) -> np.ndarray:
+    """``(U,) bool`` whether a unit writes an accumulator at all (else its end is the LNZD's)."""
+    tab = prep.tab
+    live = (tab.c >= 0)[:, :, None]
+    lanes = np.arange(tab.w.shape[2])[None, None, :] < tab.n_pes[None, :, None]
+    return np.any((tab.w > NEG // 2) & live & lanes, axis=(0, 2))
+
+
+@jax.jit
+def _replay(c, r_u, ub, row, depth):
+    """The broadcast recurrence alone against fixed PE schedules (``R`` runs, ``K`` events).
+
+    ``e[k] = max(e[k-1] + c[k], R_u[k - D + 1])`` with ``R_u`` the unbounded run's latest
+    column start of each event; the run keeps that run's PE schedule iff every ``e[k] <=
+    ub[k] = max(e_u[k], min_i f_u[i, k-1] - bcast_latency)`` (no PE waits longer for its
+    broadcast than without the FIFO bound): then its stall counter is ``sum (e - ready)``.
+
+    Args: ``c`` ``(K, P)`` gaps, ``r_u`` / ``ub`` ``(P, K)`` of the probed units, ``row``
+    ``(R,)`` each run's probe, ``depth`` ``(R,)``. Returns ``ok``, ``stall``, ``last`` ``(R,)``.
+    """
+    k_ev = c.shape[0]
+    lookback = depth - 1
+
+    def body(carry, x):
+        e_prev, stall, ok = carry
+        c_k, k = x
+        c_r = c_k[row]
+        j = k - lookback
+        room = jnp.where(j >= 0, r_u[row, jnp.maximum(j, 0)], NEG)
+        ready = e_prev + c_r
+        e = jnp.maximum(ready, room)
+        live = c_r >= 0
+        ok = ok & (~live | (e <= ub[row, k]))
+        stall = stall + jnp.where(live, e - ready, 0)
+        return (jnp.where(live, e, e_prev), stall, ok), None
+
+    zero = jnp.zeros_like(depth)
+    init_ = (zero, zero, jnp.ones(depth.shape, bool))
+    (last, stall, ok), _ = jax.lax.scan(body, init_, (c, jnp.arange(k_ev, dtype=jnp.int32)))
+    return ok, stall, last
+
+
+def _replay_runs(prep, row, depth, r_u, ub, probe):
+    """:func:`_replay` of runs ``(row, depth)`` (shapes padded to powers of two)."""
+    n = len(row)
+    size = _bucket(n)
+    c = prep.tab.c[:, probe]
+    pp = _bucket(len(probe))
+    c = np.pad(c, ((0, 0), (0, pp - len(probe))), constant_values=-1)
+    r_u = np.pad(r_u, ((0, pp - len(probe)), (0, 0)))
+    ub = np.pad(ub, ((0, pp - len(probe)), (0, 0)))
+    big = np.iinfo(np.int32).max
+    ok, stall, last = _replay(
+        c.astype(np.int32),
+        np.minimum(r_u, big).astype(np.int32),
+        np.minimum(ub, big).astype(np.int32),
+        _pad(row.astype(np.int32), size),
+        _pad(depth.astype(np.int32), size),
+    )
+    return np.asarray(ok)[:n], np.asarray(stall, np.int64)[:n], np.asarray(last, np.int64)[:n]
+
+
+def _line_reads(prep: _Prepared, unit: int, epl: int) -> int:
+    """SRAM line reads of one unit for ``epl`` entries a line, summed over PEs (host;
+    :func:`eie_model.sim.counters.line_reads_from_walk`'s formula)."""
+    ent, base, prev = prep.entries[unit], prep.base[unit], prep.line_prev[unit]
+    first = base // epl
+    last = np.maximum(base + ent - 1, 0) // epl
+    new = last - first + 1 - (prev >= first * epl)
+    return int(np.sum(np.where(ent > 0, new, 0), dtype=np.int64))
+
+
+def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, progress):
+    """Timing scans of ``runs`` ``(R, 2)`` = (unit, depth): ``(R, 3)`` cycles, stall, starv
+    (and, with ``trace``, ``(3, R, K)`` e, max s and min f per event; else ``None``).
+
+    Runs are grouped by lane bucket; a unit with at least ``chunk / 2`` runs gets chunks of
+    ``chunk`` of its own, the others share chunks of ``chunk / 4`` (a gather per step). Chunks go
+    round-robin over ``devices``; with several processes each runs every ``process_count``-th
+    chunk and the results are all-gathered.
+    """
+    tab = prep.tab
+    k_ev = tab.d.shape[0]
+    padded = bool(np.any(tab.c < 0))
+    out = np.zeros((len(runs), 3), np.int64)
+    tr = np.zeros((3, len(runs), k_ev), np.int64) if trace else None
+    if not len(runs):
+        return out, tr
+    lanes_of = np.array([_lanes(int(n)) for n in tab.n_pes])
+    jobs = []  # (single, lanes, unit or units, run indices)
+    order = np.lexsort((runs[:, 1], runs[:, 0], lanes_of[runs[:, 0]]))
+    runs_o = runs[order]
+    counts = np.bincount(runs_o[:, 0], minlength=len(tab.n_pes))
+    multi = []
+    i = 0
+    while i < len(runs_o):
+        u = int(runs_o[i, 0])
+        j = i + int(counts[u])
+        if counts[u] >= chunk // 2:
+            for lo in range(i, j, chunk):
+                jobs.append((True, lanes_of[u], u, order[lo : min(lo + chunk, j)]))
+        else:
+            multi.append(order[i:j])
+        i = j
+    if multi:
+        rest = np.concatenate(multi)
+        for ln in np.unique(lanes_of[runs[rest, 0]]):
+            sel = rest[lanes_of[runs[rest, 0]] == ln]
+            small = min(max(chunk // 4, 1), max(_bucket(len(sel)), 8))
+            for lo in range(0, len(sel), small):
+                jobs.append((False, int(ln), None, sel[lo : lo + small]))
+    nproc, me = jax.process_count(), jax.process_index()
+    devs = list(devices) if devices is not None else jax.local_devices()
+    pending = []
+    for ji, (single, ln, u, idx) in enumerate(jobs):
+        if ji % nproc != me:
+            continue
+        dev = devs[(ji // nproc) % len(devs)]
+        size = chunk if single else min(max(chunk // 4, 1), max(_bucket(len(idx)), 8))
+        dep = _pad(runs[idx, 1].astype(np.int32), size)
+        bnd = np.full(size, bounded)
+        if single:
+            zero = np.zeros(size, np.int32)
+            args = (tab.d[:, u, :ln], tab.w[:, u, :ln], tab.c[:, u], tab.tail[u],
+                    tab.dsum[u, :ln], tab.n_pes[u], zero, dep, bnd)  # fmt: skip
+        else:
+            units = np.unique(runs[idx, 0])
+            upad = _pad(units, _bucket(len(units)))
+            local = np.searchsorted(units, runs[idx, 0]).astype(np.int32)
+            args = (tab.d[:, upad, :ln], tab.w[:, upad, :ln], tab.c[:, upad], tab.tail[upad],
+                    tab.dsum[upad, :ln], tab.n_pes[upad], _pad(local, size), dep, bnd)  # fmt: skip
+        args = jax.device_put(args, dev)
+        res = _chunk(*args, ring_len=ring_len, bcast_latency=static.bcast_latency,
+                     padded=padded, single=single, trace=trace)  # fmt: skip
+        pending.append((ji, idx, res))
+    for done, (_ji, idx, res) in enumerate(pending):
+        cyc, stall, starv, ys = jax.tree.map(np.asarray, res)
+        n = len(idx)
+        out[idx] = np.stack([cyc[:n], stall[:n], starv[:n]], 1)
+        if trace:
+            for q in range(3):
+                tr[q, idx] = ys[q][:, :n].T
+        if progress:
+            progress(done + 1, len(pending))
+    if nproc > 1:  # every host gets every chunk's result (zeros where another host ran it)
+        from jax.experimental import multihost_utils
+
+        parts = [out] + ([tr] if trace else [])
+        parts = [np.asarray(multihost_utils.process_allgather(p)).sum(0) for p in parts]
+        out = parts[0]
+        if trace:
+            tr = parts[1]
+    return out, tr
+
+
 def sweep(
-    layer: Any,
-    configs: Any,
+    static: EIEStatic,
+    params: EIEParams,
+    layer: Layer,
     *,
-    code_bits: int | None = None,
-    bcast_latency: int = 2,
-    write_latency: int | None = None,
     devices: Sequence[Any] | None = None,
-    chunk: int | None = None,
+    chunk: int = CHUNK,
     progress: Callable[[int, int], None] | bool = False,
-    unroll: int = 1,
-) -> dict[str, np.ndarray]:
-    """Evaluate every configuration of ``configs`` on ``layer``.
+) -> Counters:
+    """Every counter of every design point of ``params`` on ``layer`` (= ``vmap(simulate)``).
 
     Args:
-        layer: a ``Layer`` / mapping / npz with ``codes``, ``act``, optional ``bias_codes``
-            and ``codebook`` (its length sets ``code_bits``), a :class:`cycles.LayerEvents`
-            (then give ``code_bits``), or a :class:`PreparedLayer` from :func:`prepare` (its
-            per-(N, r, A) work tables are reused: repeated sweeps of one layer skip that work;
-            ``configs`` may then use only its ``(n_pes, index_bits, acc_regs)`` triples).
-        configs: mapping field -> values (broadcast together; see :func:`grid`), an
-            ``EIEConfig`` (batched or not) or a sequence of them. Missing fields take
-            :data:`DEFAULTS`.
-        code_bits: bits of a weight code (default: from the codebook, else 4); an SRAM line
-            holds ``sram_width // (code_bits + index_bits)`` entries.
-        bcast_latency, write_latency: pipeline latencies (2 and 5 in DESIGN §4.4; ``None``
-            write latency: 5, or the :class:`PreparedLayer`'s).
-        devices: devices to shard the timing batch over (default: all of ``jax.devices()``).
-        chunk: evaluate the timing triples in fixed chunks of this size (one compiled shape
-            whatever the number of configurations; enables ``progress``). ``None``: one call.
+        static: :class:`eie_model.types.EIEStatic` (``max_pes`` / ``max_fifo`` bound the
+            params; :meth:`EIEStatic.covering` fits them).
+        params: a batch of :class:`eie_model.types.EIEParams` (any batch shape; e.g.
+            :meth:`EIEParams.grid`).
+        layer: a :class:`eie_model.types.Layer`.
+        devices: keyword-only, local devices to spread the timing chunks over (default: all).
+        chunk: keyword-only, configurations per timing chunk (one compiled shape per lane
+            bucket whatever the number of configurations).
         progress: ``True`` for a tqdm bar, or a callable ``(done, total)`` called per chunk.
-        unroll: ``lax.scan`` unroll factor (speed only; 1 is fastest on XLA:CPU here: unrolling
-            by 4 made the Alex-7 scans 2-7x slower).
 
     Returns:
-        dict of 1-D NumPy arrays, one row per configuration: the :data:`CONFIG_FIELDS`, then
-        ``cycles, latency_us, useful_macs, fillers, pointer_reads, spm_line_reads,
-        stall_cycles, starvation_cycles, busy_total, busy_max, load_balance,
-        mac_efficiency, load_efficiency`` and the :data:`ENERGY_COLUMNS` of
-        :func:`eie_model.energy.energy_report` (``energy_j``, ``power_w``, ``area_mm2`` ...).
+        :class:`eie_model.types.Counters` batched like ``params`` (``busy`` ``(..., max_pes)``),
+        host NumPy arrays; ``.table()`` gives the columns (energy included).
 
     Example:
-        >>> import numpy as np
-        >>> layer = {"codes": np.ones((4, 4), np.uint8), "act": np.ones(4, np.float32)}
-        >>> t = sweep(layer, {"n_pes": [1, 2, 4], "fifo_depth": 2})
-        >>> t["useful_macs"].tolist(), t["pointer_reads"].tolist()
+        >>> from eie_model.types import Layer
+        >>> layer = Layer(np.ones((4, 4), np.uint8), np.arange(16.0), np.ones(4, np.float32))
+        >>> p = EIEParams(n_pes=np.array([1, 2, 4]), fifo_depth=2)
+        >>> c = sweep(EIEStatic(max_pes=4, max_fifo=2), p, layer)
+        >>> c.useful_macs.tolist(), c.pointer_reads.tolist()
         ([16, 16, 16], [4, 8, 16])
     """
-    cols = _normalize(configs)
-    keys = _pair_keys(cols)
-    if isinstance(layer, PreparedLayer):
-        prep = layer
-        for name, got, have in (
-            ("code_bits", code_bits, prep.code_bits),
-            ("write_latency", write_latency, prep.write_latency),
-        ):
-            if got is not None and got != have:
-                raise ValueError(
-                    f"sweep: {name}={got} differs from the prepared layer's {have}; call "
-                    f"prepare(layer, configs, {name}={got}) or leave {name} unset"
-                )
-        known = _pair_index(prep.pairs, keys)
-        if np.any(known < 0):
-            missing = np.unique(keys[known < 0], axis=0)[:5].tolist()
-            raise ValueError(
-                f"sweep: configs use (n_pes, index_bits, acc_regs) {missing} that the prepared "
-                "layer does not hold; prepare(layer, configs) with these configs, or pass the "
-                "layer itself"
-            )
-        cb = prep.code_bits
-    else:
-        prep = None
-        ev, cb = _layer_events(layer, code_bits)
-    n_cfg = cols["n_pes"].shape[0]
-    epl = cols["sram_width"] // (cb + cols["index_bits"])
-    if np.any(epl < 1):
-        raise ValueError(
-            f"configs: sram_width must hold one entry (>= code_bits + index_bits = "
-            f"{cb} + index_bits bits); got widths {cols['sram_width'][epl < 1][:5].tolist()}"
+    if not isinstance(static, EIEStatic):
+        raise TypeError(f"sweep: static must be an EIEStatic, got {type(static).__name__}")
+    if not isinstance(params, EIEParams):
+        raise TypeError(
+            f"sweep: params must be an EIEParams batch (EIEParams.grid(...)), got "
+            f"{type(params).__name__}"
         )
-    if prep is None:
-        wl = 5 if write_latency is None else write_latency
-        max_pes = _bucket(int(cols["n_pes"].max()))
-        prep = _prepare(ev, cb, _distinct_pairs(keys), max_pes, wl)
-    ev, tab = prep.events, prep.tables
-    max_fifo = _bucket(int(cols["fifo_depth"].max()))
+    if not isinstance(layer, (Layer, Events)):
+        raise TypeError(
+            f"sweep: layer must be an eie_model.Layer (see Layer.load), got {type(layer).__name__}"
+        )
+    if isinstance(layer, Layer):
+        check_layer(static, layer)
+    shape = params.batch_shape
+    full = params.broadcast()
+    flat = EIEParams(**{k: np.asarray(getattr(full, k)).reshape(-1) for k in EIEParams.names()})
+    flat.check(static)
+    n_cfg = len(flat.n_pes)
+    if n_cfg == 0:
+        raise ValueError("sweep: params hold no configuration")
+    keys = np.stack([flat.n_pes, flat.index_bits, flat.acc_regs], 1).astype(np.int64)
+    pairs, pair_of = _unique_rows(keys[:, [0, 2, 1]])
+    pairs, pair_of = pairs[:, [0, 2, 1]], pair_of.ravel()
+    prep = _prepared(layer, static, pairs)
+    ev, tab = prep.events, prep.tab
+    k_ev = tab.d.shape[0]
+    depth = flat.fifo_depth.astype(np.int64)
+    epl = (flat.sram_width // (static.code_bits + flat.index_bits)).astype(np.int64)
 
-    # distinct knob combinations (host); pair_of indexes prep.pairs
-    pair_of = _pair_index(prep.pairs, keys)
-    trips, trip_of = np.unique(
-        np.stack([pair_of, cols["fifo_depth"]], 1), axis=0, return_inverse=True
-    )
-    lines, line_of = np.unique(np.stack([pair_of, epl], 1), axis=0, return_inverse=True)
-    trip_of, line_of = trip_of.ravel(), line_of.ravel()
-    # one timing scan / line count per work unit (acc_regs pass) of each, summed below
-    trip_owner, trip_unit = _units_of(prep, trips[:, 0])
-    utrips = np.stack([trip_unit, trips[trip_owner, 1]], 1)
-
-    mesh = _mesh(devices)
-    ndev = 1 if mesh is None else mesh.size
-    n_trip = len(utrips)
-    size = _bucket(n_trip, ndev) if chunk is None else -(-int(chunk) // ndev) * ndev
-    n_chunks = -(-n_trip // size)
-    tp = _pad(utrips.astype(np.int32), n_chunks * size)
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_trip, desc="sweep", unit="cfg")
-    outs = []
-    for c in range(n_chunks):
-        sl = tp[c * size : (c + 1) * size]
-        pair_a, fifo_a = sl[:, 0], sl[:, 1]
-        if mesh is not None:
-            sh = NamedSharding(mesh, P("configs"))
-            pair_a, fifo_a = jax.device_put(pair_a, sh), jax.device_put(fifo_a, sh)
-        res = _timing_batch(
-            tab,
-            pair_a,
-            fifo_a,
-            max_fifo=max_fifo,
-            bcast_latency=bcast_latency,
-            unroll=unroll,
-            mesh=mesh,
-            padded=ev.padded,
-        )
-        outs.append([_gather(x) for x in res])
-        done = min((c + 1) * size, n_trip)
-        if bar is not None:
+        bar = tqdm(desc="sweep", unit="chunk")
+
+        def progress(done, total):
+            bar.total = total
             bar.update(done - bar.n)
-        elif callable(progress):
-            progress(done, n_trip)
+
+    # (pair, D) -> units (passes): the timing runs every configuration needs
+    first = np.cumsum(prep.passes) - prep.passes
+    trips, trip_of = _unique_rows(np.stack([pair_of, depth], 1))
+    trip_of = trip_of.ravel()
+    cnt = prep.passes[trips[:, 0]].astype(np.int64)
+    trip_owner = np.repeat(np.arange(len(trips)), cnt)
+    offs = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    unit_runs = np.stack([first[trips[trip_owner, 0]] + offs, trips[trip_owner, 1]], 1)
+    runs, run_of = _unique_rows(unit_runs)
+    run_of = run_of.ravel()
+
+    # FIFO reuse: one unbounded-FIFO scan per unit with two or more depths D >= 2 to run;
+    # a depth whose broadcasts never hold back a PE keeps that run's PE schedule, and its
+    # stall counter comes from the broadcast recurrence alone (replay, no PE state)
+    n_units = len(prep.unit_pair)
+    deep = runs[:, 1] >= 2
+    per_unit = np.bincount(runs[deep, 0], minlength=n_units)
+    probe = np.flatnonzero(per_unit >= 2)
+    res = np.zeros((len(runs), 3), np.int64)
+    done = np.zeros(len(runs), bool)
+    kw = dict(static=static, devices=devices, chunk=int(chunk), progress=progress)
+    if len(probe) and k_ev:
+        pr = np.stack([probe, np.full(len(probe), 2)], 1)
+        r_u, tr = _scan_runs(prep, pr, bounded=False, trace=True, ring_len=1, **kw)
+        row = np.full(n_units, -1)
+        row[probe] = np.arange(len(probe))
+        cand = np.flatnonzero(deep & (row[runs[:, 0]] >= 0))
+        ub = np.maximum(tr[0], tr[2] - static.bcast_latency)  # (probes, K)
+        ok, stall, last = _replay_runs(prep, row[runs[cand, 0]], runs[cand, 1], tr[1], ub, probe)
+        hit = cand[ok]
+        u_row = row[runs[hit, 0]]
+        written = _has_write(prep)[runs[hit, 0]]
+        tail = prep.tab.tail[runs[hit, 0]].astype(np.int64)
+        res[hit, 0] = np.where(written, r_u[u_row, 0], last[ok] + tail)
+        res[hit, 1] = stall[ok]
+        res[hit, 2] = r_u[u_row, 2]
+        done[hit] = True
+    todo = np.flatnonzero(~done)
+    if len(todo):
+        ring = _bucket(max(min(int(runs[todo, 1].max()), k_ev + 1), 2))
+        r_t, _ = _scan_runs(prep, runs[todo], bounded=True, trace=False, ring_len=ring, **kw)
+        res[todo] = r_t
     if bar is not None:
         bar.close()
-    t_cycles, t_busy, t_stall, t_starv = (
-        _sum_by(trip_owner, np.concatenate(x)[:n_trip], len(trips)) for x in zip(*outs, strict=True)
-    )
+    per_trip = _sum_by(trip_owner, res[run_of], len(trips))
+    cyc, stall, starv = (per_trip[trip_of, i] for i in range(3))
 
-    line_owner, line_unit = _units_of(prep, lines[:, 0])
-    lp = np.stack([line_unit, lines[line_owner, 1]], 1).astype(np.int32)
-    lp = _pad(lp, _bucket(len(lp)))
-    line_reads = np.asarray(_line_table(prep.works, prep.line_prev, lp[:, 0], lp[:, 1]))
-    line_reads = _sum_by(line_owner, line_reads[: len(line_owner)], len(lines))
-    useful, fillers = prep.useful_macs, prep.fillers
+    # SRAM line reads per (pair, entries per line), summed over the pair's units
+    lines, line_of = _unique_rows(np.stack([pair_of, epl], 1))
+    line_of = line_of.ravel()
+    lc = prep.passes[lines[:, 0]].astype(np.int64)
+    l_owner = np.repeat(np.arange(len(lines)), lc)
+    l_offs = np.arange(int(lc.sum())) - np.repeat(np.cumsum(lc) - lc, lc)
+    lu = np.stack([first[lines[l_owner, 0]] + l_offs, lines[l_owner, 1]], 1)
+    reads = np.array([_line_reads(prep, int(u), int(e)) for u, e in lu], np.int64)
+    reads = _sum_by(l_owner, reads, len(lines))[line_of]
 
-    n = cols["n_pes"].astype(np.int64)
-    cyc = t_cycles[trip_of].astype(np.int64)
-    busy = t_busy[trip_of].astype(np.int64)  # (configs, max_pes)
-    busy_total = busy.sum(1)
-    busy_max = busy.max(1)
-    denom = np.maximum(cyc, 1) * n
-    out = dict(cols)
-    out.update(
+    k_live = int(np.count_nonzero(np.asarray(ev.ev_col) <= ev.n))
+    busy = np.zeros((n_cfg, static.max_pes), np.int64)
+    b = prep.busy[pair_of]
+    busy[:, : min(b.shape[1], static.max_pes)] = b[:, : static.max_pes]
+    out = Counters(
+        static,
+        flat,
         cycles=cyc,
-        latency_us=cyc / cols["clock_hz"] * 1e6,
-        useful_macs=useful[pair_of].astype(np.int64),
-        fillers=fillers[pair_of].astype(np.int64),
-        pointer_reads=n * ev.num_broadcasts * prep.passes[pair_of],
-        spm_line_reads=line_reads[line_of].astype(np.int64),
-        stall_cycles=t_stall[trip_of].astype(np.int64),
-        starvation_cycles=t_starv[trip_of].astype(np.int64),
-        busy_total=busy_total,
-        busy_max=busy_max,
-        load_balance=np.where(busy_max > 0, busy_total / np.maximum(busy_max * n, 1), 1.0),
-        mac_efficiency=useful[pair_of] / denom,
-        load_efficiency=busy_total / denom,
+        useful_macs=prep.useful[pair_of],
+        fillers=prep.fillers[pair_of],
+        pointer_reads=flat.n_pes.astype(np.int64) * k_live * prep.passes[pair_of],
+        spm_line_reads=reads,
+        stall_cycles=stall,
+        starvation_cycles=starv,
+        busy=busy,
     )
-    out.update(_energy_columns(out, cb))
-    assert all(v.shape[0] == n_cfg for v in out.values())
-    return out
+    return jax.tree.map(lambda x: x.reshape(tuple(shape) + x.shape[1:]), out)
 
 
-def to_records(table: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The table as a NumPy structured array (one record per configuration).
+def _columns(table: Any) -> Mapping[str, np.ndarray]:
+    return table.table() if isinstance(table, Counters) else table
+
+
+def to_records(table: Counters | Mapping[str, np.ndarray]) -> np.ndarray:
+    """The table (or ``Counters.table()``) as a NumPy structured array (one record per run).
 
     Example:
         >>> to_records({"a": np.array([1, 2]), "b": np.array([0.5, 1.0])})["b"].tolist()
         [0.5, 1.0]
     """
+    table = _columns(table)
     names = list(table)
     return np.rec.fromarrays([np.asarray(table[k]) for k in names], names=names)
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    # imported here: importing the jaxcomp package pulls in flax and orbax, seconds that a
+    # sweep or a single point does not need
+    from jaxcomp.atomic import atomic_open
+
     with atomic_open(path, "w", newline="") as f:
         write(f)
 
@@ -725,8 +675,8 @@ def _py(v: Any) -> Any:
     return v
 
 
-def write_csv(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Write the table as CSV (header = column names), atomically.
+def write_csv(table: Counters | Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write the table (or ``Counters.table()``) as CSV (header = column names), atomically.
 
     Example:
         >>> import tempfile, pathlib
@@ -735,6 +685,7 @@ def write_csv(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
         >>> p.read_text().split()
         ['cycles', '3', '4']
     """
+    table = _columns(table)
     names = list(table)
 
     def w(f):
@@ -746,8 +697,8 @@ def write_csv(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     _atomic_write(path, w)
 
 
-def write_json(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Write the table as a JSON list of row objects, atomically.
+def write_json(table: Counters | Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write the table (or ``Counters.table()``) as a JSON list of row objects, atomically.
 
     Example:
         >>> import tempfile, pathlib, json
@@ -756,6 +707,7 @@ def write_json(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None
         >>> json.loads(p.read_text())
         [{'cycles': 3}]
     """
+    table = _columns(table)
     names = list(table)
     rows = [
         dict(zip(names, r, strict=True))
@@ -765,7 +717,8 @@ def write_json(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None
 
 
 def pareto_front(
-    table: Mapping[str, np.ndarray], objectives: Sequence[str] = ("latency_us", "energy_j")
+    table: Counters | Mapping[str, np.ndarray],
+    objectives: Sequence[str] = ("latency_us", "energy_j"),
 ) -> np.ndarray:
     """Mask of the configurations no other configuration dominates (all objectives minimized).
 
@@ -783,6 +736,7 @@ def pareto_front(
         >>> pareto_front(t, ("x", "y")).tolist()
         [True, True, False, False]
     """
+    table = _columns(table)
     if not objectives:
         raise ValueError("pareto_front: give at least one objective column")
     for k in objectives:

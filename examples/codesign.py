@@ -37,7 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from eie_model import calibrate_fracs, grid, load_dcz_network, network_forward, network_sweep
+from eie_model import (
+    EIEParams,
+    EIEStatic,
+    calibrate_fracs,
+    load_dcz_network,
+    network_forward,
+    network_sweep,
+)
 from jaxcomp.atomic import atomic_open
 from jaxcomp.pipeline import THESIS, compress, default_config
 from jaxcomp.zoo.data import load_mnist
@@ -108,7 +115,8 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
     calib = data.x_train[:1000]
     samples = data.x_test[: args.samples]
-    configs = grid(n_pes=args.sweep_pes, fifo_depth=args.fifo)
+    configs = EIEParams.grid(n_pes=args.sweep_pes, fifo_depth=args.fifo)
+    static = EIEStatic.covering(configs)
     rows: list[dict] = []
     variants = [
         (scale, lb, seed)
@@ -152,7 +160,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
         fracs = calibrate_fracs(net, calib, 16)
         logits, _ = network_forward(net, data.x_test, bits=16, fracs=fracs)
         eie_err = float(np.mean(logits.argmax(-1) != data.y_test))
-        table = network_sweep(net, samples, configs, progress=args.progress)
+        table = network_sweep(net, samples, static, configs, progress=args.progress)
         kept = sum(int(np.count_nonzero(c)) for c in net.codes)
         total = sum(c.size for c in net.codes)
         for i in range(len(table["n_pes"])):

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from eie_model import Counters, EIEParams, EIEStatic
 from eie_model import cli as eie_cli
-from eie_model.config import EIEConfig
 from eie_model.energy import energy_report
 from eie_model.functional import spmv_fixed, spmv_float
 from jaxcomp import cli, pipeline
@@ -28,7 +28,10 @@ COUNTERS = dict(cycles=100, useful_macs=300, fillers=4, pointer_reads=64, spm_li
 
 
 def _with(**kw):
-    return {**COUNTERS, **kw}
+    """A 4-PE run's ``Counters`` with some counters replaced."""
+    c = {**COUNTERS, **kw}
+    return Counters(EIEStatic(max_pes=4), EIEParams(n_pes=4), **c, stall_cycles=0,
+                    starvation_cycles=0, busy=np.full(4, 75))  # fmt: skip
 
 
 def _nan_act():
@@ -70,20 +73,18 @@ RAISES = [
     ("fixed-bias-shape", lambda: spmv_fixed(CODES, CB, ACT, np.array([1, 1, 1])), ValueError,
      r"bias_codes must have shape \(2,\)"),
     # energy_report ------------------------------------------------------------------------
-    ("energy-negative-cycles", lambda: energy_report(_with(cycles=-100), EIEConfig()),
-     ValueError, r"counters\['cycles'\] must be finite and >= 0"),
+    ("energy-negative-cycles", lambda: energy_report(_with(cycles=-100)),
+     ValueError, r"counters\.cycles must be finite and >= 0"),
     ("energy-negative-batched", lambda: energy_report(
-        _with(fillers=np.array([0, -1])), EIEConfig()), ValueError, r"counters\['fillers'\]"),
-    ("energy-nan-macs", lambda: energy_report(_with(useful_macs=np.nan), EIEConfig()),
+        _with(fillers=np.array([0, -1]))), ValueError, r"counters\.fillers"),
+    ("energy-nan-macs", lambda: energy_report(_with(useful_macs=np.nan)),
      ValueError, "useful_macs"),
-    ("energy-inf-pointer", lambda: energy_report(_with(pointer_reads=np.inf), EIEConfig()),
+    ("energy-inf-pointer", lambda: energy_report(_with(pointer_reads=np.inf)),
      ValueError, "pointer_reads"),
-    ("energy-string-counter", lambda: energy_report(_with(spm_line_reads="50"), EIEConfig()),
+    ("energy-string-counter", lambda: energy_report(_with(spm_line_reads="50")),
      TypeError, "must be real numbers"),
-    ("energy-missing-counter", lambda: energy_report({"cycles": 1}, EIEConfig()), KeyError,
-     "useful_macs"),
-    ("energy-config-dict", lambda: energy_report(COUNTERS, {"n_pes": 4}), TypeError,
-     "config must be an EIEConfig"),
+    ("energy-counters-dict", lambda: energy_report(COUNTERS), TypeError,
+     "counters must be an eie_model.Counters"),
     # pipeline -----------------------------------------------------------------------------
     ("config-lb-pes-1e6", lambda: pipeline.default_config("lenet-300-100",
                                                           load_balance_pes=10**6),
@@ -148,10 +149,8 @@ def test_vmap_spmv_marks_only_the_bad_rows():
 
 
 def test_jit_energy_report_negative_cycles_is_nan_never_negative():
-    r = jax.jit(energy_report)(_with(cycles=-100), EIEConfig(n_pes=4))
+    r = jax.jit(energy_report)(_with(cycles=-100))
     assert np.isnan(float(r.energy_j)) and np.isnan(float(r.power_w))
     assert float(r.area_mm2) > 0  # the area does not depend on the counters
-    good = jax.jit(energy_report)(COUNTERS, EIEConfig(n_pes=4))
-    assert float(good.energy_j) == pytest.approx(
-        float(energy_report(COUNTERS, EIEConfig(n_pes=4)).energy_j)
-    )
+    good = jax.jit(energy_report)(_with())
+    assert float(good.energy_j) == pytest.approx(float(energy_report(_with()).energy_j))

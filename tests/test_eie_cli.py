@@ -13,8 +13,21 @@ import pytest
 import tomllib
 
 from eie_model import cli
-from eie_model.config import EIEConfig
-from eie_model.reference import simulate
+from eie_model.reference import simulate as ref_simulate
+from eie_model.types import EIEParams, EIEStatic, Layer
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_cache(monkeypatch):
+    """The command's compilation cache stays off in this process (its config is global)."""
+    monkeypatch.setenv("EIE_MODEL_CACHE_DIR", "")
+
+
+def simulate(d, **kw):
+    """The reference on the npz layer ``d`` for the EIEParams fields ``kw``."""
+    params = EIEParams(**kw)
+    layer = Layer(d["codes"], d["codebook"], d["act"], d["bias_codes"])
+    return ref_simulate(EIEStatic.covering(params), params, layer)
 
 
 def _npz(tmp_path: Path, seed=0, m=24, n=20) -> Path:
@@ -68,12 +81,7 @@ def test_simulate_json_contract_equals_reference(tmp_path, capsys):
     ):
         assert k in out
     with np.load(p) as d:
-        ref = simulate(
-            d["codes"],
-            d["act"],
-            d["bias_codes"],
-            config=EIEConfig(n_pes=4, fifo_depth=3, index_bits=2, sram_width=32),
-        )
+        ref = simulate(d, n_pes=4, fifo_depth=3, index_bits=2, sram_width=32)
     for k in ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads"):
         assert out[k] == getattr(ref, k), k
     assert out["mac_efficiency"] == pytest.approx(ref.mac_efficiency)
@@ -87,8 +95,7 @@ def test_acc_regs_flag_equals_reference(tmp_path, capsys):
     assert cli.main(["simulate", *args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     with np.load(p) as d:
-        cfg = EIEConfig(n_pes=4, fifo_depth=2, acc_regs=2)
-        ref = simulate(d["codes"], d["act"], d["bias_codes"], config=cfg)
+        ref = simulate(d, n_pes=4, fifo_depth=2, acc_regs=2)
     for k in ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads"):
         assert out[k] == getattr(ref, k), k
     csv_path = tmp_path / "a.csv"
@@ -138,16 +145,16 @@ def test_sweep_grid_to_csv_and_config_file(tmp_path, capsys):
     assert len(rows) == 3 * 3 * 2
     with np.load(p) as d:
         for r in rows[::5]:
-            cfg = EIEConfig(
+            ref = simulate(
+                d,
                 n_pes=int(r["n_pes"]),
                 fifo_depth=int(r["fifo_depth"]),
                 sram_width=int(r["sram_width"]),
             )
-            ref = simulate(d["codes"], d["act"], d["bias_codes"], config=cfg)
             assert int(r["cycles"]) == ref.cycles
             assert int(r["spm_line_reads"]) == ref.spm_line_reads
     conf = tmp_path / "grid.toml"
-    conf.write_text('pes = "2,4"\nfifo = [1, 2]\nclock_mhz = "400"\n')
+    conf.write_text('pes = "2,4"\nfifo = [1, 2]\nclock_hz = "4e8"\n')
     out2 = tmp_path / "s.json"
     assert (
         cli.main(
@@ -202,3 +209,25 @@ def test_docstring_examples_run():
     mod = importlib.import_module("eie_model.cli")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_repeated_simulate_reuses_the_compilation_cache(tmp_path):
+    """A second ``eie-model simulate`` (a new process) finds its programs in --cache-dir."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    cache = tmp_path / "cache"
+    argv = [sys.executable, "-m", "eie_model.cli", "--cache-dir", str(cache), "simulate"]
+    argv += ["--layer", "nt-lstm", "--pes", "8", "--fifo", "4", "--json"]
+    first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    files = sorted(p.name for p in cache.iterdir())
+    assert files  # the compiled programs were written
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and json.loads(again.stdout) == json.loads(first.stdout)
+    assert sorted(p.name for p in cache.iterdir()) == files  # nothing new to compile

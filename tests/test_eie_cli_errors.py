@@ -93,7 +93,7 @@ def test_a_pickled_member_is_refused_without_the_pickle_hint(tmp_path, capsys):
     [
         (["simulate", "--layer", "{d}"], 1, "is a folder; give an .npz layer file"),
         (["simulate", "--layer", "{d}/loop.npz"], 2, "neither a benchmark name"),
-        (["simulate", "--layer", "nt-lstm", "--clock-mhz", "nan"], 2, "--clock-mhz must be"),
+        (["simulate", "--layer", "nt-lstm", "--clock-hz", "nan"], 2, "--clock-hz must be"),
         (["table", "--layers", "nt-lstm", "--scale", "-1"], 2, "--scale must be a finite"),
         (["table", "--layers", "nt-lstm", "--seed", "-1"], 2, "--seed must be in"),
         (["table", "--layers", "nt-lstm", "--repeats", "0"], 2, "--repeats must be >= 1"),

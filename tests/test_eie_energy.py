@@ -6,20 +6,28 @@ import numpy as np
 import pytest
 
 from eie_model import energy as E
-from eie_model.config import EIEConfig, stack_configs
 from eie_model.energy import energy_report, full_load_counters, pe_area_mm2
 from eie_model.reference import simulate
+from eie_model.types import Counters, EIEParams, EIEStatic, Layer
+
+
+def _counters(params, **c):
+    """Counters of the given values (busy per PE unused by the energy model)."""
+    zero = np.zeros(np.shape(c["cycles"]))
+    c.setdefault("stall_cycles", zero)
+    c.setdefault("starvation_cycles", zero)
+    busy = np.zeros((*np.shape(c["cycles"]), 1))
+    return Counters(EIEStatic(max_pes=64), params, busy=busy, **c)
 
 
 def test_table_ii_constants_are_consistent():
     assert sum(E.POWER_MW.values()) == pytest.approx(E.PE_POWER_MW, abs=2e-3)
     assert sum(E.AREA_UM2.values()) == pytest.approx(E.PE_AREA_UM2)
-    assert float(pe_area_mm2(EIEConfig())) == pytest.approx(0.638024, rel=1e-6)
+    assert float(pe_area_mm2(EIEParams())) == pytest.approx(0.638024, rel=1e-6)
 
 
 def test_fully_busy_64_pe_eie_draws_590_mw_with_table_ii_breakdown():
-    cfg = EIEConfig(n_pes=64)
-    r = energy_report(full_load_counters(cfg, cycles=10_000), cfg)
+    r = energy_report(full_load_counters(EIEStatic(), EIEParams(n_pes=64), cycles=10_000))
     assert float(r.power_w) == pytest.approx(0.590, rel=2e-3)
     assert float(r.area_mm2) == pytest.approx(40.8, rel=2e-3)  # paper: 40.8 mm^2
     assert float(r.gops) == pytest.approx(102.4, rel=1e-4)  # paper: 102 GOP/s
@@ -33,18 +41,19 @@ def test_fully_busy_64_pe_eie_draws_590_mw_with_table_ii_breakdown():
 
 
 def test_jit_and_vmap_over_configs():
-    cfgs = [EIEConfig(n_pes=8, sram_width=w, act_bits=b) for w, b in ((32, 8), (64, 16), (128, 32))]
-    batch = stack_configs(cfgs)
-    counters = dict(
+    pts = [EIEParams(n_pes=8, sram_width=w, act_bits=b) for w, b in ((32, 8), (64, 16), (128, 32))]
+    batch = EIEParams.stack(pts)
+    counters = _counters(
+        batch,
         cycles=jnp.array([100.0, 200.0, 300.0]),
         useful_macs=jnp.array([500.0, 600.0, 700.0]),
         fillers=jnp.array([5.0, 6.0, 7.0]),
         pointer_reads=jnp.array([80.0, 80.0, 80.0]),
         spm_line_reads=jnp.array([90.0, 60.0, 30.0]),
     )
-    out = jax.jit(jax.vmap(energy_report))(counters, batch)
-    for i, cfg in enumerate(cfgs):
-        one = energy_report(jax.tree.map(lambda x, i=i: x[i], counters), cfg)
+    out = jax.jit(jax.vmap(energy_report))(counters)
+    for i in range(3):
+        one = energy_report(jax.tree.map(lambda x, i=i: x[i], counters))
         for k in out._fields:
             np.testing.assert_allclose(
                 np.asarray(getattr(out, k))[i], np.asarray(getattr(one, k)), rtol=1e-6
@@ -53,17 +62,21 @@ def test_jit_and_vmap_over_configs():
 
 def test_scaling_rules():
     c = dict(cycles=1000, useful_macs=4000, fillers=100, pointer_reads=800, spm_line_reads=500)
-    base = energy_report(c, EIEConfig())
-    wide = energy_report(c, EIEConfig(sram_width=128))
+
+    def rep(counters=c, **kw):
+        return energy_report(_counters(EIEParams(**kw), **counters))
+
+    base = rep()
+    wide = rep(sram_width=128)
     assert float(wide.spmat_j) == pytest.approx(1.5 * float(base.spmat_j), rel=1e-6)
-    lo = energy_report(c, EIEConfig(act_bits=8, weight_bits=8))
+    lo = rep(act_bits=8, weight_bits=8)
     assert float(lo.arith_j) == pytest.approx(0.375 * float(base.arith_j), rel=1e-6)
     assert float(lo.actrw_j) == pytest.approx(0.5 * float(base.actrw_j), rel=1e-6)
     assert float(lo.area_mm2) < float(base.area_mm2)
-    fast = energy_report(c, EIEConfig(clock_hz=1.6e9))
+    fast = rep(clock_hz=1.6e9)
     assert float(fast.energy_j) == pytest.approx(float(base.energy_j))
     assert float(fast.power_w) == pytest.approx(2 * float(base.power_w), rel=1e-6)
-    zero = energy_report(dict(c, cycles=0), EIEConfig())
+    zero = rep(dict(c, cycles=0))
     assert float(zero.power_w) == 0.0 and float(zero.gops) == 0.0
 
 
@@ -71,14 +84,14 @@ def test_on_reference_counters():
     rng = np.random.default_rng(0)
     codes = ((rng.random((64, 48)) < 0.3) * rng.integers(1, 16, (64, 48))).astype(np.uint8)
     act = (rng.random(48) < 0.5).astype(np.float32)
-    cfg = EIEConfig(n_pes=8, fifo_depth=4)
-    r = energy_report(simulate(codes, act, config=cfg), cfg)
+    params = EIEParams(n_pes=8, fifo_depth=4)
+    c = simulate(EIEStatic.covering(params), params, Layer(codes, np.arange(16.0), act))
+    r = energy_report(c)
     assert 0 < float(r.power_w) < 8 * E.PE_POWER_MW * 1e-3 * 1.5
     assert float(r.gops_per_w) > 0 and float(r.frames_per_s_per_mm2) > 0
+    assert float(c.energy.energy_j) == float(r.energy_j)  # the property is the same function
 
 
 def test_bad_input():
-    with pytest.raises(KeyError, match="spm_line_reads"):
-        energy_report(dict(cycles=1, useful_macs=1, fillers=0, pointer_reads=1), EIEConfig())
-    with pytest.raises(TypeError, match="EIEConfig"):
-        energy_report(dict(cycles=1), {"n_pes": 1})
+    with pytest.raises(TypeError, match="Counters"):
+        energy_report(dict(cycles=1, useful_macs=1, fillers=0, pointer_reads=1))

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eie_model.format import EncodedLayer, decode_layer, encode_layer, storage_bits
+from eie_model.format import Encoding, decode_layer, encode_layer, storage_bits
 
 
 def _naive_encode(codes, bias, N, r):
@@ -123,7 +123,7 @@ def test_bad_input(kwargs, exc, word):
 
 
 def test_decode_rejects_wrong_type():
-    with pytest.raises(TypeError, match="EncodedLayer"):
+    with pytest.raises(TypeError, match="Encoding"):
         decode_layer(np.zeros(3))
 
 
@@ -133,7 +133,7 @@ def test_real_layer_encoding(eie_layer_path):
     # N = 32; 4098 pointers per PE at N = 64 (4096 columns, bias, end).
     for N, fillers in ((64, 0), (32, 5336), (1, 17879)):
         enc = encode_layer(d["codes"], d["bias_codes"], n_pes=N)
-        assert isinstance(enc, EncodedLayer)
+        assert isinstance(enc, Encoding)
         assert enc.n_fillers == fillers
         assert enc.col_ptr.shape == (N, 4098)
         assert enc.bias_col == 4096

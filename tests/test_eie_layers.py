@@ -5,7 +5,6 @@ a uniform one does not."""
 import numpy as np
 import pytest
 
-from eie_model.config import EIEConfig
 from eie_model.layers import (
     BENCHMARKS,
     COL_CV,
@@ -18,6 +17,7 @@ from eie_model.layers import (
     synthetic_layer,
 )
 from eie_model.reference import simulate
+from eie_model.types import EIEParams, EIEStatic
 
 
 def test_table_iii():
@@ -92,15 +92,16 @@ def test_spread_sets_load_imbalance_like_the_real_layer(eie_layer_path):
     # 128 PEs (8 rows each) and a deep FIFO: cycles follow the busiest PE, so the row spread
     # shows. Mean over three seeds of the synthetic layer with the fitted spread vs uniform.
     real = load_npz_layer(eie_layer_path)
-    cfg = EIEConfig(n_pes=128, fifo_depth=64)
-    target = simulate(real.codes, real.act, real.bias_codes, config=cfg).cycles
+    params = EIEParams(n_pes=128, fifo_depth=64)
+    static = EIEStatic.covering(params)
+    target = simulate(static, params, real).cycles
     wd, ad = real.weight_density, real.act_density
 
     def mean_cycles(**spread):
         runs = []
         for seed in range(3):
             s = synthetic_layer(1000, 4096, wd, ad, seed=seed, **spread)
-            runs.append(simulate(s.codes, s.act, s.bias_codes, config=cfg).cycles)
+            runs.append(simulate(static, params, s).cycles)
         return np.mean(runs)
 
     fitted = mean_cycles()
@@ -146,3 +147,20 @@ def test_load_layer_accepts_a_dcz_leaf(tmp_path):
     layer = load_layer(f"{tmp_path / 'x.dcz'}:fc/kernel")
     np.testing.assert_array_equal(layer.codes, codes.T)
     np.testing.assert_array_equal(layer.act, np.ones(3, np.float32))
+
+
+def test_benchmark_names_in_the_papers_spellings():
+    """Alex-7, alex-7, alex7 (and NT-LSTM, nt_lstm) name one benchmark layer."""
+    from eie_model.layers import load_layer
+    from eie_model.types import Layer as L
+
+    a = load_layer("Alex-7")
+    for name in ("alex-7", "alex7", "ALEX_7"):
+        b = L.load(name)
+        assert b.name == a.name == "alex7"
+        np.testing.assert_array_equal(b.codes, a.codes)
+    assert L.load("NT-LSTM").shape == L.load("nt_lstm").shape == (2400, 1201)
+    with pytest.raises(ValueError, match="benchmark"):
+        load_layer("alex9")
+    with pytest.raises(ValueError, match="Alex-7"):
+        benchmark_layer("alex9")

@@ -1,5 +1,6 @@
-"""`sweep` over two JAX processes (`jax.distributed`, CPU collectives by gloo): every host gets
-the whole table, equal to a single-process sweep. Two local processes stand in for two hosts."""
+"""`sweep` over two JAX processes (`jax.distributed`, CPU collectives by gloo): each host runs
+its share of the timing chunks and every host gets the whole result, equal to a single-process
+sweep. Two local processes stand in for two hosts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eie_model.sweep import grid, sweep
+from eie_model.sweep import sweep
+from eie_model.types import EIEParams, EIEStatic, Layer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,12 +29,15 @@ WORKER = textwrap.dedent(
     jax.distributed.initialize(
         coordinator_address=sys.argv[2], num_processes=2, process_id=int(sys.argv[1])
     )
-    from eie_model.sweep import grid, sweep
+    from eie_model.sweep import sweep
+    from eie_model.types import EIEParams, EIEStatic, Layer
 
     rng = np.random.default_rng(0)
     codes = (rng.integers(1, 16, (40, 30)) * (rng.random((40, 30)) < 0.3)).astype(np.uint8)
     act = (rng.random(30) * (rng.random(30) < 0.6)).astype(np.float32)
-    t = sweep({"codes": codes, "act": act}, grid(n_pes=[1, 2, 4, 8], fifo_depth=[1, 2, 4, 16]))
+    p = EIEParams.grid(n_pes=[1, 2, 4, 8], fifo_depth=[1, 2, 4, 16, 32])
+    layer = Layer(codes, np.arange(16, dtype=np.float32), act)
+    t = sweep(EIEStatic.covering(p), p, layer, chunk=4).table()
     out = {"processes": jax.process_count(), "devices": len(jax.devices()),
            "table": {k: np.asarray(v).tolist() for k, v in t.items()}}
     print("RESULT " + json.dumps(out))
@@ -81,9 +86,11 @@ def test_two_process_sweep_equals_one_process(tmp_path):
     rng = np.random.default_rng(0)
     codes = (rng.integers(1, 16, (40, 30)) * (rng.random((40, 30)) < 0.3)).astype(np.uint8)
     act = (rng.random(30) * (rng.random(30) < 0.6)).astype(np.float32)
-    want = sweep({"codes": codes, "act": act}, grid(n_pes=[1, 2, 4, 8], fifo_depth=[1, 2, 4, 16]))
+    p = EIEParams.grid(n_pes=[1, 2, 4, 8], fifo_depth=[1, 2, 4, 16, 32])
+    layer = Layer(codes, np.arange(16, dtype=np.float32), act)
+    want = sweep(EIEStatic.covering(p), p, layer, chunk=4).table()
     for o in outs:
-        assert o["processes"] == 2 and o["devices"] == 2  # the mesh spans both processes
+        assert o["processes"] == 2 and o["devices"] == 2  # two processes, one device each
         assert set(o["table"]) == set(want)
         for k, v in want.items():
             np.testing.assert_allclose(np.asarray(o["table"][k]), v, rtol=0, atol=0, err_msg=k)

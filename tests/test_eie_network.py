@@ -18,7 +18,8 @@ from eie_model.network import (
     network_forward,
     network_sweep,
 )
-from eie_model.sweep import grid, sweep
+from eie_model.sweep import sweep
+from eie_model.types import EIEParams, EIEStatic, Layer
 from jaxcomp.fileformat import save_compressed
 
 SHAPES = ((12, 20), (6, 12), (3, 6))  # EIE (m, n): 20 -> 12 -> 6 -> 3
@@ -110,15 +111,17 @@ def test_calibrate_fracs_matches_frac_bits_for():
 
 def test_network_sweep_is_the_sum_of_layer_sweeps_averaged_over_samples():
     net, x = _net(), _x(batch=3)
-    configs = grid(n_pes=[1, 2, 4], fifo_depth=[1, 4])
-    t = network_sweep(net, x, configs)
+    configs = EIEParams.grid(n_pes=[1, 2, 4], fifo_depth=[1, 4])
+    static = EIEStatic.covering(configs)
+    t = network_sweep(net, x, static, configs)
     _, ins = network_forward(net, x)
-    want = {k: 0.0 for k in ("cycles", "energy_j", "useful_macs", "busy_total")}
+    want = {k: 0.0 for k in ("cycles", "energy_j", "useful_macs", "busy_total", "busy_max")}
     per_layer = [0.0] * 3
     for s in range(3):
         for i in range(3):
-            layer = {"codes": net.codes[i], "codebook": net.codebooks[i], "act": ins[i][s]}
-            r = sweep(layer, configs)
+            layer = Layer(net.codes[i], net.codebooks[i], ins[i][s])
+            st = static.replace(code_bits=layer.code_bits)
+            r = sweep(st, configs, layer).table()
             for k in want:
                 want[k] = want[k] + r[k] / 3
             per_layer[i] = per_layer[i] + r["cycles"] / 3
@@ -130,11 +133,14 @@ def test_network_sweep_is_the_sum_of_layer_sweeps_averaged_over_samples():
     np.testing.assert_allclose(t["mac_efficiency"], t["useful_macs"] / (t["cycles"] * n))
     np.testing.assert_allclose(t["power_w"], t["energy_j"] / (t["latency_us"] * 1e-6))
     assert np.all(t["load_balance"] <= 1 + 1e-12) and np.all(t["load_balance"] > 0)
+    # the network's balance: busy_total / (n_pes * the sum over layers of each one's busiest PE)
+    np.testing.assert_allclose(t["load_balance"], want["busy_total"] / (n * want["busy_max"]))
     assert t["n_pes"].tolist() == [1, 1, 2, 2, 4, 4]
 
 
 def test_network_sweep_one_pe_has_perfect_balance():
-    t = network_sweep(_net(), _x(batch=1), {"n_pes": [1]})
+    p = EIEParams(n_pes=[1])
+    t = network_sweep(_net(), _x(batch=1), EIEStatic.covering(p), p)
     np.testing.assert_allclose(t["load_balance"], 1.0)
 
 
@@ -185,7 +191,7 @@ def test_bad_inputs_raise_naming_the_argument():
     with pytest.raises(ValueError, match="fracs must hold 4"):
         network_forward(net, _x(), bits=16, fracs=(8, 8))
     with pytest.raises(ValueError, match="at least one"):
-        network_sweep(net, np.zeros((0, 20), np.float32), {"n_pes": [1]})
+        network_sweep(net, np.zeros((0, 20), np.float32), EIEStatic(), EIEParams(n_pes=[1]))
 
 
 def test_docstring_examples_run():
@@ -246,12 +252,10 @@ def test_fixed_forward_is_spmv_fixed_layer_after_layer(bits):
         np.testing.assert_array_equal(ins[i + 1] if i < 2 else out, want, err_msg=f"layer {i}")
 
 
-def test_network_sweep_without_work_and_code_bits_clash():
-    """A network without a non-zero weight does no work: balance 1.0, as sweep() reports a
-    layer; code_bits in the sweep arguments is refused by name."""
+def test_network_sweep_without_work():
+    """A network without a non-zero weight does no work: balance 1.0, as a layer reports it."""
     net = _net()
     zero = net._replace(codes=tuple(np.zeros_like(c) for c in net.codes))
-    t = network_sweep(zero, _x(batch=1), {"n_pes": [2]})
+    p = EIEParams(n_pes=[2])
+    t = network_sweep(zero, _x(batch=1), EIEStatic.covering(p), p)
     assert t["busy_total"][0] == 0 and t["load_balance"][0] == 1.0
-    with pytest.raises(ValueError, match="code_bits"):
-        network_sweep(net, _x(batch=1), {"n_pes": [2]}, code_bits=4)

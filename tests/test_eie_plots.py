@@ -8,18 +8,24 @@ from pathlib import Path
 import numpy as np
 
 from eie_model import plots
-from eie_model.sweep import grid, sweep
+from eie_model.sweep import sweep
+from eie_model.types import EIEParams, EIEStatic, Layer
 
 
 def _layer(seed=0, m=48, n=40):
     rng = np.random.default_rng(seed)
     codes = np.where(rng.random((m, n)) < 0.2, rng.integers(1, 16, (m, n)), 0).astype(np.uint8)
     act = np.where(rng.random(n) < 0.5, rng.random(n) + 0.1, 0).astype(np.float32)
-    return {"codes": codes, "act": act, "codebook": np.linspace(0, 1, 16, dtype="f4")}
+    return Layer(codes, np.linspace(0, 1, 16, dtype="f4"), act)
+
+
+def _table(**axes):
+    p = EIEParams.grid(**axes)
+    return sweep(EIEStatic.covering(p), p, _layer()).table()
 
 
 def test_figures_plot_the_table_and_save(tmp_path):
-    t = sweep(_layer(), grid(n_pes=[1, 2, 4, 8], fifo_depth=[1, 2, 8], sram_width=[32, 64]))
+    t = _table(n_pes=[1, 2, 4, 8], fifo_depth=[1, 2, 8], sram_width=[32, 64])
     paths = plots.plot_sweep(t, tmp_path, label="rnd")
     names = sorted(p.rsplit("/", 1)[-1] for p in paths)
     assert names == sorted(
@@ -42,7 +48,7 @@ def test_figures_plot_the_table_and_save(tmp_path):
 
 
 def test_pareto_figure_marks_front():
-    t = sweep(_layer(), grid(n_pes=[2, 4, 8], fifo_depth=[2, 4], act_bits=[8, 16]))
+    t = _table(n_pes=[2, 4, 8], fifo_depth=[2, 4], act_bits=[8, 16])
     fig = plots.fig_pareto(t)
     front_line = fig.axes[0].lines[0]
     from eie_model.sweep import pareto_front

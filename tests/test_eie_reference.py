@@ -1,13 +1,34 @@
-"""Reference cycle simulator: DESIGN §4.4's event formulas, invariants, the real layer, CLI."""
+"""Reference cycle simulator: the event formulas of docs/design.md, invariants, the real
+layer, the ``eie-model reference`` command."""
 
 import json
 
 import numpy as np
 import pytest
 
-from eie_model.config import EIEConfig
+from eie_model.cli import main as cli_main
 from eie_model.format import encode_layer
-from eie_model.reference import _main, simulate, simulate_encoded
+from eie_model.reference import run, simulate_encoded
+from eie_model.types import EIEParams, EIEStatic, Layer
+
+
+class _Run:
+    """Counters of a reference run with the outputs ``y`` beside them (attribute access)."""
+
+    def __init__(self, counters, y):
+        self.c, self.y = counters, y
+
+    def __getattr__(self, k):
+        return getattr(self.c, k)
+
+
+def simulate(codes, act, bias_codes=None, *, codebook=None, **kw):
+    """The reference on one design point: ``kw`` are EIEParams fields (``code_bits`` static)."""
+    code_bits = kw.pop("code_bits", 4)
+    params = EIEParams(**kw)
+    static = EIEStatic.covering(params, code_bits=code_bits)
+    book = np.zeros(1 << code_bits, np.float32) if codebook is None else codebook
+    return _Run(*run(static, params, Layer(np.asarray(codes), book, np.asarray(act), bias_codes)))
 
 
 def event_model(codes, act, bias, *, N, D, r=4, width=64, code_bits=4, lat_b=2, lat_w=5):
@@ -99,8 +120,9 @@ def _rand_layer(rng, m, n, wd, ad, bias=True, bits=4):
 def _check_against_events(codes, act, b, cb, **kw):
     N, D = kw["N"], kw["D"]
     r, width = kw.get("r", 4), kw.get("width", 64)
-    cfg = EIEConfig(n_pes=N, fifo_depth=D, index_bits=r, sram_width=width)
-    got = simulate(codes, act, b, config=cfg, codebook=cb)
+    got = simulate(
+        codes, act, b, codebook=cb, n_pes=N, fifo_depth=D, index_bits=r, sram_width=width
+    )
     want = event_model(codes, act, b, **kw)
     for k, v in want.items():
         np.testing.assert_array_equal(getattr(got, k), v, err_msg=f"{k} {kw}")
@@ -128,13 +150,13 @@ def test_hand_worked_example():
     # one PE, two columns of one entry each, both activations non-zero, no bias.
     # D = 3: broadcasts at e = 1, 2; starts s = 3, 4; writes at 8, 9; end = 10.
     codes, act = np.array([[1, 2]], np.uint8), np.array([1.0, 1.0])
-    c = simulate(codes, act, config=EIEConfig(n_pes=1, fifo_depth=3))
+    c = simulate(codes, act, n_pes=1, fifo_depth=3)
     assert (c.cycles, c.broadcasts, c.stall_cycles) == (10, 2, 0)
     # D = 2: e[1] >= s[0] = 3, so s = 3, 5 and the end is 11 after one stall cycle
-    c2 = simulate(codes, act, config=EIEConfig(n_pes=1, fifo_depth=2))
+    c2 = simulate(codes, act, n_pes=1, fifo_depth=2)
     assert (c2.cycles, c2.stall_cycles) == (11, 1)
     # D = 1: e[1] >= s[0] + d[0] = 4, so s = 3, 6; end 12; stalls 4 - 2 = 2
-    c1 = simulate(codes, act, config=EIEConfig(n_pes=1, fifo_depth=1))
+    c1 = simulate(codes, act, n_pes=1, fifo_depth=1)
     assert (c1.cycles, c1.stall_cycles) == (12, 2)
     assert c1.starvation_cycles == 2  # the PE idles at cycles 4 and 5 between its columns
 
@@ -142,7 +164,7 @@ def test_hand_worked_example():
 def test_output_is_float32_sum_in_broadcast_order():
     rng = np.random.default_rng(5)
     codes, act, b, cb = _rand_layer(rng, 37, 50, 0.4, 0.6)
-    c = simulate(codes, act, b, config=EIEConfig(n_pes=4, fifo_depth=3), codebook=cb)
+    c = simulate(codes, act, b, codebook=cb, n_pes=4, fifo_depth=3)
     y = np.zeros(37, np.float32)
     w = cb[codes]
     for j in np.flatnonzero(act):
@@ -160,7 +182,7 @@ def test_invariants():
         for N in (1, 2, 4, 8):
             cycles_by_d = []
             for D in (1, 2, 3, 5, 8):
-                c = simulate(codes, act, b, config=EIEConfig(n_pes=N, fifo_depth=D))
+                c = simulate(codes, act, b, n_pes=N, fifo_depth=D)
                 bc = np.flatnonzero(act)
                 assert c.useful_macs == np.count_nonzero(codes[:, bc]) + np.count_nonzero(b)
                 assert c.cycles >= c.busy.max()
@@ -176,29 +198,27 @@ def test_invariants():
 
 
 def test_degenerate_layers_end():
-    cfg = EIEConfig(n_pes=3, fifo_depth=1)
+    cfg = dict(n_pes=3, fifo_depth=1)
     # all activations zero, no bias: nothing is broadcast; the LNZD scans 2 groups.
-    c = simulate(np.ones((4, 5), np.uint8), np.zeros(5), config=cfg)
+    c = simulate(np.ones((4, 5), np.uint8), np.zeros(5), **cfg)
     assert (c.broadcasts, c.cycles, c.useful_macs) == (0, 3, 0)
     # all weights zero: broadcasts happen, nothing is written
-    z = simulate(np.zeros((4, 5), np.uint8), np.ones(5), np.zeros(4, np.uint8), config=cfg)
+    z = simulate(np.zeros((4, 5), np.uint8), np.ones(5), np.zeros(4, np.uint8), **cfg)
     assert z.broadcasts == 6 and z.useful_macs == 0 and z.cycles > 0
 
 
 def test_acc_regs_passes_sum_sub_layers():
     rng = np.random.default_rng(2)
     codes, act, b, cb = _rand_layer(rng, 20, 9, 0.5, 0.7)
-    cfg = EIEConfig(n_pes=2, fifo_depth=3, acc_regs=4)
-    c = simulate(codes, act, b, config=cfg, codebook=cb)
-    base = cfg.replace(acc_regs=None, fifo_depth=3)
+    c = simulate(codes, act, b, codebook=cb, n_pes=2, fifo_depth=3, acc_regs=4)
+    base = dict(n_pes=2, fifo_depth=3)
     parts = [
-        simulate(codes[lo : lo + 8], act, b[lo : lo + 8], config=base, codebook=cb)
-        for lo in (0, 8, 16)
+        simulate(codes[lo : lo + 8], act, b[lo : lo + 8], codebook=cb, **base) for lo in (0, 8, 16)
     ]
     assert c.cycles == sum(p.cycles for p in parts)
     assert c.pointer_reads == 3 * parts[0].pointer_reads
     np.testing.assert_array_equal(c.y, np.concatenate([p.y for p in parts]))
-    one = simulate(codes, act, b, config=base, codebook=cb)
+    one = simulate(codes, act, b, codebook=cb, **base)
     np.testing.assert_array_equal(c.y, one.y)
     assert c.useful_macs == one.useful_macs and c.cycles > one.cycles
 
@@ -206,24 +226,26 @@ def test_acc_regs_passes_sum_sub_layers():
 def test_bad_input():
     codes = np.ones((4, 3), np.uint8)
     with pytest.raises(ValueError, match="act"):
-        simulate(codes, np.ones(4), config=EIEConfig(n_pes=2))
-    with pytest.raises(TypeError, match="config"):
-        simulate(codes, np.ones(3), config={"n_pes": 2})
+        simulate(codes, np.ones(4), n_pes=2)
+    with pytest.raises(TypeError, match="EIEParams"):
+        run(EIEStatic(), {"n_pes": 2}, Layer(codes, np.zeros(16), np.ones(3)))
     enc = encode_layer(codes, n_pes=2)
+    st = EIEStatic(max_pes=4)
     with pytest.raises(ValueError, match="n_pes"):
-        simulate_encoded(enc, np.ones(3), config=EIEConfig(n_pes=4))
+        simulate_encoded(st, EIEParams(n_pes=4), enc, np.ones(3))
     with pytest.raises(ValueError, match="index_bits"):
-        simulate_encoded(enc, np.ones(3), config=EIEConfig(n_pes=2, index_bits=3))
+        simulate_encoded(st, EIEParams(n_pes=2, index_bits=3), enc, np.ones(3))
     with pytest.raises(ValueError, match="codebook"):
-        simulate_encoded(enc, np.ones(3), config=EIEConfig(n_pes=2), codebook=np.zeros(4))
+        simulate_encoded(st, EIEParams(n_pes=2), enc, np.ones(3), codebook=np.zeros(4))
     with pytest.raises(ValueError, match="single"):
-        simulate_encoded(enc, np.ones(3), config=EIEConfig(n_pes=2, fifo_depth=np.array([1, 2])))
+        simulate_encoded(st, EIEParams(n_pes=2, fifo_depth=np.array([1, 2])), enc, np.ones(3))
 
 
 def test_real_layer(eie_layer_path):
     d = np.load(eie_layer_path)
-    cfg = EIEConfig(n_pes=64, fifo_depth=8, sram_width=64)
-    c = simulate(d["codes"], d["act"], d["bias_codes"], config=cfg, codebook=d["codebook"])
+    c = simulate(
+        d["codes"], d["act"], d["bias_codes"], codebook=d["codebook"], n_pes=64, fifo_depth=8
+    )
     np.testing.assert_array_equal(c.y, d["y_sim"])  # bit-identical to the authors' output
     want = event_model(d["codes"], d["act"], d["bias_codes"], N=64, D=8)
     for k, v in want.items():
@@ -233,18 +255,18 @@ def test_real_layer(eie_layer_path):
 
 
 def test_cli_json(tmp_path, capsys):
+    """``eie-model reference`` prints the reference's counters."""
     rng = np.random.default_rng(4)
     codes, act, b, cb = _rand_layer(rng, 30, 20, 0.3, 0.5)
     p = tmp_path / "l.npz"
     np.savez(p, codes=codes, codebook=cb, act=act, bias_codes=b)
-    assert (
-        _main(["--layer", str(p), "--pes", "4", "--fifo", "3", "--sram-width", "32", "--json"]) == 0
-    )
+    argv = ["reference", "--layer", str(p), "--pes", "4", "--fifo", "3", "--sram-width", "32"]
+    assert cli_main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    ref = simulate(codes, act, b, config=EIEConfig(n_pes=4, fifo_depth=3, sram_width=32))
+    ref = simulate(codes, act, b, n_pes=4, fifo_depth=3, sram_width=32)
     for k in ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads"):
         assert out[k] == getattr(ref, k)
     assert out["mac_efficiency"] == pytest.approx(ref.mac_efficiency)
     assert out["load_efficiency"] == pytest.approx(ref.load_efficiency)
     with pytest.raises(SystemExit):
-        _main(["--layer", str(p), "--pes", "0", "--json"])
+        cli_main(["reference", "--layer", str(p), "--pes", "0", "--json"])

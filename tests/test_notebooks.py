@@ -167,7 +167,7 @@ def test_api_check_finds_names_outside_all():
         "import jaxcomp\nimport eie_model.sweep as sw\nfrom jaxcomp import schedules\n"
         "from jaxcomp.pipeline import compress, _Stage\n"
         "jaxcomp.prune, jaxcomp.pruning.prune, jaxcomp.pruning.MODELS_NOT_HERE, jaxcomp.fit\n"
-        "sw.grid, sw._normalize, schedules.polynomial, schedules.nope\n"
+        "sw.pareto_front, sw._normalize, schedules.polynomial, schedules.nope\n"
         "jaxcomp.zoo.load_mnist().x_train  # attributes of results are not checked\n"
     )
     assert api_misses(src) == [
