@@ -284,7 +284,7 @@ def slice_gaps(ev: LayerEvents, n_pes: Any, *, acc_regs: Any = None) -> SliceGap
             (as :func:`prepare_layer` returns it).
         n_pes: ``() int`` N (traced OK).
         acc_regs: keyword-only ``() int`` accumulators per PE A (traced OK), or ``None``. With
-            A, output rows ``[p N A, (p + 1) N A)`` run as pass ``p`` (DESIGN §4.4, as in
+            A, output rows ``[p N A, (p + 1) N A)`` run as pass ``p`` (design.md, as in
             :func:`eie_model.reference.simulate`): a PE's local rows ``[p A, (p + 1) A)``, whose
             zero runs restart at local row ``p A``.
 
@@ -359,7 +359,7 @@ def pe_work(
         gaps: keyword-only :func:`slice_gaps` ``(ev, n_pes, acc_regs=acc_regs)`` when
             already computed.
         acc_regs: keyword-only ``() int`` accumulators per PE A (traced OK), or ``None`` (one
-            pass over every row, the default of DESIGN §4.4).
+            pass over every row, the default of design.md).
         pass_index: keyword-only ``() int`` (traced OK): with ``acc_regs``, the pass ``p``
             whose work to return: output rows ``[p N A, (p + 1) N A)`` as a layer of their own
             (its counters add up over the ``ceil(m / (N A))`` passes).
@@ -584,7 +584,7 @@ def timing(
     write_latency: int = 5,
     unroll: int = 1,
 ) -> Timing:
-    """Run the event recurrence of DESIGN §4.4 for one configuration (``lax.scan`` over K).
+    """Run the event recurrence of design.md for one configuration (``lax.scan`` over K).
 
     Args:
         work: :func:`pe_work` result (tables with a leading PE axis).
@@ -753,7 +753,7 @@ def simulate_layer(
         layer: see :func:`prepare_layer` (or a :class:`LayerEvents`).
         n_pes: N. fifo_depth: D. index_bits: r. sram_width: W bits; ``entries_per_line =
             W // (code_bits + index_bits)``. code_bits: weight-code bits.
-        bcast_latency, write_latency: pipeline latencies (2 and 5 in DESIGN §4.4).
+        bcast_latency, write_latency: pipeline latencies (2 and 5 in design.md).
 
     Returns:
         dict of NumPy scalars (``busy`` a ``(n_pes,)`` array), keys of :func:`counters`.
@@ -845,7 +845,7 @@ CONFIG_FIELDS: tuple[str, ...] = (
 )
 #: Defaults of the configuration columns (EIE as built: 64 PEs, 8-deep FIFO, 4-bit index,
 #: 64-bit SpMat line, 16-bit arithmetic, 800 MHz; ``acc_regs`` 0 = unlimited accumulators,
-#: one pass, as the authors' simulator and DESIGN §4.4's default).
+#: one pass, as the authors' simulator and design.md's default).
 DEFAULTS: dict[str, float] = {
     "n_pes": 64,
     "fifo_depth": 8,
@@ -1276,7 +1276,7 @@ def sweep(
             :data:`DEFAULTS`.
         code_bits: bits of a weight code (default: from the codebook, else 4); an SRAM line
             holds ``sram_width // (code_bits + index_bits)`` entries.
-        bcast_latency, write_latency: pipeline latencies (2 and 5 in DESIGN §4.4; ``None``
+        bcast_latency, write_latency: pipeline latencies (2 and 5 in design.md; ``None``
             write latency: 5, or the :class:`PreparedLayer`'s).
         devices: devices to shard the timing batch over (default: all of ``jax.devices()``).
         chunk: evaluate the timing triples in fixed chunks of this size (one compiled shape

@@ -1,6 +1,6 @@
 """Encoding speed of eie_model.format on the Alex-6-sized layer (4096 x 9216, 9 % weights).
 
-Goal (issue 8): the encoding is vectorized and encodes this layer "well under a second".
+Goal: the encoding is vectorized and encodes this layer "well under a second".
 Baseline measured in the same run: SciPy's CSC conversion of the same matrix
 (``scipy.sparse.csc_matrix``), which builds plain CSC without EIE's PE interleaving, relative
 indices or fillers. Prints both times and the ratio (ours / SciPy) as the final line.

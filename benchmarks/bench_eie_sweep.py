@@ -16,7 +16,7 @@ The baseline is the kernel as it was before the typed-spine rewrite, kept verbat
     (the layer's work tables kept by the sweep); medians of ``--repeats`` calls; every counter
     compared.
 
-Operations per second: the issue's measure of the work a configuration stands for, 8 integer
+Operations per second: the measure of the work a configuration stands for, 8 integer
 operations per PE per broadcast event (``8 * n_pes * K`` per configuration).
 
 Usage::

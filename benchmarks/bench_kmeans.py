@@ -1,4 +1,4 @@
-"""k-means weight sharing vs scikit-learn on AlexNet-fc6-sized data (issue 4, goal >= 10x).
+"""k-means weight sharing vs scikit-learn on AlexNet-fc6-sized data (goal >= 10x).
 
 3.4 million weights (AlexNet fc6 after pruning to 9 %: the tails |w| > q_0.91 of 37.7 M normal
 weights), 5 bits (31 trained centroids + the pruned code 0), linear init, 20 Lloyd iterations.

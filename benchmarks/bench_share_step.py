@@ -1,4 +1,4 @@
-"""Weight-sharing fine-tuning step vs a dense step on LeNet-300-100 (issue 4, goal <= 1.15x).
+"""Weight-sharing fine-tuning step vs a dense step on LeNet-300-100 (goal <= 1.15x).
 
 Both steps are ``jaxcomp.zoo.make_train_step`` (forward, backward, optimizer, apply) on the same
 batch, SGD with momentum; the shared one wraps it in ``share_weights(..., bits=6)`` on every

@@ -1,4 +1,4 @@
-"""Bit-accurate SpMV in EIE's dataflow: float32 and fixed point (DESIGN §4.4).
+"""Bit-accurate SpMV in EIE's dataflow: float32 and fixed point (design.md).
 
 EIE computes ``y = W a (+ b)`` by broadcasting the non-zero activations in index order (then
 the bias, as a column with activation 1.0); every PE adds ``w * a_j`` into the accumulator of

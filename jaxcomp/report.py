@@ -1,4 +1,4 @@
-"""The compression report: Deep Compression's per-layer table, every stored bit shown (DESIGN §4.3).
+"""The compression report: Deep Compression's per-layer table, every stored bit shown (design.md).
 
 Accounting (bits):
 

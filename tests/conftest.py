@@ -1,6 +1,6 @@
 """Shared test set-up.
 
-* ``jax_numpy_rank_promotion="raise"`` for every test (DESIGN §3).
+* ``jax_numpy_rank_promotion="raise"`` for every test (design.md).
 * ``real_data_dir`` / ``mnist_dir`` / ``eie_layer_path`` fixtures: the real data that CI provides
   through ``JAXCOMP_DATA_DIR``. Locally a test that needs it is skipped when it is absent; under
   ``CI=true`` a missing folder is a failure, so CI can never pass by skipping.

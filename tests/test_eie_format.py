@@ -9,7 +9,7 @@ from eie_model.format import Encoding, decode_layer, encode_layer, storage_bits
 
 
 def _naive_encode(codes, bias, N, r):
-    """Obviously-correct loop transcription of DESIGN §4.4 (small layers only)."""
+    """Obviously-correct loop transcription of design.md (small layers only)."""
     m, n = codes.shape
     n_pad = -(-n // N) * N
     cols = [codes[:, j] for j in range(n)] + [np.zeros(m, codes.dtype)] * (n_pad - n)

@@ -206,7 +206,7 @@ def test_bad_input():
 @pytest.mark.slow
 def test_precision_example_runs(mnist_dir, load_example):
     mod = load_example("eie_precision")
-    # "allow": jaxcomp.quantize.kmeans_fit (issue 4, as merged here) broadcasts (n,) against
+    # "allow": jaxcomp.quantize.kmeans_fit broadcasts (n,) against
     # (k, 1) in _segment_means, which the suite's rank-promotion="raise" rejects.
     with jax.numpy_rank_promotion("allow"):
         r = mod.main(["--quick", "--n-train", "3000", "--n-test", "300", "--json"])

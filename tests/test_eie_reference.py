@@ -32,7 +32,7 @@ def simulate(codes, act, bias_codes=None, *, codebook=None, **kw):
 
 
 def event_model(codes, act, bias, *, N, D, r=4, width=64, code_bits=4, lat_b=2, lat_w=5):
-    """Direct transcription of DESIGN §4.4's event formulas (pure Python, small layers)."""
+    """Direct transcription of design.md's event formulas (pure Python, small layers)."""
     enc = encode_layer(codes, bias, n_pes=N, index_bits=r, code_bits=code_bits)
     m, n = codes.shape
     n_cols = enc.n_cols

@@ -42,7 +42,7 @@ def reference_counters(codes, act, bias, n_pes, index_bits, fifo_depth, epl):
 
 
 # ---------------------------------------------------------------------------------------------
-# Oracle: DESIGN §4.4 written out with loops.
+# Oracle: design.md written out with loops.
 
 
 def _encode(full, n_pes, index_bits):

@@ -47,7 +47,7 @@ def test_load_balanced_models_keep_as_many_weights_balanced_over_pes(result):
         groups = min(m, 64)
         per_pe = [np.count_nonzero(lb[k::64]) for k in range(groups)]
         full = [k for k in range(groups) if len(range(k, m, 64)) == -(-m // 64)]
-        # DESIGN §4.1: equal non-zeros per PE (+-1) among PEs with the same number of rows
+        # design.md: equal non-zeros per PE (+-1) among PEs with the same number of rows
         assert max(per_pe[k] for k in full) - min(per_pe[k] for k in full) <= 1
     balance = {
         (r["load_balanced"], r["n_pes"]): r["load_balance"] for r in res["rows"]

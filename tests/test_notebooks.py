@@ -1,4 +1,4 @@
-"""The Colab notebooks in ``examples/`` (DESIGN §3 "Notebooks").
+"""The Colab notebooks in ``examples/`` (design.md "Notebooks").
 
 * every ``examples/*.ipynb`` runs top to bottom in a fresh ``python3`` kernel at small size
   (``JAXCOMP_NOTEBOOK_SMALL=1``) on the real data (``JAXCOMP_DATA_DIR``), and fails on the first

@@ -1,4 +1,4 @@
-"""Compression report: DESIGN §4.3 accounting by hand; the bytes on disk are the bytes claimed."""
+"""Compression report: design.md accounting by hand; the bytes on disk are the bytes claimed."""
 
 from __future__ import annotations
 
