@@ -60,3 +60,24 @@ def test_baseline_saves_and_loads(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, params, loaded)
     assert evaluate(apply, loaded, data.x_test, data.y_test) == err
     assert (tmp_path / "baseline.json").exists()
+
+
+def test_apply_refuses_a_params_tree_with_missing_or_misshapen_leaves():
+    """A tree without a layer must not silently run with the model's initial weights."""
+    import jax
+    import numpy as np
+    import pytest
+
+    from jaxcomp.zoo import functional, make_model
+
+    apply, params = functional(make_model("lenet-300-100", seed=0))
+    x = np.zeros((2, 28, 28), np.float32)
+    partial = {k: v for k, v in params.items() if k != "fc2"}
+    with pytest.raises(ValueError, match=r"missing \[.*fc2.*bias"):
+        apply(partial, x)
+    with pytest.raises(ValueError, match="missing"):
+        jax.jit(apply)(partial, x)
+    bad = {**params, "fc3": {**params["fc3"], "bias": np.zeros(3, np.float32)}}
+    with pytest.raises(ValueError, match="wrong shape"):
+        apply(bad, x)
+    assert apply(params, x).shape == (2, 10)

@@ -65,13 +65,29 @@ def functional(model: nnx.Module) -> tuple[ApplyFn, Params]:
     """
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)
+    expected = {jax.tree_util.keystr(p): jnp.shape(v) for p, v in _flat(params)}
 
     def apply(params: Params, x: jax.Array) -> jax.Array:
+        # structure and shapes are static under jit: a tree with missing or extra leaves would
+        # otherwise silently keep the model's initial values for the leaves it lacks
+        got = {jax.tree_util.keystr(p): jnp.shape(v) for p, v in _flat(params)}
+        if got != expected:
+            missing = sorted(set(expected) - set(got))
+            extra = sorted(set(got) - set(expected))
+            shapes = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+            raise ValueError(
+                f"apply: params do not match the model (missing {missing}, extra {extra}, "
+                f"wrong shape {shapes}); pass the full params tree of this model"
+            )
         st = jax.tree.map(lambda v: v, state)  # a fresh copy to fill, never the captured one
         nnx.replace_by_pure_dict(st, params)
         return nnx.merge(graphdef, st)(x)
 
     return apply, params
+
+
+def _flat(tree):
+    return jax.tree_util.tree_flatten_with_path(tree)[0]
 
 
 def _loss(apply: ApplyFn, params: Params, x: jax.Array, y: jax.Array):
