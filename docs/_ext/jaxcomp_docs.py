@@ -153,18 +153,22 @@ def _load_function(spec: str):
 def capture_parser(spec: str) -> argparse.ArgumentParser:
     """The root parser that ``MODULE:FUNCTION`` (an argv-taking entry point) builds."""
     fn = _load_function(spec)
-    original = argparse.ArgumentParser.parse_args
+    originals = {k: getattr(argparse.ArgumentParser, k) for k in ("parse_args", "parse_known_args")}
 
     def capture(self, *args, **kwargs):
         raise _Captured(self)
 
-    argparse.ArgumentParser.parse_args = capture
+    for k in originals:
+        setattr(argparse.ArgumentParser, k, capture)
     try:
         fn(["--help"])
     except _Captured as c:
         return c.parser
+    except SystemExit as e:  # never let an entry point end the docs build
+        raise RuntimeError(f"{spec} exited ({e.code}) before parsing its arguments") from None
     finally:
-        argparse.ArgumentParser.parse_args = original
+        for k, v in originals.items():
+            setattr(argparse.ArgumentParser, k, v)
     raise RuntimeError(f"{spec} returned without calling ArgumentParser.parse_args")
 
 
@@ -178,7 +182,8 @@ def cli_helps(spec: str) -> list[tuple[str, str]]:
             for action in parser._actions:
                 if isinstance(action, argparse._SubParsersAction):
                     for sub in dict.fromkeys(action.choices.values()):
-                        walk(sub)
+                        if sub.add_help:  # a pass-through (``eie-model reference``) has its own
+                            walk(sub)
 
         walk(capture_parser(spec))
         return out
