@@ -14,6 +14,13 @@ from eie_model.functional import spmv_fixed
 from eie_model.functional import spmv_float
 from eie_model.layers import benchmark_layer
 from eie_model.layers import synthetic_layer
+from eie_model.lstm import LSTMGates
+from eie_model.lstm import LSTMReference
+from eie_model.lstm import LSTMRun
+from eie_model.lstm import load_dcz_lstm
+from eie_model.lstm import lstm_on_eie
+from eie_model.lstm import lstm_reference
+from eie_model.lstm import merge_codebooks
 from eie_model.network import Network
 from eie_model.network import calibrate_fracs
 from eie_model.network import load_dcz_network
@@ -33,13 +40,20 @@ __all__: list[str] = [
     "EIEParams",
     "EIEStatic",
     "EnergyReport",
+    "LSTMGates",
+    "LSTMReference",
+    "LSTMRun",
     "Layer",
     "Network",
     "benchmark_layer",
     "calibrate_fracs",
     "encode_layer",
     "energy_report",
+    "load_dcz_lstm",
     "load_dcz_network",
+    "lstm_on_eie",
+    "lstm_reference",
+    "merge_codebooks",
     "network_forward",
     "network_sweep",
     "pareto_front",
