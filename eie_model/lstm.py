@@ -243,11 +243,29 @@ def load_dcz_lstm(
             that do not form an LSTM cell, or a bad ``bias``.
         jaxcomp.fileformat.DczFormatError: a damaged file.
 
-    Example::
+    Example:
+        A cell with 3 inputs and hidden size 2, its eight kernels sharing 2-bit codebooks:
 
-        >>> gates = load_dcz_lstm("runs/lstm/model.dcz")  # doctest: +SKIP
-        >>> gates.layer.shape, gates.code_bits  # doctest: +SKIP
-        ((512, 156), 7)
+        >>> import os, tempfile
+        >>> from jaxcomp.fileformat import save_compressed
+        >>> rng = np.random.default_rng(0)
+        >>> shape = {"ii": (3, 2), "if_": (3, 2), "ig": (3, 2), "io": (3, 2),
+        ...          "hi": (2, 2), "hf": (2, 2), "hg": (2, 2), "ho": (2, 2)}
+        >>> cell = {k: {"kernel": np.zeros(s, np.float32)} for k, s in shape.items()}
+        >>> for k in ("hi", "hf", "hg", "ho"):
+        ...     cell[k]["bias"] = np.full(2, 0.25, np.float32)
+        >>> codes = {f"rnn/cell/{k}/kernel": rng.integers(0, 4, s).astype(np.uint8)
+        ...          for k, s in shape.items()}
+        >>> books = {k: np.array([0, 0.5, -0.25, i], np.float32)
+        ...          for i, k in enumerate(codes)}   # 0.5 and -0.25 shared, one value each
+        >>> path = os.path.join(tempfile.mkdtemp(), "lstm.dcz")
+        >>> _ = save_compressed(path, {"rnn": {"cell": cell}}, books, codes)
+        >>> gates = load_dcz_lstm(path)
+        >>> gates.layer.shape, gates.code_bits, len(gates.layer.codebook)   # 9 values + 0
+        ((8, 5), 4, 16)
+        >>> bool(np.all(gates.layer.weights()[:2, :3] == books["rnn/cell/ii/kernel"][
+        ...     codes["rnn/cell/ii/kernel"]].T))
+        True
     """
     from jaxcomp.fileformat import load_compressed_codes
 
@@ -328,6 +346,26 @@ def load_dcz_lstm(
     return LSTMGates(layer, b, int(n), int(H), bits, cell, head_w, f"{stem}:{prefix}")
 
 
+def _example_file() -> str:
+    """The compressed cell of :func:`load_dcz_lstm`'s example, written to a temporary file."""
+    import tempfile
+
+    from jaxcomp.fileformat import save_compressed
+
+    rng = np.random.default_rng(0)
+    shape = {k: (3, 2) for k, _ in GATE_LEAVES} | {k: (2, 2) for _, k in GATE_LEAVES}
+    cell: dict[str, Any] = {k: {"kernel": np.zeros(s, np.float32)} for k, s in shape.items()}
+    for _, k in GATE_LEAVES:
+        cell[k]["bias"] = np.full(2, 0.25, np.float32)
+    codes = {
+        f"rnn/cell/{k}/kernel": rng.integers(0, 4, s).astype(np.uint8) for k, s in shape.items()
+    }
+    books = {k: np.array([0, 0.5, -0.25, i], np.float32) for i, k in enumerate(codes)}
+    path = os.path.join(tempfile.mkdtemp(), "lstm.dcz")
+    save_compressed(path, {"rnn": {"cell": cell}}, books, codes)
+    return path
+
+
 # ------------------------------------------------------------------------------ JAX reference
 class LSTMReference(NamedTuple):
     """One sequence through the JAX cell (:func:`lstm_reference`), step by step.
@@ -403,11 +441,11 @@ def lstm_reference(gates: LSTMGates, xs: Any) -> LSTMReference:
     Raises:
         ValueError: ``xs`` is not ``(T, n)`` with ``T >= 1`` and finite values.
 
-    Example::
-
-        >>> ref = lstm_reference(gates, image)  # doctest: +SKIP
-        >>> ref.pre.shape  # doctest: +SKIP
-        (28, 512)
+    Example:
+        >>> gates = load_dcz_lstm(_example_file())   # load_dcz_lstm's example cell
+        >>> ref = lstm_reference(gates, np.ones((4, 3), np.float32))
+        >>> ref.pre.shape, ref.h_prev[0].tolist()   # 4 steps, 4 gates x 2; h starts at 0
+        ((4, 8), [0.0, 0.0])
     """
     from flax import nnx
 
@@ -557,6 +595,7 @@ def lstm_on_eie(
     params: EIEParams | None = None,
     static: EIEStatic | None = None,
     bits: int = 16,
+    fracs: tuple[int, int, int] | None = None,
     recurrent: bool = True,
 ) -> LSTMRun:
     """Run a sequence's every time step through EIE and compare with the JAX cell.
@@ -580,6 +619,9 @@ def lstm_on_eie(
         static: keyword-only, default ``EIEStatic.covering(params)``; its ``code_bits`` is set
             to the merged codebook's.
         bits: keyword-only, fixed-point width: 8, 16 (EIE) or 32.
+        fracs: keyword-only, ``(act, weight, out)`` fractional bits; default the formats of
+            the module docstring, under which no accumulator saturates (with others
+            ``bound`` holds only while none does).
         recurrent: keyword-only, also run the recurrence on EIE.
 
     Returns:
@@ -589,10 +631,14 @@ def lstm_on_eie(
         ValueError: bad ``xs`` (see :func:`lstm_reference`), ``bits``, or ``params`` that is
             batched or does not fit ``static``.
 
-    Example::
-
-        >>> run = lstm_on_eie(load_dcz_lstm("runs/lstm/model.dcz"), image)  # doctest: +SKIP
-        >>> run.cycles.sum(), run.err_fixed.max()  # doctest: +SKIP
+    Example:
+        >>> gates = load_dcz_lstm(_example_file())   # load_dcz_lstm's example cell
+        >>> xs = np.array([[1.0, 0.0, 0.5], [0.0, 0.0, 0.0]], np.float32)
+        >>> run = lstm_on_eie(gates, xs, params=EIEParams(n_pes=2, fifo_depth=2))
+        >>> run.active.tolist()   # step 0: x only (h = 0); step 1: h only
+        [2, 2]
+        >>> bool(np.all(np.abs(run.eie_fixed - run.eie_float) <= run.bound))
+        True
     """
     if isinstance(bits, bool) or bits not in (8, 16, 32):
         raise ValueError(f"bits must be 8, 16 or 32 (EIE is 16-bit), got {bits!r}")
@@ -608,7 +654,14 @@ def lstm_on_eie(
     ref = lstm_reference(gates, xs)
     n, H = gates.n_in, gates.hidden
     layer = gates.layer
-    fa, fw, fy = _formats(gates, ref.x, bits)
+    if fracs is None:
+        fa, fw, fy = _formats(gates, ref.x, bits)
+    elif len(fracs) == 3 and all(isinstance(f, (int, np.integer)) for f in fracs):
+        fa, fw, fy = (int(f) for f in fracs)
+    else:
+        raise ValueError(
+            f"fracs must be three ints (act, weight, out fraction bits), got {fracs!r}"
+        )
     w_abs = np.abs(layer.weights()).astype(np.float64)
     nz = np.asarray(layer.codes) != 0
     has_bc = layer.bias_codes is not None
