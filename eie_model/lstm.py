@@ -387,12 +387,26 @@ class LSTMReference(NamedTuple):
     logits: np.ndarray | None
 
 
+def _leaves(tree: Any) -> list[tuple[Any, Any]]:
+    return jax.tree_util.tree_leaves_with_path(tree)
+
+
 def _cell_module(gates: LSTMGates) -> Any:
     """An ``nnx.LSTMCell`` holding the file's weights."""
     from flax import nnx
 
     cell = nnx.LSTMCell(gates.n_in, gates.hidden, rngs=nnx.Rngs(0))
     state = nnx.state(cell, nnx.Param)
+
+    def paths(tree: Any) -> set[str]:
+        return {"/".join(str(getattr(k, "key", k)) for k in p) for p, _ in _leaves(tree)}
+
+    want, have = paths(nnx.to_pure_dict(state)), paths(gates.cell_params)
+    if want != have:
+        raise ValueError(
+            f"{gates.name} is not an nnx.LSTMCell: its parameters lack {sorted(want - have)} "
+            f"and add {sorted(have - want)}; lstm_reference runs flax.nnx.LSTMCell only"
+        )
     nnx.replace_by_pure_dict(state, gates.cell_params)
     nnx.update(cell, state)
     return cell

@@ -255,3 +255,12 @@ def test_example_prints_the_per_step_table(compressed, load_example, capsys, tmp
     assert ex.main(["--dcz", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "examples/lstm_mnist.py" in err and "--train-demo" in err
+
+
+def test_a_cell_that_is_not_an_nnx_lstm_cell_is_named(compressed):
+    _, path = compressed
+    gates = L.load_dcz_lstm(path)
+    params = {k: dict(v) for k, v in gates.cell_params.items()}
+    del params["hg"]["bias"]
+    with pytest.raises(ValueError, match=r"not an nnx.LSTMCell.*lack \['hg/bias'\]"):
+        L.lstm_reference(gates._replace(cell_params=params), np.zeros((2, N_IN), np.float32))
