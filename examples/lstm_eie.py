@@ -13,6 +13,7 @@ Run::
 
     python examples/lstm_eie.py --dcz runs/lstm/model.dcz --image 0
     python examples/lstm_eie.py --image 3 --pes 16 --plot lstm_eie.png
+    python examples/lstm_eie.py --agree 1000   # + the recurrence on EIE for 1,000 test images
 
 Without a ``.dcz`` of your own, ``--train-demo OUT.dcz`` trains, prunes and weight-shares a
 small LSTM on MNIST with the jaxcomp transforms and writes it (about two minutes on two CPU
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=16, choices=(8, 16, 32), help="fixed point (16)")
     p.add_argument("--bias", default="add", choices=("add", "codes"), help="bias mode (add)")
     p.add_argument("--plot", default=None, help="write a per-step figure to this .png")
+    p.add_argument(
+        "--agree",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also run the recurrence on EIE for test images 0..K-1: class agreement with JAX",
+    )
     p.add_argument("--train-demo", default=None, metavar="OUT.dcz", help="train + write a demo")
     p.add_argument("--hidden", type=int, default=128, help="--train-demo: hidden size (128)")
     p.add_argument("--epochs", type=int, default=2, help="--train-demo: epochs per stage (2)")
@@ -259,7 +267,30 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.plot:
         _plot(run, args.plot)
+    if args.agree > 0 and gates.head is not None:
+        _agreement(gates, data, args.agree, params, args.bits)
     return 0
+
+
+def _agreement(gates, data, k: int, params: EIEParams, bits: int) -> None:
+    """The recurrence on EIE for test images ``0..k-1``: its classes against JAX's and labels."""
+    k = min(k, len(data.x_test))
+    same = eie_wrong = jax_wrong = 0
+    worst = 0.0
+    t0 = time.time()
+    for i in range(k):
+        image = np.asarray(data.x_test[i], np.float32).reshape(-1, gates.n_in)
+        run = lstm_on_eie(gates, image, params=params, bits=bits)
+        a, b = int(run.reference.logits.argmax()), int(run.logits_eie.argmax())
+        same += a == b
+        jax_wrong += a != int(data.y_test[i])
+        eie_wrong += b != int(data.y_test[i])
+        worst = max(worst, float(np.abs(run.logits_eie - run.reference.logits).max()))
+    print(
+        f"recurrence on EIE ({bits}-bit gates), test images 0..{k - 1}: class equal to JAX's on "
+        f"{same}/{k}; test error EIE {100 * eie_wrong / k:.2f} %, JAX {100 * jax_wrong / k:.2f} "
+        f"%; max |logit difference| {worst:.2e} ({time.time() - t0:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

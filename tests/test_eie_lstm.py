@@ -246,8 +246,10 @@ def test_clear_errors(compressed, tmp_path):
 def test_example_prints_the_per_step_table(compressed, load_example, capsys, tmp_path):
     _, path = compressed
     ex = load_example("lstm_eie")
-    assert ex.main(["--dcz", str(path), "--image", "1", "--pes", "4", "--fifo", "2"]) == 0
+    argv = ["--dcz", str(path), "--image", "1", "--pes", "4", "--fifo", "2", "--agree", "2"]
+    assert ex.main(argv) == 0
     out = capsys.readouterr().out
+    assert "test images 0..1: class equal to JAX's on" in out
     rows = [ln for ln in out.splitlines() if ln.split()[:1] and ln.split()[0].isdigit()]
     assert len(rows) == STEPS and rows[-1].split()[0] == str(STEPS - 1)
     assert "total:" in out and "recurrence on EIE class" in out
