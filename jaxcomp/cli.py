@@ -542,7 +542,25 @@ def _config_from_args(args, params):
         ("index_bits", int, bits_ok),
     ):
         text = joined(getattr(args, field, None))
-        if text is not None:
+        if text is not None and not preset:
+            # a bare value is the default of every compressed leaf; KEY=VALUE parts keep their
+            # key (a path, module or glob) as CompressConfig resolves it
+            mapping: dict = {}
+            for part in text.split(","):
+                key, eq, value = part.strip().rpartition("=")
+                one = parse_layer_values(
+                    f"{key}={value}" if eq else value,
+                    kind,
+                    layers=layers,
+                    name=_flag(field),
+                    check=check,
+                )
+                if eq:
+                    mapping[key.strip()] = next(iter(one.values()))
+                else:
+                    over["default_" + field] = next(iter(one.values()))
+            over[field] = mapping
+        elif text is not None:
             over[field] = {
                 **keep(getattr(base, field)),
                 **parse_layer_values(text, kind, layers=layers, name=_flag(field), check=check),

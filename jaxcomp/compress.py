@@ -1287,7 +1287,7 @@ def _compress(
     cfg = config.to_json()
     settings = {
         **cfg,
-        "model": {"name": name, **m.fingerprint()},
+        "model": m.fingerprint(),
         "data": data.fingerprint,
         "n_train": data.n_train,
         "loss_fn": _fn_name(loss_fn if loss_fn is not _default_loss else None),
