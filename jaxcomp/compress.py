@@ -525,7 +525,7 @@ class _Model:
                     x = jax.random.key_data(x)
                 a = np.asarray(x)
                 h.update(f"{path}:{a.dtype}:{a.shape};".encode())
-                h.update(np.ascontiguousarray(a).tobytes())
+                h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
         return {"class": self.name, "kind": self.kind, "sha256": h.hexdigest()}
 
 
@@ -637,7 +637,7 @@ class _Data:
         if all(hasattr(data, f) for f in fields):
             data = tuple(getattr(data, f) for f in fields)
         if isinstance(data, (tuple, list)) and len(data) == 4:
-            self.arrays = _check_arrays(tuple(data), "data")
+            self.arrays = tuple(np.asarray(a) for a in _check_arrays(tuple(data), "data"))
             xt, yt, xe, ye = self.arrays
             if self.limit is not None:
                 self.arrays = (xt[: self.limit], yt[: self.limit], xe, ye)
@@ -654,7 +654,7 @@ class _Data:
             for a in (xt, yt, xe, ye):
                 a = np.asarray(a)
                 h.update(f"{a.dtype}:{a.shape};".encode())
-                h.update(np.ascontiguousarray(a).tobytes())
+                h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
             self.fingerprint = {"kind": "arrays", "blake2b": h.hexdigest()}
         elif isinstance(data, (tuple, list)) and len(data) == 2:
             self.arrays = None
@@ -833,10 +833,10 @@ def _train(
 
 
 def _error_fn(m: _Model, eval_fn: Callable | None) -> Callable:
-    """A jitted ``(params, rest, x, y) -> (errors in the batch, examples)``: the number of
-    wrong argmax predictions (default), or ``eval_fn(logits, y) * len(x)``."""
-    key = (id(m), id(eval_fn))
-    if key not in _ERROR_FNS:
+    """A jitted ``(params, rest, x, y) -> errors in the batch``: the number of wrong argmax
+    predictions (default), or ``eval_fn(logits, y) * len(x)``; one per model and metric."""
+    cache = m.__dict__.setdefault("_error_fns", {})
+    if eval_fn not in cache:
         if eval_fn is None:
 
             def f(params, rest, x, y):
@@ -846,11 +846,8 @@ def _error_fn(m: _Model, eval_fn: Callable | None) -> Callable:
             def f(params, rest, x, y):
                 return eval_fn(m.eval(params, rest, x), y) * x.shape[0]
 
-        _ERROR_FNS[key] = (m, jax.jit(f))  # m kept alive so its id is not reused
-    return _ERROR_FNS[key][1]
-
-
-_ERROR_FNS: dict[tuple[int, int], tuple[Any, Callable]] = {}
+        cache[eval_fn] = jax.jit(f)
+    return cache[eval_fn]
 
 
 def _evaluate(m: _Model, params: Any, rest: Any, data: _Data, eval_fn: Callable | None) -> float:
@@ -901,7 +898,6 @@ def evaluate_model(
     for i in range(0, len(x), batch_size):
         e = f(m.params, m.rest, x[i : i + batch_size], y[i : i + batch_size])
         total += int(e) if eval_fn is None else float(e)
-    _ERROR_FNS.pop((id(m), id(eval_fn)), None)
     return total / len(x)
 
 
