@@ -435,7 +435,8 @@ class _Model:
             from flax.core import unfreeze
 
             module, variables = model
-            variables = unfreeze(variables) if not isinstance(variables, dict) else variables
+            if isinstance(variables, Mapping):
+                variables = unfreeze(variables)  # plain dicts all the way down
             if not isinstance(variables, Mapping) or "params" not in variables:
                 raise TypeError(
                     "model: a Linen pair must be (module, variables) with variables['params'] "
