@@ -88,6 +88,7 @@ from jaxcomp.regularizers import l2_penalty
 # compress (the driver; the thesis' LeNet presets are in jaxcomp.zoo)
 from jaxcomp.compress import CompressConfig
 from jaxcomp.compress import compress
+from jaxcomp.compress import compressible
 from jaxcomp.compress import default_optimizer
 from jaxcomp.compress import evaluate_model
 from jaxcomp.compress import load_model
@@ -201,6 +202,7 @@ __all__ = [
     # compress
     "CompressConfig",
     "compress",
+    "compressible",
     "default_optimizer",
     "evaluate_model",
     "load_model",

@@ -499,7 +499,7 @@ def _is_preset(model: str) -> bool:
 def _config_from_args(args, params):
     """The CompressConfig the flags ask for; ``params``: the model's params (for layer names).
     A bad value raises ValueError starting with its flag."""
-    from jaxcomp.compress import CompressConfig, _key_matches
+    from jaxcomp.compress import CompressConfig, _key_matches, compressible
     from jaxcomp.tree import selected_paths
 
     preset = _is_preset(args.model)
@@ -520,13 +520,13 @@ def _config_from_args(args, params):
         base = CompressConfig()
     include, exclude = over.get("include", base.include), over.get("exclude", base.exclude)
     try:
-        layers = selected_paths(params, include=include, exclude=exclude)
+        layers = selected_paths(params, include=include, exclude=exclude, predicate=compressible)
     except TypeError as e:
         raise ValueError(f"--include/--exclude: {e}") from None
     if not layers:
         raise ValueError(
-            "--include/--exclude select no leaf of ndim >= 2 to compress; the model's leaves: "
-            + ", ".join(p for p, _ in _paths(params)[:12])
+            "--include/--exclude select no leaf of ndim >= 2 (not a bias) to compress; the "
+            "model's leaves: " + ", ".join(p for p, _ in _paths(params)[:12])
         )
     bits_ok = _int_range(1, 16)
 

@@ -62,13 +62,14 @@ from jaxcomp.pruning import apply_masks, prune
 from jaxcomp.quantize import codes_dtype, plot_codebook
 from jaxcomp.report import compression_report
 from jaxcomp.sharing import share_weights, shared_params
-from jaxcomp.tree import leaves_with_paths, selected_paths
+from jaxcomp.tree import default_predicate, leaves_with_paths, selected_paths
 
 __all__ = [
     "SHARE_INITS",
     "STAGES",
     "CompressConfig",
     "compress",
+    "compressible",
     "default_optimizer",
     "evaluate_model",
     "load_model",
@@ -127,6 +128,25 @@ def _lookup(mapping: Mapping[str, Any], path: str, default: Any) -> Any:
     return default
 
 
+def compressible(path: str, leaf: Any) -> bool:
+    """The leaves :func:`compress` may compress: arrays of ``ndim >= 2`` (kernels, embeddings)
+    that are not named ``bias`` (attention layers hold (heads, head_dim) biases).
+
+    Args:
+      path: the leaf's path string (``"att/query/bias"``).
+      leaf: the leaf (an array or ``jax.ShapeDtypeStruct``).
+
+    Returns:
+      whether ``include`` / ``exclude`` may select it.
+
+    Example:
+      >>> compressible("att/query/kernel", np.ones((8, 2, 4))), compressible(
+      ...     "att/query/bias", np.ones((2, 4)))
+      (True, False)
+    """
+    return default_predicate(path, leaf) and path.rsplit("/", 1)[-1] != "bias"
+
+
 @dataclasses.dataclass(frozen=True)
 class CompressConfig:
     """Every knob of :func:`compress`. Model-independent; :meth:`layers` resolves it on a model.
@@ -139,8 +159,9 @@ class CompressConfig:
 
     Attributes:
       include: glob(s) (or compiled regexes) of the leaves to compress, as in
-        :func:`jaxcomp.tree.selected_paths`; None: every leaf with ``ndim >= 2`` (kernels,
-        embeddings; biases and BatchNorm stay float32).
+        :func:`jaxcomp.tree.selected_paths`, among the :func:`compressible` ones; None: every
+        leaf with ``ndim >= 2`` not named ``bias`` (kernels, embeddings; biases and BatchNorm
+        stay float32).
       exclude: glob(s) removed from that selection.
       sparsity: fraction of each compressed leaf pruned, in [0, 1).
       default_sparsity: for compressed leaves ``sparsity`` does not name.
@@ -293,12 +314,14 @@ class CompressConfig:
           ValueError: nothing is selected; a per-leaf key matches no compressed leaf; a
             ``load_balance_pes`` above a leaf's outputs. The message names the field.
         """
-        sel = selected_paths(params, include=self.include, exclude=self.exclude)
+        sel = selected_paths(
+            params, include=self.include, exclude=self.exclude, predicate=compressible
+        )
         shapes = {p: tuple(x.shape) for p, x in leaves_with_paths(params) if p in set(sel)}
         if not sel:
             every = [p for p, _ in leaves_with_paths(params)]
             raise ValueError(
-                f"include/exclude select no leaf of ndim >= 2 to compress (include "
+                f"include/exclude select no leaf of ndim >= 2 (not a bias) to compress (include "
                 f"{self.include!r}, exclude {self.exclude!r}); the model's leaves: {every[:12]}"
             )
         lb = self.load_balance_pes
@@ -1047,7 +1070,7 @@ def prune_stage(
     """
     _check_params(params)
     layers = config.layers(params)
-    par = _Parallel()
+    par = _Parallel(config.batch_size)
     m = _pure_apply_model(apply, params)
     d = _Data(data, config, par.n, print)
     params, _, history = _prune_run(
@@ -1094,7 +1117,7 @@ def quantize_stage(
     """
     _check_params(params)
     layers = config.layers(params)
-    par = _Parallel()
+    par = _Parallel(config.batch_size)
     m = _pure_apply_model(apply, params)
     d = _Data(data, config, par.n, print)
     params, _, cbs, cds, km, history = _quantize_run(

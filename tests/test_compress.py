@@ -296,6 +296,11 @@ def test_config_mappings_resolve_by_path_module_and_glob():
     with pytest.raises(ValueError, match=r"sparsity names \['\*embedding'\]"):
         jaxcomp.CompressConfig(sparsity={"*embedding": 0.3}, exclude="emb/*").layers(params)
     assert jaxcomp.CompressConfig(sparsity=0.6).layers(params)["emb/embedding"]["sparsity"] == 0.6
+    # attention biases are (heads, head_dim): ndim 2, but biases are never compressed
+    att = {"att": {"query": {"bias": np.ones((2, 4)), "kernel": np.ones((8, 2, 4))}}}
+    assert list(jaxcomp.CompressConfig().layers(att)) == ["att/query/kernel"]
+    with pytest.raises(ValueError, match="select no leaf"):
+        jaxcomp.CompressConfig(include="*bias").layers(att)
 
 
 # ------------------------------------------------------------------------- command line
