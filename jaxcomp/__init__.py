@@ -86,14 +86,14 @@ from jaxcomp.regularizers import l1_penalty
 from jaxcomp.regularizers import l2_penalty
 
 # compress (the driver; the thesis' LeNet presets are in jaxcomp.zoo)
-from jaxcomp.compress import CompressConfig
 from jaxcomp.compress import compress
-from jaxcomp.compress import compressible
-from jaxcomp.compress import default_optimizer
-from jaxcomp.compress import evaluate_model
-from jaxcomp.compress import load_model
 from jaxcomp.compress import prune_stage
 from jaxcomp.compress import quantize_stage
+from jaxcomp.config import CompressConfig
+from jaxcomp.config import compressible
+from jaxcomp.training import default_optimizer
+from jaxcomp.training import evaluate_model
+from jaxcomp.training import load_model
 
 # masks
 from jaxcomp.masks import adjusted_dropout

@@ -87,7 +87,7 @@ def parse_layer_values(
       >>> parse_layer_values("4,fc*=6", int, layers=["conv/kernel", "fc/kernel"], name="--bits")
       {'conv/kernel': 4, 'fc/kernel': 6}
     """
-    from jaxcomp.compress import _key_matches
+    from jaxcomp.config import _key_matches
 
     out: dict = {}
     try:
@@ -168,7 +168,7 @@ def _float_type(*, positive: bool) -> Callable[[str], float]:
 
 
 def _out_type(text: str) -> str:
-    from jaxcomp.compress import _check_out_dir
+    from jaxcomp.rundir import _check_out_dir
 
     try:
         _check_out_dir(text)
@@ -192,7 +192,7 @@ def _dir_type(text: str) -> str:
 
 
 def _compress_parser(sub) -> None:
-    from jaxcomp.compress import SHARE_INITS, CompressConfig
+    from jaxcomp.config import SHARE_INITS, CompressConfig
 
     d = CompressConfig.__dataclass_fields__
     p = sub.add_parser(
@@ -463,7 +463,7 @@ def _user_model(spec: str, seed: int):
 
 def _user_data(spec: str) -> tuple:
     """``LOADER()``: four arrays of matching lengths, else a one-line error naming --data."""
-    from jaxcomp.compress import _check_arrays
+    from jaxcomp.training import _check_arrays
 
     loader = load_object(spec, "--data")
     if not callable(loader):
@@ -499,7 +499,7 @@ def _is_preset(model: str) -> bool:
 def _config_from_args(args, params):
     """The CompressConfig the flags ask for; ``params``: the model's params (for layer names).
     A bad value raises ValueError starting with its flag."""
-    from jaxcomp.compress import CompressConfig, _key_matches, compressible
+    from jaxcomp.config import CompressConfig, _key_matches, compressible
     from jaxcomp.tree import selected_paths
 
     preset = _is_preset(args.model)
@@ -719,7 +719,7 @@ def _cmd_evaluate(args) -> int:
         r = evaluate_file(args.file, data_dir=args.data_dir)
         where = f"on {r['n']:,} {r['data']} MNIST test images"
     else:
-        from jaxcomp.compress import evaluate_model, load_model
+        from jaxcomp.training import evaluate_model, load_model
 
         if _is_preset(args.model):
             raise ValueError(

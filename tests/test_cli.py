@@ -21,8 +21,8 @@ from jaxcomp.fileformat import save_compressed
 from jaxcomp.zoo.data import MNIST_FILES
 
 LAYERS = ["fc1/kernel", "fc2/kernel", "fc3/kernel"]
-# the module (``jaxcomp.compress`` is also the name of the function the package exports)
-driver = importlib.import_module("jaxcomp.compress")
+# the output folder's module: lock, settings, stage checkpoints, atomic writes
+rundir = importlib.import_module("jaxcomp.rundir")
 presets = importlib.import_module("jaxcomp.zoo.presets")
 
 if sys.version_info >= (3, 11):
@@ -165,7 +165,17 @@ def test_console_script_entry_point():
     assert e.value.code == 0
 
 
-@pytest.mark.parametrize("module", ["jaxcomp.cli", "jaxcomp.compress", "jaxcomp.zoo.presets"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "jaxcomp.cli",
+        "jaxcomp.compress",
+        "jaxcomp.config",
+        "jaxcomp.rundir",
+        "jaxcomp.training",
+        "jaxcomp.zoo.presets",
+    ],
+)
 def test_docstring_examples_run(module):
     import doctest
     import importlib
@@ -220,7 +230,7 @@ def interrupt_after_setup(monkeypatch):
     def stop(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(driver._Stage, "done", stop)
+    monkeypatch.setattr(rundir._Stage, "done", stop)
 
 
 @pytest.mark.parametrize(
@@ -294,8 +304,8 @@ def test_interrupt_exits_130_with_one_line_and_frees_the_lock(
     out = tmp_path / "run"
     assert cli.main(_argv(out, tiny_mnist)) == 130
     assert capsys.readouterr().err == cli.INTERRUPTED + "\n"
-    assert not (out / driver._LOCK_NAME).exists()
-    assert (out / driver._SETTINGS_NAME).exists()
+    assert not (out / rundir._LOCK_NAME).exists()
+    assert (out / rundir._SETTINGS_NAME).exists()
 
 
 def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(
@@ -303,7 +313,7 @@ def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(
 ):
     out = tmp_path / "run"
     out.mkdir()
-    lock = out / driver._LOCK_NAME
+    lock = out / rundir._LOCK_NAME
     import socket
 
     lock.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # a live process: this one
@@ -321,11 +331,11 @@ def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(
 
 
 def test_lock_is_exclusive_between_two_holders(tmp_path):
-    with driver._OutLock(tmp_path):
+    with rundir._OutLock(tmp_path):
         with pytest.raises(FileExistsError, match="in use by another jaxcomp run"):
-            with driver._OutLock(tmp_path):
+            with rundir._OutLock(tmp_path):
                 pass
-    assert not (tmp_path / driver._LOCK_NAME).exists()
+    assert not (tmp_path / rundir._LOCK_NAME).exists()
 
 
 def test_other_settings_on_the_same_out_are_refused(
@@ -341,7 +351,7 @@ def test_other_settings_on_the_same_out_are_refused(
     assert cli.main(_argv(out, tiny_mnist, "--seed", "1")) == 130  # the same: resumes
     capsys.readouterr()
     assert cli.main(_argv(out, tiny_mnist, "--seed", "2", "--redo-changed")) == 130
-    assert '"seed": 2' in (out / driver._SETTINGS_NAME).read_text()
+    assert '"seed": 2' in (out / rundir._SETTINGS_NAME).read_text()
 
 
 def test_orphaned_temporaries_are_removed_on_the_next_run(
@@ -396,31 +406,31 @@ def test_a_full_disk_is_one_line(how, tmp_path, tiny_mnist, capsys, monkeypatch)
         def save(*a, **k):
             raise full
 
-        monkeypatch.setattr(driver, "save_checkpoint", save)
+        monkeypatch.setattr(rundir, "save_checkpoint", save)
     elif how == "wrapped-by-orbax":
-        monkeypatch.setattr(driver, "save_checkpoint", _fail_like_orbax(full))
+        monkeypatch.setattr(rundir, "save_checkpoint", _fail_like_orbax(full))
     elif how == "tensorstore":
-        monkeypatch.setattr(driver, "save_checkpoint", _fail_like_tensorstore)
+        monkeypatch.setattr(rundir, "save_checkpoint", _fail_like_tensorstore)
     else:  # the first atomic write: a stage record
 
         def write(path, text):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-        monkeypatch.setattr(driver, "_write_text", write)
+        monkeypatch.setattr(rundir, "_write_text", write)
     extra = ["--dense-epochs", "1", "--batch-size", "128", "--train-limit", "128"]
     hooks = sys.excepthook, threading.excepthook
     assert cli.main(_argv(tmp_path / "run", tiny_mnist, *extra)) == 1
     assert (sys.excepthook, threading.excepthook) == hooks  # restored
     line = _one_error_line(capsys.readouterr().err, "jaxcomp compress: error: ")
     assert "No space left on device; free some space, then rerun the same command" in line
-    assert not (tmp_path / "run" / driver._LOCK_NAME).exists()
+    assert not (tmp_path / "run" / rundir._LOCK_NAME).exists()
 
 
 def test_read_only_out_is_one_line(tmp_path, tiny_mnist, capsys, monkeypatch):
     def refuse(path, *a, **k):
         raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
 
-    monkeypatch.setattr(driver._OutLock, "__enter__", lambda self: refuse(self.path))
+    monkeypatch.setattr(rundir._OutLock, "__enter__", lambda self: refuse(self.path))
     assert cli.main(_argv(tmp_path / "run", tiny_mnist)) == 1
     line = _one_error_line(capsys.readouterr().err, "jaxcomp compress: error: ")
     assert "Read-only file system; choose a writable location" in line
@@ -475,4 +485,4 @@ def test_sigint_in_a_subprocess_exits_130_with_one_line(tmp_path, tiny_mnist):
             p.kill()
     assert p.returncode == 130, err
     assert err.strip().split("\n")[-1] == cli.INTERRUPTED and "Traceback" not in err
-    assert not (out / driver._LOCK_NAME).exists()
+    assert not (out / rundir._LOCK_NAME).exists()

@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcomp.compress import CompressConfig, compress, load_model
+from jaxcomp.compress import compress
+from jaxcomp.config import CompressConfig
 from jaxcomp.fileformat import load_metadata
+from jaxcomp.training import load_model
 from jaxcomp.zoo.data import ENV_VAR, MNIST, load_mnist
 from jaxcomp.zoo.models import MODELS, make_model
 from jaxcomp.zoo.train import BASELINE_RECIPES, evaluate, functional
@@ -191,7 +193,7 @@ def compress_preset(
     config = preset(model) if config is None else config
     if not isinstance(config, CompressConfig):
         raise TypeError(f"config must be a CompressConfig, got {type(config).__name__}")
-    from jaxcomp.compress import _check_out_dir
+    from jaxcomp.rundir import _check_out_dir
 
     _check_out_dir(out)
     if data is None:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from jaxcomp.atomic import atomic_open
 from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
-from jaxcomp.compress import default_optimizer
+from jaxcomp.training import default_optimizer
 from jaxcomp.zoo.data import MNIST, batches, load_mnist
 from jaxcomp.zoo.models import MODELS, make_model
 
