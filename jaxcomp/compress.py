@@ -20,7 +20,9 @@ Training runs data-parallel over every local device (a 1-D ``jax.sharding.Mesh``
 ``"data"``: each batch split over the devices, parameters and optimizer state replicated; masks
 and codebooks are computed on the global arrays). See ``docs/guides/compress-any-model.md``.
 
-The thesis' LeNet settings are presets: :func:`jaxcomp.zoo.preset`; the command line is
+This module holds the stages and the driver; the settings are ``jaxcomp.config``, the model
+adapter, data and training loop ``jaxcomp.training``, the output folder ``jaxcomp.rundir``. The
+thesis' LeNet settings are presets: :func:`jaxcomp.zoo.preset`; the command line is
 :mod:`jaxcomp.cli` (``jaxcomp compress --model PATH.py:FACTORY --data PATH.py:LOADER``).
 """
 

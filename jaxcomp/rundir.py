@@ -20,6 +20,8 @@ from typing import Any
 from jaxcomp.atomic import atomic_open
 from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
 
+__all__: list[str] = []  # the driver's internals; nothing here is public
+
 
 def _write_text(path: Path, text: str) -> None:
     with atomic_open(path, "w", make_parents=True) as f:
@@ -37,7 +39,7 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-#: Names under OUT that only :func:`compress` writes (besides the outputs themselves).
+#: Names under OUT that only :func:`jaxcomp.compress` writes (besides the outputs themselves).
 _LOCK_NAME = ".jaxcomp.lock"
 _SETTINGS_NAME = "settings.json"
 #: An interrupted :func:`jaxcomp.atomic.atomic_open` leaves ``.NAME.XXXXXXXX.tmp`` behind, an
