@@ -85,14 +85,15 @@ from jaxcomp.regularizers import add_l2_regularization
 from jaxcomp.regularizers import l1_penalty
 from jaxcomp.regularizers import l2_penalty
 
-# pipeline
-from jaxcomp.pipeline import CompressConfig
-from jaxcomp.pipeline import compress
-from jaxcomp.pipeline import default_config
-from jaxcomp.pipeline import evaluate_file
-from jaxcomp.pipeline import load_dcz_model
-from jaxcomp.pipeline import prune_stage
-from jaxcomp.pipeline import quantize_stage
+# compress (the driver; the thesis' LeNet presets are in jaxcomp.zoo)
+from jaxcomp.compress import compress
+from jaxcomp.compress import prune_stage
+from jaxcomp.compress import quantize_stage
+from jaxcomp.config import CompressConfig
+from jaxcomp.config import compressible
+from jaxcomp.training import default_optimizer
+from jaxcomp.training import evaluate_model
+from jaxcomp.training import load_model
 
 # masks
 from jaxcomp.masks import adjusted_dropout
@@ -198,12 +199,13 @@ __all__ = [
     "add_l2_regularization",
     "l1_penalty",
     "l2_penalty",
-    # pipeline
+    # compress
     "CompressConfig",
     "compress",
-    "default_config",
-    "evaluate_file",
-    "load_dcz_model",
+    "compressible",
+    "default_optimizer",
+    "evaluate_model",
+    "load_model",
     "prune_stage",
     "quantize_stage",
     # masks

@@ -1,4 +1,6 @@
-"""MNIST: IDX reading with validation, data-folder resolution, download, batching.
+"""MNIST: IDX reading with validation, data-folder resolution, download (batching: the core's
+:func:`jaxcomp.training.batches`, re-exported here).
+
 
 Data folder resolution (first that applies): the explicit ``data_dir`` argument, then the
 ``JAXCOMP_DATA_DIR`` environment variable, then ``~/.cache/jaxcomp``. Under it, MNIST lives in
@@ -18,13 +20,13 @@ import gzip
 import hashlib
 import os
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from jaxcomp.atomic import atomic_open
+from jaxcomp.training import batches
 
 __all__ = [
     "MNIST",
@@ -277,39 +279,3 @@ def download_mnist(
                     "the mirror served a different file (try another base_url)"
                 )
     return folder
-
-
-def batches(
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    *,
-    seed: int,
-    epoch: int = 0,
-    shuffle: bool = True,
-    drop_last: bool = True,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(x_batch, y_batch)`` in an order fixed by ``(seed, epoch)``.
-
-    Args:
-      x: (n, ...) inputs.
-      y: (n,) labels.
-      batch_size: examples per batch (> 0).
-      seed: shuffling seed; the same ``(seed, epoch)`` always gives the same order.
-      epoch: epoch number, so each epoch is a different permutation.
-      shuffle: if False, keep the data order.
-      drop_last: drop the last incomplete batch (keeps shapes static under ``jit``).
-
-    Yields:
-      ``x[idx]`` (batch_size, ...) and ``y[idx]`` (batch_size,).
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}; they must match")
-    n = len(x)
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-    stop = n - n % batch_size if drop_last else n
-    for i in range(0, stop, batch_size):
-        idx = order[i : i + batch_size]
-        yield x[idx], y[idx]
