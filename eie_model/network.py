@@ -118,7 +118,7 @@ def load_dcz_network(path: str | os.PathLike, leaves: Sequence[str] | None = Non
     """The fully-connected chain of a jaxcomp ``.dcz`` file as a :class:`Network`.
 
     Args:
-        path: a file written by :func:`jaxcomp.pipeline.compress` (or
+        path: a file written by :func:`jaxcomp.compress` (or
             :func:`jaxcomp.fileformat.save_compressed`).
         leaves: the weight-shared 2-D kernels to chain, in order (default: every one, in sorted
             path order, e.g. ``fc1/kernel, fc2/kernel, fc3/kernel``). Each kernel's bias is the
