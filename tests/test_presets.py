@@ -1,4 +1,4 @@
-"""Deep Compression end to end on real MNIST at reduced epochs: the pipeline's invariants.
+"""The thesis presets on the driver, end to end on real MNIST at reduced epochs.
 
 One run of ``jaxcomp compress`` (LeNet-300-100, 2,048 training images, a few epochs per stage) is
 shared by the tests; each checks one invariant of the contract: the report and the file agree
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from jaxcomp import cli
+from jaxcomp.compress import STAGES
 from jaxcomp.fileformat import load_compressed_codes, load_metadata
-from jaxcomp.pipeline import STAGES, CompressConfig, default_config, load_dcz_model
+from jaxcomp.zoo import default_config, load_dcz_model, preset
 from jaxcomp.zoo.data import load_mnist
 from jaxcomp.zoo.train import evaluate
 
@@ -67,6 +68,7 @@ def test_report_contract_and_file_size(run):
     # ... and the file on disk is that plus a small header, within 1%
     assert report["compressed_bytes"] < report["file_bytes"] <= 1.01 * report["compressed_bytes"]
     assert load_metadata(out / "model.dcz") == {"model": "lenet-300-100"}
+    assert report["model"] == "lenet-300-100" and report["devices"] >= 1
     for name in ("report.md", "plots/sparsity.png", "plots/fc1_kernel_codebook.png"):
         assert (out / name).stat().st_size > 0
 
@@ -84,7 +86,7 @@ def test_loaded_model_is_the_in_memory_one(run, mnist_dir):
         cb, cd = codes[path]
         w = np.asarray(params[path.split("/")[0]]["kernel"])
         assert np.array_equal(w, cb[cd])
-    # and its test error, computed here, is the one the pipeline reported
+    # and its test error, computed here, is the one the driver reported
     mnist = load_mnist(mnist_dir.parent)
     assert evaluate(apply, params, mnist.x_test, mnist.y_test) == e["final"]
     # evaluate on the CLI: the file alone gives the same test error
@@ -167,43 +169,44 @@ def test_default_configs_are_the_thesis_settings():
     "kw, match",
     [
         ({"model": "vgg"}, "model"),
-        ({"model": "lenet-300-100", "sparsity": {"fc9/kernel": 0.5}}, "fc9"),
-        ({"model": "lenet-300-100", "sparsity": {"fc1/kernel": 1.0}, "bits": {"fc1/kernel": 4}},
-         "sparsity"),
-        ({"model": "lenet-300-100", "sparsity": {"fc1/kernel": 0.5}, "bits": {"fc1/kernel": 0}},
-         "bits"),
-        ({"model": "lenet-300-100", "sparsity": {"fc1/kernel": 0.5}, "bits": {}}, "same layers"),
-        ({"model": "lenet-300-100", "prune_epochs": 3}, "prune_epochs"),
-        ({"model": "lenet-300-100", "prune_fractions": (0.5, 0.9)}, "prune_fractions"),
-        ({"model": "lenet-300-100", "load_balance_pes": 0}, "load_balance_pes"),
-        ({"model": "lenet-300-100", "load_balance_pes": 4.0}, "load_balance_pes"),
-        ({"model": "lenet-300-100", "load_balance_pes": {"fc1/kernel": 0}}, "load_balance_pes"),
-        ({"model": "lenet-300-100", "load_balance_pes": {"fc9/kernel": 8}}, "not pruned"),
-        ({"model": "lenet-300-100", "sparsity": {"fc1/kernel": 0.5}, "bits": {"fc1/kernel": 4},
-          "load_balance_pes": 301}, "more PEs than fc1/kernel has"),
-        ({"model": "lenet-300-100", "sparsity": {"fc3/kernel": 0.5}, "bits": {"fc3/kernel": 4},
-          "load_balance_pes": {"fc3/kernel": 11}}, r"outputs \(10\)"),
-        ({"model": "lenet-300-100", "sparsity": {"fc3/kernel": 0.5}, "bits": {"fc3/kernel": 4},
+        ({"sparsity": {"fc9/kernel": 0.5}}, "fc9"),
+        ({"sparsity": {"fc1/kernel": 1.0}}, "sparsity"),
+        ({"bits": {"fc1/kernel": 0}}, "bits"),
+        ({"bits": {"fc1/bias": 4}}, r"bits names \['fc1/bias'\], which match no compressed leaf"),
+        ({"prune_epochs": 3}, "prune_epochs"),
+        ({"prune_fractions": (0.5, 0.9)}, "prune_fractions"),
+        ({"load_balance_pes": 0}, "load_balance_pes"),
+        ({"load_balance_pes": 4.0}, "load_balance_pes"),
+        ({"load_balance_pes": {"fc1/kernel": 0}}, "load_balance_pes"),
+        ({"load_balance_pes": {"fc9/kernel": 8}}, "match no compressed leaf"),
+        ({"load_balance_pes": 301}, "more PEs than fc1/kernel has"),
+        ({"load_balance_pes": {"fc3/kernel": 11}}, r"outputs \(10\)"),
+        ({"include": "fc3/*", "sparsity": {"fc3/kernel": 0.5}, "bits": {}, "index_bits": {},
           "load_balance_pes": 11}, r"fc3/kernel has outputs \(10\)"),
-        ({"model": "lenet-300-100", "seed": -1}, "seed must be an int in 0..4294967295"),
-        ({"model": "lenet-300-100", "seed": 2**70}, "seed"),
-        ({"model": "lenet-300-100", "seed": 1.5}, "seed"),
-        ({"model": "lenet-300-100", "batch_size": True}, "batch_size"),
-        ({"model": "lenet-300-100", "dense_epochs": 0}, "dense_epochs must be an int >= 1"),
-        ({"model": "lenet-300-100", "finetune_epochs": 2.5}, "finetune_epochs"),
-        ({"model": "lenet-300-100", "kmeans_iters": -1}, "kmeans_iters"),
-        ({"model": "lenet-300-100", "prune_lr": float("inf")}, "prune_lr must be a finite"),
-        ({"model": "lenet-300-100", "prune_lr": float("nan")}, "prune_lr"),
-        ({"model": "lenet-300-100", "finetune_lr": 0.0}, "finetune_lr must be a finite number > 0"),
-        ({"model": "lenet-300-100", "finetune_lr": "0.1"}, "finetune_lr"),
-        ({"model": "lenet-300-100", "prune_weight_decay": -1e-4}, "prune_weight_decay"),
-        ({"model": "lenet-300-100", "share_init": "best"}, "share_init must be one of"),
-        ({"model": "lenet-300-100", "train_limit": 0}, "train_limit"),
+        ({"include": "nothing/*"}, "select no leaf"),
+        ({"seed": -1}, "seed must be an int in 0..4294967295"),
+        ({"seed": 2**70}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"batch_size": True}, "batch_size"),
+        ({"dense_epochs": -1}, "dense_epochs must be an int >= 0"),
+        ({"finetune_epochs": 2.5}, "finetune_epochs"),
+        ({"kmeans_iters": -1}, "kmeans_iters"),
+        ({"prune_lr": float("inf")}, "prune_lr must be a finite"),
+        ({"prune_lr": float("nan")}, "prune_lr"),
+        ({"dense_lr": 0.0}, "dense_lr"),
+        ({"finetune_lr": 0.0}, "finetune_lr must be a finite number > 0"),
+        ({"finetune_lr": "0.1"}, "finetune_lr"),
+        ({"prune_weight_decay": -1e-4}, "prune_weight_decay"),
+        ({"share_init": "best"}, "share_init must be one of"),
+        ({"train_limit": 0}, "train_limit"),
+        ({"default_bits": 17}, "default_bits must be an int in 1..16"),
+        ({"default_sparsity": 1.0}, "default_sparsity"),
     ],
 )  # fmt: skip
 def test_bad_configs_raise_naming_the_field(kw, match):
+    kw = dict(kw)
     with pytest.raises(ValueError, match=match):
-        CompressConfig(**kw)
+        preset(kw.pop("model", "lenet-300-100"), **kw)
 
 
 def test_one_pe_count_for_all_layers_is_bounded_by_the_widest():
@@ -228,7 +231,7 @@ def test_prune_stage_balances_only_the_layers_named(mnist_dir):
     """load_balance_pes={"fc1/kernel": 8}: fc1 keeps equal non-zeros per PE group
     (docs/design.md, pruning), fc2 and fc3 are pruned by plain magnitude; every layer at its
     exact sparsity."""
-    from jaxcomp.pipeline import prune_stage
+    from jaxcomp.compress import prune_stage
     from jaxcomp.zoo.models import make_model
     from jaxcomp.zoo.train import functional
 
@@ -271,10 +274,14 @@ def _params(seed=0):
 @pytest.mark.parametrize(
     "edit, error, match",
     [
-        (lambda p: p.pop("fc2"), ValueError, r"missing \['fc2/bias', 'fc2/kernel'\]"),
-        (lambda p: p["fc1"].pop("bias"), ValueError, r"missing \['fc1/bias'\]"),
-        (lambda p: p.update(fc9={"kernel": np.zeros(2, np.float32)}), ValueError, "unexpected"),
-        (lambda p: p["fc3"].update(kernel=np.zeros((100, 9), np.float32)), ValueError, "shape"),
+        (lambda p: p.pop("fc2"), ValueError, r"names \['fc2/kernel'\], which match no"),
+        (lambda p: p["fc1"].pop("bias"), ValueError, r"missing \[.*fc1.*bias"),
+        (lambda p: p.update(fc9={"kernel": np.zeros(2, np.float32)}), ValueError, "extra"),
+        (
+            lambda p: p["fc3"].update(kernel=np.zeros((100, 9), np.float32)),
+            ValueError,
+            "wrong shape",
+        ),
         (lambda p: p["fc3"].update(kernel=np.zeros((100, 10), np.int32)), TypeError, "float"),
         (lambda p: p["fc1"].update(bias=np.full(300, np.nan, np.float32)), ValueError, "NaN"),
     ],
@@ -282,8 +289,9 @@ def _params(seed=0):
 )
 def test_stages_refuse_a_params_tree_that_is_not_the_models(edit, error, match):
     """A tree with a missing layer would train/evaluate with the model's random initial weights
-    in its place (the pure apply only overrides what it is given): refused, leaves named."""
-    from jaxcomp.pipeline import prune_stage, quantize_stage
+    in its place (the pure apply only overrides what it is given): refused, leaves named (by
+    the config's per-layer settings, or by the model's apply when it is traced)."""
+    from jaxcomp.compress import prune_stage, quantize_stage
 
     apply, params = _params()
     edit(params)
@@ -295,7 +303,7 @@ def test_stages_refuse_a_params_tree_that_is_not_the_models(edit, error, match):
 
 
 def test_stages_refuse_a_params_tree_that_is_not_a_dict():
-    from jaxcomp.pipeline import prune_stage
+    from jaxcomp.compress import prune_stage
 
     apply, params = _params()
     with pytest.raises(TypeError, match="params must be a nested dict"):
@@ -314,16 +322,21 @@ def test_missing_layers_are_not_silently_replaced_by_initial_weights():
 
 
 def test_compress_refuses_bad_arguments_before_any_work(tmp_path):
-    from jaxcomp.pipeline import compress
+    from jaxcomp.compress import compress
+    from jaxcomp.zoo import compress_preset, make_model
 
     (tmp_path / "f").write_text("keep")
     cfg = default_config("lenet-300-100")
+    model = make_model("lenet-300-100")
     for out, match in (("", "out must name a folder"), (tmp_path / "f", "existing file"),
                        (tmp_path / "f" / "x", "below the file")):  # fmt: skip
         with pytest.raises(ValueError, match=match):
-            compress(cfg, out, data=_tiny_data())
+            compress(model, _tiny_data(), cfg, out)
+        with pytest.raises(ValueError, match=match):
+            compress_preset("lenet-300-100", out, cfg, data=_tiny_data())
     with pytest.raises(TypeError, match="config must be a CompressConfig"):
-        compress(cfg.to_json(), tmp_path / "o", data=_tiny_data())
+        compress(model, _tiny_data(), cfg.to_json(), tmp_path / "o")
     with pytest.raises(ValueError, match="data_dir 'no/such' is not a folder"):
-        compress(cfg, tmp_path / "o", data_dir="no/such")
+        compress_preset("lenet-300-100", tmp_path / "o", data_dir="no/such")
     assert (tmp_path / "f").read_text() == "keep"
+    assert not (tmp_path / "o").exists()
