@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -79,5 +78,5 @@ def test_lstm_gate_matrices_are_the_promised_leaves(load_example):
     gates = {f"rnn/cell/{g}/kernel" for g in (*ex.INPUT_GATES, *ex.RECURRENT_GATES)}
     assert gates <= set(layers)
     assert all(layers[g]["bits"] == 4 for g in gates)  # EIE's 4-bit codes
-    logits = jax.jit(lambda x: net(x))(jnp.zeros((3, 28, 28, 1)))
+    logits = nnx.jit(lambda m, x: m(x))(net, jnp.zeros((3, 28, 28, 1)))
     assert logits.shape == (3, 10)
