@@ -5,20 +5,19 @@ dense 500->10, ReLU after every layer but the last) initialised with ``module.in
 goes to :func:`jaxcomp.compress` as it is, and the ``.dcz`` holds the Linen variables dict
 (``params/Conv_0/kernel``, ...), read back with :func:`jaxcomp.load_model`.
 
-Run (about 6 minutes on 2 CPU cores; ``--tiny``: seconds)::
+Run (a few minutes on 2 CPU cores; ``--tiny``: seconds)::
 
     python examples/linen_cnn_mnist.py --out runs/linen-cnn
 
-or through the command line by import string (the factory returns the pair)::
-
-    jaxcomp compress --model examples/linen_cnn_mnist.py:model \
-        --data examples/linen_cnn_mnist.py:data --out runs/linen-cnn-cli
+The ``jaxcomp compress --model PATH.py:FACTORY`` command line takes NNX factories only (it
+refuses this factory's pair: "returned a tuple, not an nnx.Module"); a Linen model goes through
+the Python API, as here.
 
 Results: ``docs/guides/any-model-results.md``.
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: Linen modules are dataclasses, whose string
+# annotations need the module in sys.modules, which a file imported by path may not be
 import argparse
 import os
 import time
@@ -115,11 +114,11 @@ def config(*, tiny: bool = False, seed: int = 0) -> jaxcomp.CompressConfig:
         )
     return jaxcomp.CompressConfig(
         **common,
-        dense_epochs=6,
-        prune_epochs=9,
-        epochs_per_step=2,
+        dense_epochs=2,
+        prune_epochs=4,
+        epochs_per_step=1,
         prune_fractions=(0.5, 0.75, 0.9, 1.0),
-        finetune_epochs=2,
+        finetune_epochs=1,
     )
 
 

@@ -139,7 +139,7 @@ def config(*, tiny: bool = False, seed: int = 0) -> jaxcomp.CompressConfig:
     return jaxcomp.CompressConfig(
         **common,
         dense_epochs=3,
-        prune_epochs=5,
+        prune_epochs=4,
         epochs_per_step=1,
         prune_fractions=(0.5, 0.75, 0.9, 1.0),
         finetune_epochs=1,

@@ -91,7 +91,7 @@ class ViT(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, p, n = x.shape[0], self.patch, 28 // self.patch
         x = x.reshape(b, n, p, n, p).transpose(0, 1, 3, 2, 4).reshape(b, n * n, p * p)
-        x = self.embed(x) + self.pos[...]
+        x = self.embed(x) + self.pos[...][None]
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln(x).mean(axis=1))
@@ -138,11 +138,11 @@ def config(*, tiny: bool = False, seed: int = 0) -> jaxcomp.CompressConfig:
         )
     return jaxcomp.CompressConfig(
         **common,
-        dense_epochs=8,
-        prune_epochs=6,
+        dense_epochs=6,
+        prune_epochs=5,
         epochs_per_step=1,
         prune_fractions=(0.5, 0.75, 0.9, 1.0),
-        finetune_epochs=2,
+        finetune_epochs=1,
     )
 
 
