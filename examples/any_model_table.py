@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(
         "| example | params | dense error | final error (change, points) | P+Q+H | file "
-        "(rate, over P+Q+H) | wall / user CPU (min) | load avg start / end | goal |"
+        "(rate, over P+Q+H) | wall / user CPU (min) | load avg start / end | >= 10x at <= +0.3 |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for item in args.runs:

@@ -7,7 +7,7 @@ an ``nnx.LSTMCell`` -- input ``rnn/cell/{ii,if_,ig,io}/kernel`` (28, H) and recu
 read back from the file. ``examples/lstm_eie.py`` runs the gate matrices of ``runs/lstm/model.dcz``
 on the EIE model.
 
-Run (about 5 minutes on 2 CPU cores; ``--tiny``: seconds)::
+Run (about 6 minutes of CPU time on 2 cores; ``--tiny``: seconds)::
 
     python examples/lstm_mnist.py --out runs/lstm
 

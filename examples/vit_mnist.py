@@ -3,10 +3,11 @@
 The image is cut into 16 patches of 7x7 pixels; a linear patch embedding plus learned position
 embeddings feed ``DEPTH`` pre-LayerNorm encoder blocks (``nnx.MultiHeadAttention``: q/k/v/out
 projections; a GELU MLP), mean pooling and a linear head. :func:`jaxcomp.compress` prunes and
-weight-shares every matrix: the patch and position embeddings, q/k/v/out, the MLP and the head
-(their ``ndim >= 2`` leaves); biases and LayerNorm stay float32.
+weight-shares every leaf with ``ndim >= 2`` (the default selection): the patch and position
+embeddings, q/k/v/out, the MLP and the head -- and also the q/k/v biases, which
+``nnx.MultiHeadAttention`` shapes (heads, head_dim); the other biases and LayerNorm stay float32.
 
-Run (about 8 minutes on 2 CPU cores; ``--tiny``: seconds)::
+Run (about 2 minutes on 2 CPU cores; ``--tiny``: seconds)::
 
     python examples/vit_mnist.py --out runs/vit
 
