@@ -5,7 +5,7 @@ dense 500->10, ReLU after every layer but the last) initialised with ``module.in
 goes to :func:`jaxcomp.compress` as it is, and the ``.dcz`` holds the Linen variables dict
 (``params/Conv_0/kernel``, ...), read back with :func:`jaxcomp.load_model`.
 
-Run (a few minutes on 2 CPU cores; ``--tiny``: seconds)::
+Run (about 4 minutes of CPU time on 2 cores; ``--tiny``: seconds)::
 
     python examples/linen_cnn_mnist.py --out runs/linen-cnn
 

@@ -6,7 +6,7 @@ linear head. Every kernel is pruned and weight-shared by :func:`jaxcomp.compress
 scale, bias and running statistics stay float32 and travel in the ``.dcz`` with the weights
 (trained in ``model.train()`` mode, evaluated and stored from ``model.eval()``).
 
-Run (about 12 minutes on 2 CPU cores; ``--tiny``: seconds)::
+Run (about 6 minutes of CPU time on 2 cores; ``--tiny``: seconds)::
 
     python examples/resnet_mnist.py --out runs/resnet
 
