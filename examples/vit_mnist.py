@@ -7,7 +7,7 @@ weight-shares the patch and position embeddings, q/k/v/out, the MLP and the head
 (``nnx.MultiHeadAttention``'s q/k/v biases are (heads, head_dim) arrays, which the default
 ``ndim >= 2`` selection would take: ``exclude=["*/bias"]``) and LayerNorm stay float32.
 
-Run (about 2 minutes on 2 CPU cores; ``--tiny``: seconds)::
+Run (about 3 minutes of CPU time on 2 cores; ``--tiny``: seconds)::
 
     python examples/vit_mnist.py --out runs/vit
 
