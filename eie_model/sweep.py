@@ -8,13 +8,14 @@ runs each stage once per distinct value of the knobs it depends on, found on the
    the per-PE work tables (:mod:`eie_model.sim.work`, one sort of the non-zeros per distinct
    (N, A)). They depend on the layer and the pair only, and are kept (a small cache keyed by
    the layer's content), so repeated sweeps of one layer skip this stage;
-2. per work unit with several FIFO depths, one timing scan with an *unbounded* FIFO. A depth
-   ``D >= 2`` whose broadcasts never keep a PE waiting longer than that run's did has exactly
-   its PE schedule (cycles, busy, starvation); only the broadcast times, hence the stall
-   counter, differ, and they follow from the scalar recurrence ``e[k] = max(e[k-1] + c[k],
-   R[k - D + 1])`` against the unbounded run's column starts ``R`` (:func:`_replay`, no PE
-   state; it also checks the condition). Only ``D = 1`` and the depths that fail it get scans
-   of their own;
+2. per work unit with FIFO depths ``D >= 2``, its run with an *unbounded* FIFO, in closed form
+   (prefix sums and running maxima on the host, no scan: :func:`_unbounded`). A depth whose
+   broadcasts never keep a PE waiting longer than that run's did has exactly its PE schedule
+   (cycles, busy, starvation); only the broadcast times, hence the stall counter, differ, and
+   they follow from the scalar recurrence ``e[k] = max(e[k-1] + c[k], R[k - D + 1])`` against
+   the unbounded run's column starts ``R``, again a running maximum (:func:`_fifo_reuse`; it
+   also checks the condition, which holds from one depth on). Only ``D = 1`` and the depths
+   that fail it get scans;
 3. the remaining ``(unit, D)`` scans run in fixed-size chunks of configurations: a chunk holds
    one unit when the unit has many depths (its tables are read without a gather), and the PE
    axis is the smallest lane bucket holding the chunk's PE count (not the sweep's largest);
@@ -298,15 +299,14 @@ def _sum_by(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, bcast_latency,
-                padded, single, trace):  # fmt: skip
-    """Timing scans of one chunk of configurations (``B`` = ``depth.shape[0]``).
+def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, *, ring_len, bcast_latency, padded,
+                single):  # fmt: skip
+    """Timing scans of one chunk of configurations (``B`` = ``depth.shape[0]``), bounded FIFOs.
 
     ``single``: the tables are one unit's, ``d``/``w`` ``(K, L)``, ``c`` ``(K,)`` and every
     configuration runs that unit (no gather per step); else ``(K, U, L)`` / ``(K, U)`` tables
     and ``unit`` ``(B,)`` picks each configuration's row. Returns ``cycles, stall, starvation``
-    ``(B,)`` and, with ``trace``, the per-event ``e``, ``max_i s`` and ``min_i f[i, k-1]``
-    (over the real PEs) ``(K, B)``.
+    ``(B,)``.
     """
     k_ev, lanes = d.shape[0], d.shape[-1]
     if single:  # one unit: give the tables a unit axis of length 1 for finish()
@@ -315,10 +315,9 @@ def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, b
         unit = jnp.zeros_like(depth)
     tab = ScanTables(d=d, w=w, c=c, busy=None, dsum=dsum, tail=tail, n_pes=n_pes)
     state0 = jax.vmap(lambda _: init(lanes, ring_len))(depth)
-    real = jnp.arange(lanes)[None, :] < n_pes[unit][:, None]  # (B, L) PEs below N
 
-    def one(state, ev, dd, b):
-        return step(state, ev, dd, bounded=b, bcast_latency=bcast_latency, padded=padded)
+    def one(state, ev, dd):
+        return step(state, ev, dd, bcast_latency=bcast_latency, padded=padded)
 
     def body(state, x):
         d_k, w_k, c_k, k = x
@@ -326,18 +325,16 @@ def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, b
             ev, axes = (d_k[0], w_k[0], c_k[0], k), (None, None, None, None)
         else:
             ev, axes = (d_k[unit], w_k[unit], c_k[unit], k), (0, 0, 0, None)
-        # the earliest a real PE is free before this event (for the reuse test of replay)
-        fmin = jnp.min(jnp.where(real, state.free, jnp.iinfo(jnp.int32).max), -1)
-        state, ys = jax.vmap(one, in_axes=(0, axes, 0, 0))(state, ev, depth, bounded)
-        return state, ((*ys, fmin) if trace else None)
+        state, _ = jax.vmap(one, in_axes=(0, axes, 0))(state, ev, depth)
+        return state, None
 
     ks = jnp.arange(k_ev, dtype=jnp.int32)
-    state, ys = jax.lax.scan(body, state0, (d, w, c, ks))
+    state, _ = jax.lax.scan(body, state0, (d, w, c, ks))
     t = jax.vmap(lambda u, s: finish(tab, u, s, bcast_latency=bcast_latency))(unit, state)
-    return t.cycles, t.stall_cycles, t.starvation_cycles, ys
+    return t.cycles, t.stall_cycles, t.starvation_cycles
 
 
-_CHUNK_STATIC = ("ring_len", "bcast_latency", "padded", "single", "trace")
+_CHUNK_STATIC = ("ring_len", "bcast_latency", "padded", "single")
 _chunk = jax.jit(_chunk_impl, static_argnames=_CHUNK_STATIC)
 
 
@@ -349,58 +346,96 @@ def _has_write(prep: _Prepared) -> np.ndarray:
     return np.any((tab.w > NEG // 2) & live & lanes, axis=(0, 2))
 
 
-@jax.jit
-def _replay(c, r_u, ub, row, depth):
-    """The broadcast recurrence alone against fixed PE schedules (``R`` runs, ``K`` events).
+def _unbounded(prep: _Prepared, unit: int, bcast_latency: int):
+    """The unbounded-FIFO run of one unit in closed form (host NumPy, no scan).
 
-    ``e[k] = max(e[k-1] + c[k], R_u[k - D + 1])`` with ``R_u`` the unbounded run's latest
-    column start of each event; the run keeps that run's PE schedule iff every ``e[k] <=
-    ub[k] = max(e_u[k], min_i f_u[i, k-1] - bcast_latency)`` (no PE waits longer for its
-    broadcast than without the FIFO bound): then its stall counter is ``sum (e - ready)``.
+    With no FIFO bound ``e[k] = e[k-1] + c[k]`` (a prefix sum) and each PE's recurrence
+    ``s[i,k] = max(e[k] + bl, s[i,k-1] + d[i,k-1])`` is a running maximum: with ``P[i,k] =
+    sum_{j<k} d[i,j]``, ``s[i,k] = P[i,k] + max_{j<=k} (e[j] + bl - P[i,j])``. Padding events
+    (``c < 0``) come last and change nothing, so only the live prefix is computed.
 
-    Args: ``c`` ``(K, P)`` gaps, ``r_u`` / ``ub`` ``(P, K)`` of the probed units, ``row``
-    ``(R,)`` each run's probe, ``depth`` ``(R,)``. Returns ``ok``, ``stall``, ``last`` ``(R,)``.
+    Returns:
+        ``(cycles, starvation, e, R, fmin)``: the run's counters and, per live event, the
+        broadcast cycle, the latest column start ``max_i s[i,k]`` and the earliest time a real
+        PE is free before it ``min_i f[i,k-1]`` (``NEG`` at ``k = 0``), int64 ``(K_live,)``.
     """
-    k_ev = c.shape[0]
-    lookback = depth - 1
+    tab = prep.tab
+    n = int(tab.n_pes[unit])
+    c = tab.c[:, unit].astype(np.int64)
+    k_live = int(np.count_nonzero(c >= 0))
+    c = c[:k_live]
+    d = tab.d[:k_live, unit, :n].astype(np.int64)  # (K, N)
+    w = tab.w[:k_live, unit, :n]
+    e = np.cumsum(c)
+    if not k_live:
+        empty = np.zeros(0, np.int64)
+        return int(tab.tail[unit]), 0, empty, empty, empty
+    p = np.cumsum(d, axis=0) - d  # exclusive prefix sums per PE
+    s = np.maximum.accumulate((e + bcast_latency)[:, None] - p, axis=0) + p
+    f = s + d
+    r = s.max(1)
+    fmin = np.concatenate([[NEG], f[:-1].min(1)])
+    wr = np.where(w > NEG // 2, s + w, NEG).max()
+    cycles = int(wr) if wr > NEG // 2 else int(e[-1] + tab.tail[unit])
+    s0 = c[0] + bcast_latency
+    starv = int((f[-1] - s0 - tab.dsum[unit, :n]).sum())
+    return cycles, starv, e, r, fmin
 
-    def body(carry, x):
-        e_prev, stall, ok = carry
-        c_k, k = x
-        c_r = c_k[row]
-        j = k - lookback
-        room = jnp.where(j >= 0, r_u[row, jnp.maximum(j, 0)], NEG)
-        ready = e_prev + c_r
-        e = jnp.maximum(ready, room)
-        live = c_r >= 0
-        ok = ok & (~live | (e <= ub[row, k]))
-        stall = stall + jnp.where(live, e - ready, 0)
-        return (jnp.where(live, e, e_prev), stall, ok), None
 
-    zero = jnp.zeros_like(depth)
-    init_ = (zero, zero, jnp.ones(depth.shape, bool))
-    (last, stall, ok), _ = jax.lax.scan(body, init_, (c, jnp.arange(k_ev, dtype=jnp.int32)))
-    return ok, stall, last
+def _fifo_reuse(
+    prep: _Prepared, unit: int, depths: np.ndarray, bcast_latency: int, has_write: bool
+):
+    """Which FIFO depths ``D >= 2`` of one unit keep the unbounded run's PE schedule, and their
+    counters (host NumPy, no scan).
 
+    A depth keeps it iff its broadcasts ``e[k] = max(e[k-1] + c[k], R[k - D + 1])`` (against the
+    unbounded run's column starts ``R``) never exceed ``max(e_u[k], min_i f_u[i,k-1] - bl)``:
+    then no PE starts a column later than without the bound. ``e`` is a running maximum,
+    ``e[k] = C[k] + max(0, max_{j<=k} (R[j-D+1] - C[j]))`` with ``C`` the prefix sum of ``c``
+    (the unbounded ``e``), so the stall counter telescopes to ``e[-1] - C[-1]``. ``e`` only
+    falls as ``D`` grows (``R`` never decreases), so the depths that keep the schedule are all
+    those from the smallest one that does, found by bisection.
 
-def _replay_runs(prep, row, depth, r_u, ub, probe):
-    """:func:`_replay` of runs ``(row, depth)`` (shapes padded to powers of two)."""
-    n = len(row)
-    size = _bucket(n)
-    c = prep.tab.c[:, probe]
-    pp = _bucket(len(probe))
-    c = np.pad(c, ((0, 0), (0, pp - len(probe))), constant_values=-1)
-    r_u = np.pad(r_u, ((0, pp - len(probe)), (0, 0)))
-    ub = np.pad(ub, ((0, pp - len(probe)), (0, 0)))
-    big = np.iinfo(np.int32).max
-    ok, stall, last = _replay(
-        c.astype(np.int32),
-        np.minimum(r_u, big).astype(np.int32),
-        np.minimum(ub, big).astype(np.int32),
-        _pad(row.astype(np.int32), size),
-        _pad(depth.astype(np.int32), size),
-    )
-    return np.asarray(ok)[:n], np.asarray(stall, np.int64)[:n], np.asarray(last, np.int64)[:n]
+    Args:
+        prep: the layer's tables. unit: the unit. depths: ``(R,)`` sorted distinct depths >= 2.
+        bcast_latency: cycles from broadcast to column start. has_write: whether the unit
+        writes an accumulator (:func:`_has_write`; else its end is the LNZD's).
+
+    Returns:
+        ``(ok (R,) bool, cycles, stall, starvation (R,) int64)`` (counters valid where ``ok``).
+    """
+    depths = np.asarray(depths, np.int64)
+    n_d = len(depths)
+    cycles, starv, e_u, r_u, fmin = _unbounded(prep, unit, bcast_latency)
+    k_live = len(e_u)
+    zero = np.zeros(n_d, np.int64)
+    if not k_live:  # no broadcast: no FIFO, every depth runs the same
+        return np.ones(n_d, bool), zero + cycles, zero, zero + starv
+    ub = np.maximum(e_u, fmin - bcast_latency)
+
+    def e_of(dd: int) -> np.ndarray:
+        room = np.full(k_live, NEG, np.int64)
+        room[dd - 1 :] = r_u[: max(k_live - dd + 1, 0)]
+        return e_u + np.maximum(np.maximum.accumulate(room - e_u), 0)
+
+    lo, hi = 0, n_d  # the first depth that keeps the schedule is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.all(e_of(int(depths[mid])) <= ub):
+            hi = mid
+        else:
+            lo = mid + 1
+    ok = np.arange(n_d) >= lo
+    # stall of a depth: max(0, max_j R[j] - C[j + D - 1]), one row of a strided view per depth
+    keep = depths[ok]
+    stall = zero.copy()
+    if len(keep):
+        big = np.iinfo(np.int64).max // 4
+        cpad = np.concatenate([e_u, np.full(int(keep.max()), big)])
+        win = np.lib.stride_tricks.sliding_window_view(cpad, k_live)[keep - 1]  # (R', K)
+        stall[ok] = np.maximum((r_u[None, :] - win).max(1), 0)
+    cyc = np.where(has_write, cycles, e_u[-1] + stall + int(prep.tab.tail[unit]))
+    return ok, np.where(ok, cyc, 0), stall, np.where(ok, starv, 0)
 
 
 def _line_reads(prep: _Prepared, unit: int, epl: int) -> int:
@@ -413,9 +448,9 @@ def _line_reads(prep: _Prepared, unit: int, epl: int) -> int:
     return int(np.sum(np.where(ent > 0, new, 0), dtype=np.int64))
 
 
-def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, progress):
-    """Timing scans of ``runs`` ``(R, 2)`` = (unit, depth): ``(R, 3)`` cycles, stall, starv
-    (and, with ``trace``, ``(3, R, K)`` e, max s and min f per event; else ``None``).
+def _scan_runs(prep, runs, *, ring_len, static, devices, chunk, progress):
+    """Bounded-FIFO timing scans of ``runs`` ``(R, 2)`` = (unit, depth): ``(R, 3)`` cycles,
+    stall, starvation.
 
     Runs are grouped by lane bucket; a unit with at least ``chunk / 2`` runs gets chunks of
     ``chunk`` of its own, the others share chunks of ``chunk / 4`` (a gather per step). Chunks go
@@ -423,12 +458,10 @@ def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, 
     chunk and the results are all-gathered.
     """
     tab = prep.tab
-    k_ev = tab.d.shape[0]
     padded = bool(np.any(tab.c < 0))
     out = np.zeros((len(runs), 3), np.int64)
-    tr = np.zeros((3, len(runs), k_ev), np.int64) if trace else None
     if not len(runs):
-        return out, tr
+        return out
     lanes_of = np.array([_lanes(int(n)) for n in tab.n_pes])
     jobs = []  # (single, lanes, unit or units, run indices)
     order = np.lexsort((runs[:, 1], runs[:, 0], lanes_of[runs[:, 0]]))
@@ -461,39 +494,31 @@ def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, 
         dev = devs[(ji // nproc) % len(devs)]
         size = chunk if single else min(max(chunk // 4, 1), max(_bucket(len(idx)), 8))
         dep = _pad(runs[idx, 1].astype(np.int32), size)
-        bnd = np.full(size, bounded)
         if single:
             zero = np.zeros(size, np.int32)
             args = (tab.d[:, u, :ln], tab.w[:, u, :ln], tab.c[:, u], tab.tail[u],
-                    tab.dsum[u, :ln], tab.n_pes[u], zero, dep, bnd)  # fmt: skip
+                    tab.dsum[u, :ln], tab.n_pes[u], zero, dep)  # fmt: skip
         else:
             units = np.unique(runs[idx, 0])
             upad = _pad(units, _bucket(len(units)))
             local = np.searchsorted(units, runs[idx, 0]).astype(np.int32)
             args = (tab.d[:, upad, :ln], tab.w[:, upad, :ln], tab.c[:, upad], tab.tail[upad],
-                    tab.dsum[upad, :ln], tab.n_pes[upad], _pad(local, size), dep, bnd)  # fmt: skip
+                    tab.dsum[upad, :ln], tab.n_pes[upad], _pad(local, size), dep)  # fmt: skip
         args = jax.device_put(args, dev)
         res = _chunk(*args, ring_len=ring_len, bcast_latency=static.bcast_latency,
-                     padded=padded, single=single, trace=trace)  # fmt: skip
+                     padded=padded, single=single)  # fmt: skip
         pending.append((ji, idx, res))
     for done, (_ji, idx, res) in enumerate(pending):
-        cyc, stall, starv, ys = jax.tree.map(np.asarray, res)
+        cyc, stall, starv = (np.asarray(x) for x in res)
         n = len(idx)
         out[idx] = np.stack([cyc[:n], stall[:n], starv[:n]], 1)
-        if trace:
-            for q in range(3):
-                tr[q, idx] = ys[q][:, :n].T
         if progress:
             progress(done + 1, len(pending))
     if nproc > 1:  # every host gets every chunk's result (zeros where another host ran it)
         from jax.experimental import multihost_utils
 
-        parts = [out] + ([tr] if trace else [])
-        parts = [np.asarray(multihost_utils.process_allgather(p)).sum(0) for p in parts]
-        out = parts[0]
-        if trace:
-            tr = parts[1]
-    return out, tr
+        out = np.asarray(multihost_utils.process_allgather(out)).sum(0)
+    return out
 
 
 def sweep(
@@ -580,37 +605,27 @@ def sweep(
     runs, run_of = _unique_rows(unit_runs)
     run_of = run_of.ravel()
 
-    # FIFO reuse: one unbounded-FIFO scan per unit with two or more depths D >= 2 to run;
-    # a depth whose broadcasts never hold back a PE keeps that run's PE schedule, and its
-    # stall counter comes from the broadcast recurrence alone (replay, no PE state)
-    n_units = len(prep.unit_pair)
-    deep = runs[:, 1] >= 2
-    per_unit = np.bincount(runs[deep, 0], minlength=n_units)
-    probe = np.flatnonzero(per_unit >= 2)
+    # FIFO reuse: the unbounded-FIFO run of each unit in closed form; a depth D >= 2 whose
+    # broadcasts never hold back a PE keeps that run's PE schedule, and its stall counter comes
+    # from the broadcast recurrence alone (no PE state, no scan): see _fifo_reuse
     res = np.zeros((len(runs), 3), np.int64)
     done = np.zeros(len(runs), bool)
-    kw = dict(static=static, devices=devices, chunk=int(chunk), progress=progress)
-    if len(probe) and k_ev:
-        pr = np.stack([probe, np.full(len(probe), 2)], 1)
-        r_u, tr = _scan_runs(prep, pr, bounded=False, trace=True, ring_len=1, **kw)
-        row = np.full(n_units, -1)
-        row[probe] = np.arange(len(probe))
-        cand = np.flatnonzero(deep & (row[runs[:, 0]] >= 0))
-        ub = np.maximum(tr[0], tr[2] - static.bcast_latency)  # (probes, K)
-        ok, stall, last = _replay_runs(prep, row[runs[cand, 0]], runs[cand, 1], tr[1], ub, probe)
-        hit = cand[ok]
-        u_row = row[runs[hit, 0]]
-        written = _has_write(prep)[runs[hit, 0]]
-        tail = prep.tab.tail[runs[hit, 0]].astype(np.int64)
-        res[hit, 0] = np.where(written, r_u[u_row, 0], last[ok] + tail)
-        res[hit, 1] = stall[ok]
-        res[hit, 2] = r_u[u_row, 2]
-        done[hit] = True
+    if k_ev:
+        deep = np.flatnonzero(runs[:, 1] >= 2)  # runs are sorted by (unit, depth)
+        if len(deep):
+            has_write = _has_write(prep)
+            units, starts = np.unique(runs[deep, 0], return_index=True)
+            for u, sel in zip(units.tolist(), np.split(deep, starts[1:]), strict=True):
+                ok, cyc_u, stall_u, starv_u = _fifo_reuse(
+                    prep, u, runs[sel, 1], static.bcast_latency, bool(has_write[u])
+                )
+                res[sel] = np.stack([cyc_u, stall_u, starv_u], 1)
+                done[sel] = ok
     todo = np.flatnonzero(~done)
     if len(todo):
         ring = _bucket(max(min(int(runs[todo, 1].max()), k_ev + 1), 2))
-        r_t, _ = _scan_runs(prep, runs[todo], bounded=True, trace=False, ring_len=ring, **kw)
-        res[todo] = r_t
+        kw = dict(static=static, devices=devices, chunk=int(chunk), progress=progress)
+        res[todo] = _scan_runs(prep, runs[todo], ring_len=ring, **kw)
     if bar is not None:
         bar.close()
     per_trip = _sum_by(trip_owner, res[run_of], len(trips))
