@@ -56,9 +56,9 @@ from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 
 __all__ = ["pareto_front", "sweep", "to_records", "write_csv", "write_json"]
 
-#: Configurations per timing chunk of one unit (its state: a few hundred KB, cache-sized; big
-#: enough that the scan's per-step overhead is small next to the chunk's work).
-CHUNK = 256
+#: Configurations per timing chunk (its state: a few hundred KB, cache-sized; big enough that
+#: the scan's per-step overhead is small next to the chunk's work).
+CHUNK = 64
 
 
 def _bucket(n: int, multiple: int = 1) -> int:
@@ -68,8 +68,10 @@ def _bucket(n: int, multiple: int = 1) -> int:
 
 
 def _lanes(n: int) -> int:
-    """PE lanes for N PEs: 8, 16, 32, 64, ... (8 int32 fill one AVX2 vector)."""
-    return max(_bucket(n), 8)
+    """PE lanes for N PEs: 16, 64, 256, ... (powers of four: few compiled shapes per sweep,
+    at most four times the lanes a configuration needs)."""
+    b = _bucket(n)
+    return max(b if b.bit_length() % 2 else 2 * b, 16)
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
@@ -387,20 +389,14 @@ def _sum_by(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, *, ring_len, bcast_latency, padded,
-                single):  # fmt: skip
-    """Timing scans of one chunk of configurations (``B`` = ``depth.shape[0]``), bounded FIFOs.
+def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, *, ring_len, bcast_latency, padded):
+    """Bounded-FIFO timing scans of one chunk of configurations (``B`` = ``depth.shape[0]``).
 
-    ``single``: the tables are one unit's, ``d``/``w`` ``(K, L)``, ``c`` ``(K,)`` and every
-    configuration runs that unit (no gather per step); else ``(K, U, L)`` / ``(K, U)`` tables
-    and ``unit`` ``(B,)`` picks each configuration's row. Returns ``cycles, stall, starvation``
-    ``(B,)``.
+    ``d``/``w`` ``(K, U, L)`` and ``c`` ``(K, U)`` hold the tables of the ``U`` units of one lane
+    bucket (put on the device once per sweep); ``unit`` ``(B,)`` picks each configuration's row
+    (a gather per step). Returns ``cycles, stall, starvation`` ``(B,)``.
     """
     k_ev, lanes = d.shape[0], d.shape[-1]
-    if single:  # one unit: give the tables a unit axis of length 1 for finish()
-        d, w, c = d[:, None], w[:, None], c[:, None]
-        tail, dsum, n_pes = tail[None], dsum[None], n_pes[None]
-        unit = jnp.zeros_like(depth)
     tab = ScanTables(d=d, w=w, c=c, busy=None, dsum=dsum, tail=tail, n_pes=n_pes)
     state0 = jax.vmap(lambda _: init(lanes, ring_len))(depth)
 
@@ -409,11 +405,8 @@ def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, *, ring_len, bcast_late
 
     def body(state, x):
         d_k, w_k, c_k, k = x
-        if single:
-            ev, axes = (d_k[0], w_k[0], c_k[0], k), (None, None, None, None)
-        else:
-            ev, axes = (d_k[unit], w_k[unit], c_k[unit], k), (0, 0, 0, None)
-        state, _ = jax.vmap(one, in_axes=(0, axes, 0))(state, ev, depth)
+        ev = (d_k[unit], w_k[unit], c_k[unit], k)
+        state, _ = jax.vmap(one, in_axes=(0, (0, 0, 0, None), 0))(state, ev, depth)
         return state, None
 
     ks = jnp.arange(k_ev, dtype=jnp.int32)
@@ -422,7 +415,7 @@ def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, *, ring_len, bcast_late
     return t.cycles, t.stall_cycles, t.starvation_cycles
 
 
-_CHUNK_STATIC = ("ring_len", "bcast_latency", "padded", "single")
+_CHUNK_STATIC = ("ring_len", "bcast_latency", "padded")
 _chunk = jax.jit(_chunk_impl, static_argnames=_CHUNK_STATIC)
 
 
@@ -540,10 +533,11 @@ def _scan_runs(prep, runs, *, ring_len, static, devices, chunk, progress):
     """Bounded-FIFO timing scans of ``runs`` ``(R, 2)`` = (unit, depth): ``(R, 3)`` cycles,
     stall, starvation.
 
-    Runs are grouped by lane bucket; a unit with at least ``chunk / 2`` runs gets chunks of
-    ``chunk`` of its own, the others share chunks of ``chunk / 4`` (a gather per step). Chunks go
-    round-robin over ``devices``; with several processes each runs every ``process_count``-th
-    chunk and the results are all-gathered.
+    Runs are grouped by lane bucket; each bucket's unit tables go to each device once, and its
+    runs go in chunks of ``chunk`` configurations (the last one of a bucket rounded up to a
+    power of two), so a sweep compiles one program per lane bucket and chunk size, whatever
+    its number of configurations. Chunks go round-robin over ``devices``; with several
+    processes each runs every ``process_count``-th chunk and the results are all-gathered.
     """
     tab = prep.tab
     padded = bool(np.any(tab.c < 0))
@@ -551,52 +545,33 @@ def _scan_runs(prep, runs, *, ring_len, static, devices, chunk, progress):
     if not len(runs):
         return out
     lanes_of = np.array([_lanes(int(n)) for n in tab.n_pes])
-    jobs = []  # (single, lanes, unit or units, run indices)
     order = np.lexsort((runs[:, 1], runs[:, 0], lanes_of[runs[:, 0]]))
-    runs_o = runs[order]
-    counts = np.bincount(runs_o[:, 0], minlength=len(tab.n_pes))
-    multi = []
-    i = 0
-    while i < len(runs_o):
-        u = int(runs_o[i, 0])
-        j = i + int(counts[u])
-        if counts[u] >= chunk // 2:
-            for lo in range(i, j, chunk):
-                jobs.append((True, lanes_of[u], u, order[lo : min(lo + chunk, j)]))
-        else:
-            multi.append(order[i:j])
-        i = j
-    if multi:
-        rest = np.concatenate(multi)
-        for ln in np.unique(lanes_of[runs[rest, 0]]):
-            sel = rest[lanes_of[runs[rest, 0]] == ln]
-            small = min(max(chunk // 4, 1), max(_bucket(len(sel)), 8))
-            for lo in range(0, len(sel), small):
-                jobs.append((False, int(ln), None, sel[lo : lo + small]))
+    jobs = []  # (lanes, units of the bucket, run indices)
+    for ln in np.unique(lanes_of[runs[:, 0]]).tolist():
+        sel = order[lanes_of[runs[order, 0]] == ln]
+        units = np.unique(runs[sel, 0])
+        for lo in range(0, len(sel), chunk):
+            jobs.append((ln, units, sel[lo : lo + chunk]))
     nproc, me = jax.process_count(), jax.process_index()
     devs = list(devices) if devices is not None else jax.local_devices()
+    placed: dict = {}  # (lanes, device) -> the bucket's tables on that device
     pending = []
-    for ji, (single, ln, u, idx) in enumerate(jobs):
+    for ji, (ln, units, idx) in enumerate(jobs):
         if ji % nproc != me:
             continue
         dev = devs[(ji // nproc) % len(devs)]
-        size = chunk if single else min(max(chunk // 4, 1), max(_bucket(len(idx)), 8))
-        dep = _pad(runs[idx, 1].astype(np.int32), size)
-        if single:
-            zero = np.zeros(size, np.int32)
-            args = (tab.d[:, u, :ln], tab.w[:, u, :ln], tab.c[:, u], tab.tail[u],
-                    tab.dsum[u, :ln], tab.n_pes[u], zero, dep)  # fmt: skip
-        else:
-            units = np.unique(runs[idx, 0])
+        if (ln, dev) not in placed:
             upad = _pad(units, _bucket(len(units)))
-            local = np.searchsorted(units, runs[idx, 0]).astype(np.int32)
-            args = (tab.d[:, upad, :ln], tab.w[:, upad, :ln], tab.c[:, upad], tab.tail[upad],
-                    tab.dsum[upad, :ln], tab.n_pes[upad], _pad(local, size), dep)  # fmt: skip
-        args = jax.device_put(args, dev)
-        res = _chunk(*args, ring_len=ring_len, bcast_latency=static.bcast_latency,
-                     padded=padded, single=single)  # fmt: skip
-        pending.append((ji, idx, res))
-    for done, (_ji, idx, res) in enumerate(pending):
+            placed[ln, dev] = jax.device_put(
+                (tab.d[:, upad, :ln], tab.w[:, upad, :ln], tab.c[:, upad], tab.tail[upad],
+                 tab.dsum[upad, :ln], tab.n_pes[upad]), dev)  # fmt: skip
+        size = min(chunk, max(_bucket(len(idx)), 8))
+        local = _pad(np.searchsorted(units, runs[idx, 0]).astype(np.int32), size)
+        dep = _pad(runs[idx, 1].astype(np.int32), size)
+        res = _chunk(*placed[ln, dev], *jax.device_put((local, dep), dev), ring_len=ring_len,
+                     bcast_latency=static.bcast_latency, padded=padded)  # fmt: skip
+        pending.append((idx, res))
+    for done, (idx, res) in enumerate(pending):
         cyc, stall, starv = (np.asarray(x) for x in res)
         n = len(idx)
         out[idx] = np.stack([cyc[:n], stall[:n], starv[:n]], 1)

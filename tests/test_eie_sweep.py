@@ -252,3 +252,61 @@ def test_layer_cache_sees_changed_arrays():
     want = _vmap_simulate(st, p, layer._replace(act=act))
     np.testing.assert_array_equal(b.cycles, np.asarray(want.cycles))
     assert not np.array_equal(a.pointer_reads, b.pointer_reads)
+
+
+def test_host_work_tables_equal_pe_work_under_jit():
+    """The sweep's host work tables (one NumPy sort per PE count, slice sums from prefix sums)
+    equal the device model's pe_work / scan_tables under jit and vmap, for PE counts from 1 to
+    beyond the rows, index bits 1..8, with a bias, padding non-zeros and padding events."""
+    from eie_model.sim.events import layer_events
+    from eie_model.sim.timing import scan_tables
+    from eie_model.sim.work import pe_work
+
+    rng = np.random.default_rng(3)
+    for t in range(3):
+        layer = _layer(20 + t, m=int(rng.integers(5, 50)), n=int(rng.integers(5, 40)))
+        if t == 1:
+            layer = layer._replace(bias_codes=None)
+        ev = layer_events(layer)
+        if t == 2:
+            ev = layer_events(layer, pad_nnz=ev.rows.size + 7, pad_events=ev.num_events + 4)
+        ns = [1, 2, 3, 7, 16, ev.m + 3]
+        pairs = np.array([(n, r, 0) for n in ns for r in range(1, 9)], np.int32)
+        max_pes = sweep._lanes(max(ns))
+        prep = sweep._prepare(ev, pairs, max_pes, 5)
+        works = jax.jit(
+            jax.vmap(lambda n, r, e=ev, p=max_pes: pe_work(e, n, r, max_pes=p)),
+        )(jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1]))
+        want = scan_tables(works)
+        got = prep.tab
+        for k in ("d", "w", "c", "busy", "dsum", "tail", "n_pes"):
+            np.testing.assert_array_equal(getattr(got, k), np.asarray(getattr(want, k)), k)
+        u = prep.unit_pair  # one pass per pair: units are pairs
+        np.testing.assert_array_equal(prep.entries[u], np.asarray(works.entries).transpose(0, 2, 1))
+        np.testing.assert_array_equal(prep.base[u], np.asarray(works.base).transpose(0, 2, 1))
+        np.testing.assert_array_equal(prep.useful, np.asarray(works.nnz).sum((1, 2)))
+
+
+def test_unbounded_closed_form_equals_scan():
+    """The unbounded-FIFO run in closed form (prefix sums and running maxima) equals the
+    timing scan with an unbounded FIFO: cycles, starvation, and per event the broadcast cycle
+    and the latest column start; with padding events too."""
+    from eie_model.sim.events import layer_events
+    from eie_model.sim.timing import run
+
+    for t in range(2):
+        layer = _layer(30 + t, m=45, n=35)
+        ev = layer_events(layer)
+        if t:
+            ev = layer_events(layer, pad_nnz=ev.rows.size + 3, pad_events=ev.num_events + 5)
+        pairs = np.array([(n, r, 0) for n in (1, 4, 9, 50) for r in (1, 4)], np.int32)
+        prep = sweep._prepare(ev, pairs, 64, 5)
+        tab = jax.tree.map(jnp.asarray, prep.tab)
+        k_live = ev.num_broadcasts
+        scan = jax.jit(lambda u, p=bool(t): run(tab, u, 1, ring_len=2, bounded=False, padded=p))
+        for u in range(len(pairs)):
+            cyc, starv, e, r, _ = sweep._unbounded(prep, u, 2)
+            want, (e_w, s_w) = scan(u)
+            assert cyc == int(want.cycles) and starv == int(want.starvation_cycles), u
+            np.testing.assert_array_equal(e, np.asarray(e_w)[:k_live])
+            np.testing.assert_array_equal(r, np.asarray(s_w)[:k_live])
