@@ -303,7 +303,9 @@ def test_unbounded_closed_form_equals_scan():
         prep = sweep._prepare(ev, pairs, 64, 5)
         tab = jax.tree.map(jnp.asarray, prep.tab)
         k_live = ev.num_broadcasts
-        scan = jax.jit(lambda u, p=bool(t): run(tab, u, 1, ring_len=2, bounded=False, padded=p))
+        scan = jax.jit(
+            lambda u, tb=tab, p=bool(t): run(tb, u, 1, ring_len=2, bounded=False, padded=p)
+        )
         for u in range(len(pairs)):
             cyc, starv, e, r, _ = sweep._unbounded(prep, u, 2)
             want, (e_w, s_w) = scan(u)
