@@ -238,7 +238,7 @@ class _Prepared(NamedTuple):
     unit_pair: np.ndarray  # (U,) int32 pair of each unit (units of a pair consecutive)
     entries: np.ndarray  # (U, K, max_pes) int32 entries of each slice (fillers included)
     base: np.ndarray  # (U, K, max_pes) int32 CSC address of each slice's first entry
-    line_prev: np.ndarray  # (U, K, max_pes) int32 address of the entry walked before a slice
+    walks: list  # per unit, (first, last, prev) int32 addresses of its non-empty slices' walk
     tab: ScanTables  # NumPy (K, U, max_pes) tables of the timing scans
     useful: np.ndarray  # (P,) int64 useful MACs (all passes)
     fillers: np.ndarray  # (P,) int64
@@ -279,7 +279,7 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
     # the tables every later stage reads, filled unit by unit by the worker threads
     entries = np.zeros((nu, k_ev, max_pes), np.int32)
     base = np.zeros((nu, k_ev, max_pes), np.int32)
-    prev = np.full((nu, k_ev, max_pes), -1, np.int32)
+    walks: list = [None] * nu
     d = np.zeros((k_ev, nu, max_pes), np.int32)
     w = np.full((k_ev, nu, max_pes), NEG, np.int32)
     c = np.zeros((k_ev, nu), np.int32)
@@ -301,9 +301,14 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         w[:, u, :n_u] = np.where(ent > 0, ent + write_latency, NEG)
         entries[u, :, :n_u] = ent
         base[u, :, :n_u] = addr
+        # the SRAM walk: the non-empty slices' first and last address, and the last address
+        # walked before each (-1: none), as sim.counters.line_walk has it
+        last = np.where(ent > 0, addr + ent - 1, -1)
+        prev = np.full_like(last, -1)
         if k_ev:
-            last = np.where(ent > 0, addr + ent - 1, -1)
-            prev[u, 1:, :n_u] = np.maximum.accumulate(last, axis=0)[:-1]
+            prev[1:] = np.maximum.accumulate(last, axis=0)[:-1]
+        nz = ent > 0
+        walks[u] = tuple(x[nz].astype(np.int32) for x in (addr, last, prev))
         busy[u, :n_u] = ent.sum(0)
         dsum[u, :n_u] = du.sum(0)
         useful[u] = nnz.sum()
@@ -346,7 +351,7 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         unit_pair=unit_pair.astype(np.int32),
         entries=entries,
         base=base,
-        line_prev=prev,
+        walks=walks,
         tab=tab,
         useful=_sum_by(unit_pair, useful, len(pairs)),
         fillers=_sum_by(unit_pair, fillers, len(pairs)),
@@ -442,25 +447,25 @@ def _unbounded(prep: _Prepared, unit: int, bcast_latency: int):
     """
     tab = prep.tab
     n = int(tab.n_pes[unit])
-    c = tab.c[:, unit].astype(np.int64)
+    c = tab.c[:, unit]
     k_live = int(np.count_nonzero(c >= 0))
     c = c[:k_live]
-    d = tab.d[:k_live, unit, :n].astype(np.int64)  # (K, N)
+    d = tab.d[:k_live, unit, :n]  # (K, N) int32, as the scan computes
     w = tab.w[:k_live, unit, :n]
-    e = np.cumsum(c)
+    e = np.cumsum(c, dtype=np.int32)
     if not k_live:
         empty = np.zeros(0, np.int64)
         return int(tab.tail[unit]), 0, empty, empty, empty
-    p = np.cumsum(d, axis=0) - d  # exclusive prefix sums per PE
+    p = np.cumsum(d, axis=0, dtype=np.int32) - d  # exclusive prefix sums per PE
     s = np.maximum.accumulate((e + bcast_latency)[:, None] - p, axis=0) + p
     f = s + d
     r = s.max(1)
-    fmin = np.concatenate([[NEG], f[:-1].min(1)])
+    fmin = np.concatenate([[NEG], f[:-1].min(1)]).astype(np.int64)
     wr = np.where(w > NEG // 2, s + w, NEG).max()
     cycles = int(wr) if wr > NEG // 2 else int(e[-1] + tab.tail[unit])
     s0 = c[0] + bcast_latency
-    starv = int((f[-1] - s0 - tab.dsum[unit, :n]).sum())
-    return cycles, starv, e, r, fmin
+    starv = int((f[-1] - s0 - tab.dsum[unit, :n]).sum(dtype=np.int64))
+    return cycles, starv, e.astype(np.int64), r.astype(np.int64), fmin
 
 
 def _fifo_reuse(
@@ -522,11 +527,10 @@ def _fifo_reuse(
 def _line_reads(prep: _Prepared, unit: int, epl: int) -> int:
     """SRAM line reads of one unit for ``epl`` entries a line, summed over PEs (host;
     :func:`eie_model.sim.counters.line_reads_from_walk`'s formula)."""
-    ent, base, prev = prep.entries[unit], prep.base[unit], prep.line_prev[unit]
+    base, last, prev = prep.walks[unit]
     first = base // epl
-    last = np.maximum(base + ent - 1, 0) // epl
-    new = last - first + 1 - (prev >= first * epl)
-    return int(np.sum(np.where(ent > 0, new, 0), dtype=np.int64))
+    new = last // epl - first + 1 - (prev >= first * epl)
+    return int(np.sum(new, dtype=np.int64))
 
 
 def _scan_runs(prep, runs, *, ring_len, static, devices, chunk, progress):
