@@ -153,7 +153,14 @@ def _unit_work(ev, g: _Gaps, n_pes, r, p, bcast, max_pes):
     return entries, nnz, base
 
 
-def _slice_entries(ev: Events, n_pes: int, bits: Sequence[int]) -> tuple[np.ndarray, dict]:
+def _key_shift(m: int, n_pes: int) -> int:
+    """Bits below the column in :func:`_slice_entries`' sort key (PE and local row fields)."""
+    return int(-(-m // n_pes) - 1).bit_length() + int(n_pes - 1).bit_length()
+
+
+def _slice_entries(
+    ev: Events, n_pes: int, bits: Sequence[int], col_keys: dict | None = None
+) -> tuple[np.ndarray, dict]:
     """Entries of every (column, PE) slice for N PEs, one table per index width (host NumPy).
 
     One sort of the non-zeros by (column, PE, local row): ``ev.cols`` is sorted and is the
@@ -161,7 +168,8 @@ def _slice_entries(ev: Events, n_pes: int, bits: Sequence[int]) -> tuple[np.ndar
     slice exactly when its key exceeds the previous one's by more than its local row, and the
     zero run before it is ``min(key step - 1, local row)``; slices are contiguous, so their
     non-zero counts and filler sums (``run >> r``) are differences of prefix sums at the slice
-    starts (no scatter-add).
+    starts (no scatter-add). ``col_keys``: optional ``{shift: cols << shift}`` shared by the
+    PE counts whose keys have the same layout (:func:`_key_shift`).
 
     Returns:
         ``(count, {r: entries})``: ``(n + 2, N)`` int64 non-zeros and entries (fillers
@@ -174,24 +182,29 @@ def _slice_entries(ev: Events, n_pes: int, bits: Sequence[int]) -> tuple[np.ndar
         z = np.zeros((n + 2, n_pes), np.int64)
         return z, {r: z for r in bits}
     lr_count = -(-m // n_pes)
-    shift = int(n_pes * lr_count - 1).bit_length()  # a column's key block: 2**shift >= span
+    # key = column | PE | local row as bit fields: the local row is the key's low bits
+    lr_bits = int(lr_count - 1).bit_length()
+    shift = _key_shift(m, n_pes)
     dt = np.int32 if (n + 2) << shift < 2**31 else np.int64
     r_all = np.arange(m, dtype=np.int64)
-    row_p = ((r_all % n_pes) * lr_count + r_all // n_pes).astype(dt)  # PE-major local order
-    key = (cols.astype(dt) << shift) + row_p[rows]
+    row_key = (((r_all % n_pes) << lr_bits) | (r_all // n_pes)).astype(dt)
+    col_key = col_keys.get(shift) if col_keys is not None else None
+    if col_key is None or col_key.dtype != dt:
+        col_key = cols.astype(dt) << shift
+    key = col_key + row_key[rows]
     key.sort()
-    low = key & dt((1 << shift) - 1)
-    lr = (np.arange(1 << shift, dtype=dt) % lr_count)[low]  # local row
-    step = np.diff(key) - 1
+    lr = key & dt((1 << lr_bits) - 1)  # local row
+    step = np.diff(key)
     new = np.empty(len(key), bool)
     new[0] = True
-    np.greater_equal(step, lr[1:], out=new[1:])
+    np.greater(step, lr[1:], out=new[1:])  # the previous key is below this slice's start
+    step -= 1
     run = np.empty(len(key), dt)
     run[0] = lr[0]
     np.minimum(step, lr[1:], out=run[1:])
     starts = np.flatnonzero(new)
     ks = key[starts].astype(np.int64)
-    slot = (ks >> shift) * n_pes + (ks & ((1 << shift) - 1)) // lr_count
+    slot = (ks >> shift) * n_pes + ((ks >> lr_bits) & ((1 << (shift - lr_bits)) - 1))
     ends = np.append(starts[1:], len(key))
     count = np.zeros(size, np.int64)
     count[slot] = ends - starts
@@ -290,6 +303,9 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
     groups: dict[tuple[int, int], list[int]] = {}  # one sort per distinct (N, A)
     for u, (n_u, _, a_u, _) in enumerate(units.tolist()):
         groups.setdefault((n_u, a_u), []).append(u)
+    col_keys = {}  # the sort keys' column field, shared by the N of one key layout
+    for sh in {_key_shift(ev.m, g[0]) for g in groups if g[1] == 0}:
+        col_keys[sh] = cols.astype(np.int32 if (ev.n + 2) << sh < 2**31 else np.int64) << sh
 
     def finish(u: int, ent: np.ndarray, nnz: np.ndarray, addr: np.ndarray, lnzd) -> None:
         """Unit ``u``'s rows of every table from its ``(K, N)`` entries, non-zeros, addresses."""
@@ -317,7 +333,7 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         lnzd = _lnzd_gaps(ev, key[0])
         if key[1] == 0:  # one pass: slice tables without a scatter
             bits = sorted({int(units[u, 1]) for u in groups[key]})
-            count, ent = _slice_entries(ev, key[0], bits)
+            count, ent = _slice_entries(ev, key[0], bits, col_keys)
             for u in groups[key]:
                 finish(u, *_event_tables(ev, count, ent[int(units[u, 1])]), lnzd)
             return
