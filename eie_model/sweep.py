@@ -58,7 +58,7 @@ __all__ = ["pareto_front", "sweep", "to_records", "write_csv", "write_json"]
 
 #: Configurations per timing chunk (its state: a few hundred KB, cache-sized; big enough that
 #: the scan's per-step overhead is small next to the chunk's work).
-CHUNK = 64
+CHUNK = 128
 
 
 def _bucket(n: int, multiple: int = 1) -> int:
