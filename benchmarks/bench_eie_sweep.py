@@ -132,6 +132,52 @@ def part_a(k_ev: int) -> None:
         for k in COUNTERS:
             assert int(new[k][row]) == int(want[k][i]), (k, i)
     print(f"    16 spot rows: every counter equal to the baseline's; {_load()}")
+    stages(layer)
+
+
+def stages(layer) -> None:
+    """Where a sweep of grid (a) spends its time: one call in this process (one CPU device,
+    programs already compiled, the layer's tables not cached), by stage."""
+    import importlib
+
+    mod = importlib.import_module("eie_model.sweep")
+    params = EIEParams.grid(n_pes=range(1, 65), fifo_depth=range(1, 257))
+    static = EIEStatic.covering(params)
+    spent: dict[str, float] = {}
+    scans = [0]
+    names = {"_prepared": "work tables", "_fifo_reuse": "FIFO reuse", "_scan_runs": "scans"}
+    saved = {k: getattr(mod, k) for k in names}
+
+    def timed(name):
+        def f(*a, **k):
+            t0 = time.perf_counter()
+            out = saved[name](*a, **k)
+            spent[names[name]] = spent.get(names[name], 0.0) + time.perf_counter() - t0
+            if name == "_scan_runs":
+                scans[0] += len(a[1])
+            return out
+
+        return f
+
+    try:
+        for k in names:
+            setattr(mod, k, timed(k))
+        for _ in range(2):  # the first call compiles
+            mod._CACHE.clear()
+            spent.clear()
+            scans[0] = 0
+            t0 = time.perf_counter()
+            sweep(static, params, layer)
+            total = time.perf_counter() - t0
+    finally:
+        for k, v in saved.items():
+            setattr(mod, k, v)
+    parts = ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
+    rest = total - sum(spent.values())
+    print(
+        f"    one call in this process (one CPU device): {total:.2f} s = {parts} "
+        f"({scans[0]:,} scans), rest {rest:.2f} s; {_load()}"
+    )
 
 
 def _medians(fns, repeats: int) -> list[float]:

@@ -256,6 +256,7 @@ class _Prepared(NamedTuple):
     useful: np.ndarray  # (P,) int64 useful MACs (all passes)
     fillers: np.ndarray  # (P,) int64
     busy: np.ndarray  # (P, max_pes) int64 entries per PE (all passes)
+    placed: dict  # (lanes, device, units) -> those units' scan tables on that device
 
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
@@ -372,15 +373,39 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         useful=_sum_by(unit_pair, useful, len(pairs)),
         fillers=_sum_by(unit_pair, fillers, len(pairs)),
         busy=_sum_by(unit_pair, busy, len(pairs)),
+        placed={},
     )
 
 
-def _prepared(layer: Layer | Events, static: EIEStatic, pairs: np.ndarray) -> _Prepared:
+_TOPS: collections.OrderedDict = collections.OrderedDict()  # layer key -> its largest code
+
+
+def _checked_key(static: EIEStatic, layer: Layer) -> tuple:
+    """The layer's :func:`_layer_key`, after checking its codes fit ``static.code_bits``
+    (:func:`eie_model.sim.check_layer`; the largest code is kept with the key)."""
+    key = _layer_key(layer)
+    top = _TOPS.get(key)
+    if top is None:
+        top = max((int(np.max(a)) for a in (layer.codes, layer.bias_codes)
+                   if a is not None and np.size(a)), default=0)  # fmt: skip
+        _TOPS[key] = top
+        while len(_TOPS) > 4 * _CACHE_SIZE:
+            _TOPS.popitem(last=False)
+    if top >= 1 << static.code_bits:
+        check_layer(static, layer)  # raises, naming the fix
+    return key
+
+
+def _prepared(
+    layer: Layer | Events, static: EIEStatic, pairs: np.ndarray, layer_key: tuple | None = None
+) -> _Prepared:
     """The layer's work tables for ``pairs`` (from the cache when this layer had them)."""
     max_pes = _lanes(int(pairs[:, 0].max()))
     if isinstance(layer, Events):
         return _prepare(layer, pairs, max_pes, static.write_latency)
-    key = (_layer_key(layer), static.write_latency, max_pes, pairs.astype(np.int32).tobytes())
+    if layer_key is None:
+        layer_key = _layer_key(layer)
+    key = (layer_key, static.write_latency, max_pes, pairs.astype(np.int32).tobytes())
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -574,21 +599,24 @@ def _scan_runs(prep, runs, *, ring_len, static, devices, chunk, progress):
             jobs.append((ln, units, sel[lo : lo + chunk]))
     nproc, me = jax.process_count(), jax.process_index()
     devs = list(devices) if devices is not None else jax.local_devices()
-    placed: dict = {}  # (lanes, device) -> the bucket's tables on that device
+    placed = prep.placed  # kept with the layer's tables: a repeated sweep puts nothing
     pending = []
     for ji, (ln, units, idx) in enumerate(jobs):
         if ji % nproc != me:
             continue
         dev = devs[(ji // nproc) % len(devs)]
-        if (ln, dev) not in placed:
+        where = (ln, dev, units.tobytes())
+        if where not in placed:
+            if len(placed) >= 64:  # many different unit sets (a long session): start over
+                placed.clear()
             upad = _pad(units, _bucket(len(units)))
-            placed[ln, dev] = jax.device_put(
+            placed[where] = jax.device_put(
                 (tab.d[:, upad, :ln], tab.w[:, upad, :ln], tab.c[:, upad], tab.tail[upad],
                  tab.dsum[upad, :ln], tab.n_pes[upad]), dev)  # fmt: skip
         size = min(chunk, max(_bucket(len(idx)), 8))
         local = _pad(np.searchsorted(units, runs[idx, 0]).astype(np.int32), size)
         dep = _pad(runs[idx, 1].astype(np.int32), size)
-        res = _chunk(*placed[ln, dev], *jax.device_put((local, dep), dev), ring_len=ring_len,
+        res = _chunk(*placed[where], *jax.device_put((local, dep), dev), ring_len=ring_len,
                      bcast_latency=static.bcast_latency, padded=padded)  # fmt: skip
         pending.append((idx, res))
     for done, (idx, res) in enumerate(pending):
@@ -649,11 +677,10 @@ def sweep(
         raise TypeError(
             f"sweep: layer must be an eie_model.Layer (see Layer.load), got {type(layer).__name__}"
         )
-    if isinstance(layer, Layer):
-        check_layer(static, layer)
+    layer_key = _checked_key(static, layer) if isinstance(layer, Layer) else None
     shape = params.batch_shape
-    full = params.broadcast()
-    flat = EIEParams(**{k: np.asarray(getattr(full, k)).reshape(-1) for k in EIEParams.names()})
+    # params were checked when made: flatten them as a pytree (no second validation pass)
+    flat = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), shape).reshape(-1), params)
     flat.check(static)
     n_cfg = len(flat.n_pes)
     if n_cfg == 0:
@@ -661,7 +688,7 @@ def sweep(
     keys = np.stack([flat.n_pes, flat.index_bits, flat.acc_regs], 1).astype(np.int64)
     pairs, pair_of = _unique_rows(keys[:, [0, 2, 1]])
     pairs, pair_of = pairs[:, [0, 2, 1]], pair_of.ravel()
-    prep = _prepared(layer, static, pairs)
+    prep = _prepared(layer, static, pairs, layer_key)
     ev, tab = prep.events, prep.tab
     k_ev = tab.d.shape[0]
     depth = flat.fifo_depth.astype(np.int64)

@@ -312,3 +312,15 @@ def test_unbounded_closed_form_equals_scan():
             assert cyc == int(want.cycles) and starv == int(want.starvation_cycles), u
             np.testing.assert_array_equal(e, np.asarray(e_w)[:k_live])
             np.testing.assert_array_equal(r, np.asarray(s_w)[:k_live])
+
+
+def test_codes_beyond_code_bits_refused_also_when_cached():
+    """The largest code is kept with the layer's key: a second sweep of the same layer with
+    fewer code bits is refused as the first would be, and a fitting one runs."""
+    layer = _layer(5)  # codes up to 15
+    p = EIEParams.grid(n_pes=[2], fifo_depth=[1, 2])
+    sweep.sweep(EIEStatic.covering(p), p, layer)
+    with pytest.raises(ValueError, match="code_bits"):
+        sweep.sweep(EIEStatic(max_pes=2, max_fifo=2, code_bits=3), p, layer)
+    again = sweep.sweep(EIEStatic(max_pes=2, max_fifo=2, code_bits=5), p, layer)
+    assert again.cycles.shape == (2,)
