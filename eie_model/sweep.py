@@ -153,6 +153,17 @@ def _unit_work(ev, g: _Gaps, n_pes, r, p, bcast, max_pes):
     return entries, nnz, base
 
 
+#: from this many one-pass PE counts on, :func:`_prepare` uses the compiled kernels
+_COMPILED_FROM = 2
+
+
+def _kernels():
+    """:mod:`eie_model._slice_kernels` (imports numba: loaded only when a sweep needs it)."""
+    from eie_model import _slice_kernels
+
+    return _slice_kernels
+
+
 def _key_shift(m: int, n_pes: int) -> int:
     """Bits below the column in :func:`_slice_entries`' sort key (PE and local row fields)."""
     return int(-(-m // n_pes) - 1).bit_length() + int(n_pes - 1).bit_length()
@@ -304,6 +315,9 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
     groups: dict[tuple[int, int], list[int]] = {}  # one sort per distinct (N, A)
     for u, (n_u, _, a_u, _) in enumerate(units.tolist()):
         groups.setdefault((n_u, a_u), []).append(u)
+    cols_rows = (np.ascontiguousarray(ev.rows, np.int32), np.ascontiguousarray(cols, np.int32))
+    ev_col = np.ascontiguousarray(ev.ev_col, np.int32)
+    col_bucket = np.ascontiguousarray(ev.col_bucket, np.int32)
     col_keys = {}  # the sort keys' column field, shared by the N of one key layout
     for sh in {_key_shift(ev.m, g[0]) for g in groups if g[1] == 0}:
         col_keys[sh] = cols.astype(np.int32 if (ev.n + 2) << sh < 2**31 else np.int64) << sh
@@ -330,10 +344,23 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         dsum[u, :n_u] = du.sum(0)
         useful[u] = nnz.sum()
 
+    # several PE counts: the compiled one-pass kernels (loading them costs a fresh process
+    # about half a second, more than one NumPy sort: a single PE count keeps the NumPy path)
+    kernels = _kernels() if sum(1 for g in groups if g[1] == 0) >= _COMPILED_FROM else None
+
     def group(key: tuple[int, int]) -> None:
         lnzd = _lnzd_gaps(ev, key[0])
         if key[1] == 0:  # one pass: slice tables without a scatter
             bits = sorted({int(units[u, 1]) for u in groups[key]})
+            if kernels is not None:
+                count, ents = kernels.slice_entries(
+                    cols_rows[0], cols_rows[1], ev.m, ev.n, key[0], np.asarray(bits, np.int64)
+                )
+                for u in groups[key]:
+                    ent = ents[bits.index(int(units[u, 1]))]
+                    tabs = kernels.event_tables(ev_col, col_bucket, ev.n, count, ent)
+                    finish(u, *tabs, lnzd)
+                return
             count, ent = _slice_entries(ev, key[0], bits, col_keys)
             for u in groups[key]:
                 finish(u, *_event_tables(ev, count, ent[int(units[u, 1])]), lnzd)
