@@ -133,6 +133,33 @@ def part_a(k_ev: int) -> None:
             assert int(new[k][row]) == int(want[k][i]), (k, i)
     print(f"    16 spot rows: every counter equal to the baseline's; {_load()}")
     stages(layer)
+    kernel_load()
+
+
+def kernel_load() -> None:
+    """What the compiled work-table kernels cost a fresh process (numba import and its compiled
+    code): with an empty numba cache (compiled once per machine), then from that cache."""
+    code = (
+        "import time; import jax; import numpy as np; t = time.perf_counter(); "
+        "from eie_model import _slice_kernels as k; z = np.zeros(1, np.int32); "
+        "c, e = k.slice_entries(z, z, 1, 0, 1, np.zeros(1, np.int64)); "
+        "k.event_tables(z, np.zeros(2, np.int32), 0, c, e[0]); print(time.perf_counter() - t)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "NUMBA_CACHE_DIR": tmp,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
+        t = []
+        for _ in range(2):
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, timeout=600, check=True)  # fmt: skip
+            t.append(float(res.stdout.split()[-1]))
+    print(
+        f"    numba work-table kernels in a fresh process: {t[0]:.2f} s with an empty numba "
+        f"cache, {t[1]:.2f} s from it (in each sweep of several PE counts above); {_load()}"
+    )
 
 
 def stages(layer) -> None:

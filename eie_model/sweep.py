@@ -5,9 +5,11 @@ over a batch of :class:`eie_model.types.EIEParams` (``tests/test_eie_sweep.py`` 
 runs each stage once per distinct value of the knobs it depends on, found on the host:
 
 1. per distinct ``(n_pes, index_bits, acc_regs)`` *pair* and ``acc_regs`` pass (a *work unit*):
-   the per-PE work tables (:mod:`eie_model.sim.work`, one sort of the non-zeros per distinct
-   (N, A)). They depend on the layer and the pair only, and are kept (a small cache keyed by
-   the layer's content), so repeated sweeps of one layer skip this stage;
+   the per-PE work tables (:mod:`eie_model.sim.work`'s, on the host: with several PE counts one
+   compiled pass over the non-zeros per N, ``eie_model/_slice_kernels.py``; else one NumPy sort
+   of the non-zeros per distinct (N, A)). They depend on the layer and the pair only, and are
+   kept (a small cache keyed by the layer's content), so repeated sweeps of one layer skip
+   this stage;
 2. per work unit with FIFO depths ``D >= 2``, its run with an *unbounded* FIFO, in closed form
    (prefix sums and running maxima on the host, no scan: :func:`_unbounded`). A depth whose
    broadcasts never keep a PE waiting longer than that run's did has exactly its PE schedule
