@@ -5,16 +5,19 @@ over a batch of :class:`eie_model.types.EIEParams` (``tests/test_eie_sweep.py`` 
 runs each stage once per distinct value of the knobs it depends on, found on the host:
 
 1. per distinct ``(n_pes, index_bits, acc_regs)`` *pair* and ``acc_regs`` pass (a *work unit*):
-   the per-PE work tables (:mod:`eie_model.sim.work`, one sort of the non-zeros per distinct
-   (N, A)). They depend on the layer and the pair only, and are kept (a small cache keyed by
-   the layer's content), so repeated sweeps of one layer skip this stage;
-2. per work unit with several FIFO depths, one timing scan with an *unbounded* FIFO. A depth
-   ``D >= 2`` whose broadcasts never keep a PE waiting longer than that run's did has exactly
-   its PE schedule (cycles, busy, starvation); only the broadcast times, hence the stall
-   counter, differ, and they follow from the scalar recurrence ``e[k] = max(e[k-1] + c[k],
-   R[k - D + 1])`` against the unbounded run's column starts ``R`` (:func:`_replay`, no PE
-   state; it also checks the condition). Only ``D = 1`` and the depths that fail it get scans
-   of their own;
+   the per-PE work tables (:mod:`eie_model.sim.work`'s, on the host: with several PE counts one
+   compiled pass over the non-zeros per N, ``eie_model/_slice_kernels.py``; else one NumPy sort
+   of the non-zeros per distinct (N, A)). They depend on the layer and the pair only, and are
+   kept (a small cache keyed by the layer's content), so repeated sweeps of one layer skip
+   this stage;
+2. per work unit with FIFO depths ``D >= 2``, its run with an *unbounded* FIFO, in closed form
+   (prefix sums and running maxima on the host, no scan: :func:`_unbounded`). A depth whose
+   broadcasts never keep a PE waiting longer than that run's did has exactly its PE schedule
+   (cycles, busy, starvation); only the broadcast times, hence the stall counter, differ, and
+   they follow from the scalar recurrence ``e[k] = max(e[k-1] + c[k], R[k - D + 1])`` against
+   the unbounded run's column starts ``R``, again a running maximum (:func:`_fifo_reuse`; it
+   also checks the condition, which holds from one depth on). Only ``D = 1`` and the depths
+   that fail it get scans;
 3. the remaining ``(unit, D)`` scans run in fixed-size chunks of configurations: a chunk holds
    one unit when the unit has many depths (its tables are read without a gather), and the PE
    axis is the smallest lane bucket holding the chunk's PE count (not the sweep's largest);
@@ -55,9 +58,9 @@ from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 
 __all__ = ["pareto_front", "sweep", "to_records", "write_csv", "write_json"]
 
-#: Configurations per timing chunk of one unit (its state: a few hundred KB, cache-sized; big
-#: enough that the scan's per-step overhead is small next to the chunk's work).
-CHUNK = 256
+#: Configurations per timing chunk (its state: a few hundred KB, cache-sized; big enough that
+#: the scan's per-step overhead is small next to the chunk's work).
+CHUNK = 128
 
 
 def _bucket(n: int, multiple: int = 1) -> int:
@@ -67,8 +70,10 @@ def _bucket(n: int, multiple: int = 1) -> int:
 
 
 def _lanes(n: int) -> int:
-    """PE lanes for N PEs: 8, 16, 32, 64, ... (8 int32 fill one AVX2 vector)."""
-    return max(_bucket(n), 8)
+    """PE lanes for N PEs: 16, 64, 256, ... (powers of four: few compiled shapes per sweep,
+    at most four times the lanes a configuration needs)."""
+    b = _bucket(n)
+    return max(b if b.bit_length() % 2 else 2 * b, 16)
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
@@ -150,6 +155,103 @@ def _unit_work(ev, g: _Gaps, n_pes, r, p, bcast, max_pes):
     return entries, nnz, base
 
 
+#: from this many one-pass PE counts on, :func:`_prepare` uses the compiled kernels
+_COMPILED_FROM = 2
+
+
+def _kernels():
+    """:mod:`eie_model._slice_kernels` (imports numba: loaded only when a sweep needs it)."""
+    from eie_model import _slice_kernels
+
+    return _slice_kernels
+
+
+def _key_shift(m: int, n_pes: int) -> int:
+    """Bits below the column in :func:`_slice_entries`' sort key (PE and local row fields)."""
+    return int(-(-m // n_pes) - 1).bit_length() + int(n_pes - 1).bit_length()
+
+
+def _slice_entries(
+    ev: Events, n_pes: int, bits: Sequence[int], col_keys: dict | None = None
+) -> tuple[np.ndarray, dict]:
+    """Entries of every (column, PE) slice for N PEs, one table per index width (host NumPy).
+
+    One sort of the non-zeros by (column, PE, local row): ``ev.cols`` is sorted and is the
+    key's major part, so only the rows of a column move. In that order a non-zero opens a new
+    slice exactly when its key exceeds the previous one's by more than its local row, and the
+    zero run before it is ``min(key step - 1, local row)``; slices are contiguous, so their
+    non-zero counts and filler sums (``run >> r``) are differences of prefix sums at the slice
+    starts (no scatter-add). ``col_keys``: optional ``{shift: cols << shift}`` shared by the
+    PE counts whose keys have the same layout (:func:`_key_shift`).
+
+    Returns:
+        ``(count, {r: entries})``: ``(n + 2, N)`` int64 non-zeros and entries (fillers
+        included) of each slice (column ``n`` = the bias, ``n + 1`` = padding non-zeros).
+    """
+    m, n = ev.m, ev.n
+    rows, cols = np.asarray(ev.rows), np.asarray(ev.cols)
+    size = (n + 2) * n_pes
+    if not len(rows):
+        z = np.zeros((n + 2, n_pes), np.int64)
+        return z, {r: z for r in bits}
+    lr_count = -(-m // n_pes)
+    # key = column | PE | local row as bit fields: the local row is the key's low bits
+    lr_bits = int(lr_count - 1).bit_length()
+    shift = _key_shift(m, n_pes)
+    dt = np.int32 if (n + 2) << shift < 2**31 else np.int64
+    r_all = np.arange(m, dtype=np.int64)
+    row_key = (((r_all % n_pes) << lr_bits) | (r_all // n_pes)).astype(dt)
+    col_key = col_keys.get(shift) if col_keys is not None else None
+    if col_key is None or col_key.dtype != dt:
+        col_key = cols.astype(dt) << shift
+    key = col_key + row_key[rows]
+    key.sort()
+    lr = key & dt((1 << lr_bits) - 1)  # local row
+    step = np.diff(key)
+    new = np.empty(len(key), bool)
+    new[0] = True
+    np.greater(step, lr[1:], out=new[1:])  # the previous key is below this slice's start
+    step -= 1
+    run = np.empty(len(key), dt)
+    run[0] = lr[0]
+    np.minimum(step, lr[1:], out=run[1:])
+    starts = np.flatnonzero(new)
+    ks = key[starts].astype(np.int64)
+    slot = (ks >> shift) * n_pes + ((ks >> lr_bits) & ((1 << (shift - lr_bits)) - 1))
+    ends = np.append(starts[1:], len(key))
+    count = np.zeros(size, np.int64)
+    count[slot] = ends - starts
+    out = {}
+    # fillers of one slice are at most its zero rows: total below m * (n + 2)
+    cdt = dt if m * (n + 2) < 2**31 else np.int64
+    cf = np.zeros(len(key) + 1, cdt)
+    for r in bits:
+        np.cumsum(run >> r, dtype=cdt, out=cf[1:])  # native dtype: 3x faster than widening
+        ent = count.copy()
+        ent[slot] += cf[ends] - cf[starts]
+        out[r] = ent.reshape(n + 2, n_pes)
+    return count.reshape(n + 2, n_pes), out
+
+
+def _event_tables(ev: Events, count: np.ndarray, ent: np.ndarray):
+    """A unit's ``(entries, nnz, base)`` ``(K, N)`` int64 from its slice tables.
+
+    ``base`` (the CSC address of a slice) sums the PE's entries over every column before the
+    event's, broadcast or not; padding events read nothing.
+    """
+    n = ev.n
+    ev_col = np.asarray(ev.ev_col)
+    live = ev_col <= n
+    col = np.where(live, ev_col, 0)
+    entries = np.where(live[:, None], ent[col], 0)
+    nnz = np.where(live[:, None], count[col], 0)
+    cum = np.cumsum(ent[: n + 1], axis=0)  # columns 0..n (padding non-zeros never count)
+    bucket = np.asarray(ev.col_bucket)[: n + 1]
+    upto = np.searchsorted(bucket, np.arange(len(ev_col)), side="right") - 1
+    before = np.where((upto >= 0)[:, None], cum[np.maximum(upto, 0)], 0)
+    return entries, nnz, before - entries
+
+
 class _Prepared(NamedTuple):
     """A layer's per-unit work, kept between sweeps of that layer (host NumPy tables).
 
@@ -160,13 +262,14 @@ class _Prepared(NamedTuple):
     pairs: np.ndarray  # (P, 3) int32 distinct (n_pes, index_bits, acc_regs), sorted by (N, A, r)
     passes: np.ndarray  # (P,) int32 passes of each pair
     unit_pair: np.ndarray  # (U,) int32 pair of each unit (units of a pair consecutive)
-    entries: np.ndarray  # (U, max_pes, K) int32 entries of each slice (fillers included)
-    base: np.ndarray  # (U, max_pes, K) int32 CSC address of each slice's first entry
-    line_prev: np.ndarray  # (U, max_pes, K) int32 address of the entry walked before a slice
+    entries: np.ndarray  # (U, K, max_pes) int32 entries of each slice (fillers included)
+    base: np.ndarray  # (U, K, max_pes) int32 CSC address of each slice's first entry
+    walks: list  # per unit, (first, last, prev) int32 addresses of its non-empty slices' walk
     tab: ScanTables  # NumPy (K, U, max_pes) tables of the timing scans
     useful: np.ndarray  # (P,) int64 useful MACs (all passes)
     fillers: np.ndarray  # (P,) int64
     busy: np.ndarray  # (P, max_pes) int64 entries per PE (all passes)
+    placed: dict  # (lanes, device, units) -> those units' scan tables on that device
 
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
@@ -200,25 +303,79 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
     units = np.concatenate([pairs[unit_pair], unit_pass[:, None]], 1).astype(np.int32)
     nu, k_ev = len(units), len(ev.ev_col)
     cols = np.asarray(ev.cols)
-    bucket = np.asarray(ev.col_bucket)[cols].astype(np.int64)
-    bcast = np.asarray(ev.col_is_bcast)[cols]
-    entries = np.zeros((nu, max_pes, k_ev), np.int32)
-    nnz = np.zeros((nu, max_pes, k_ev), np.int32)
-    base = np.zeros((nu, max_pes, k_ev), np.int32)
+    # the tables every later stage reads, filled unit by unit by the worker threads
+    entries = np.zeros((nu, k_ev, max_pes), np.int32)
+    base = np.zeros((nu, k_ev, max_pes), np.int32)
+    walks: list = [None] * nu
+    d = np.zeros((k_ev, nu, max_pes), np.int32)
+    w = np.full((k_ev, nu, max_pes), NEG, np.int32)
     c = np.zeros((k_ev, nu), np.int32)
     tail = np.zeros(nu, np.int32)
+    busy = np.zeros((nu, max_pes), np.int64)
+    dsum = np.zeros((nu, max_pes), np.int32)
+    useful = np.zeros(nu, np.int64)
     groups: dict[tuple[int, int], list[int]] = {}  # one sort per distinct (N, A)
     for u, (n_u, _, a_u, _) in enumerate(units.tolist()):
         groups.setdefault((n_u, a_u), []).append(u)
+    cols_rows = (np.ascontiguousarray(ev.rows, np.int32), np.ascontiguousarray(cols, np.int32))
+    ev_col = np.ascontiguousarray(ev.ev_col, np.int32)
+    col_bucket = np.ascontiguousarray(ev.col_bucket, np.int32)
+    col_keys = {}  # the sort keys' column field, shared by the N of one key layout
+    for sh in {_key_shift(ev.m, g[0]) for g in groups if g[1] == 0}:
+        col_keys[sh] = cols.astype(np.int32 if (ev.n + 2) << sh < 2**31 else np.int64) << sh
+
+    def finish(u: int, ent: np.ndarray, nnz: np.ndarray, addr: np.ndarray, lnzd) -> None:
+        """Unit ``u``'s rows of every table from its ``(K, N)`` entries, non-zeros, addresses."""
+        n_u = ent.shape[1]
+        c[:, u], tail[u] = lnzd
+        live = (c[:, u] >= 0)[:, None]
+        du = np.where(live, np.maximum(ent, 1), 0)
+        d[:, u, :n_u] = du
+        w[:, u, :n_u] = np.where(ent > 0, ent + write_latency, NEG)
+        entries[u, :, :n_u] = ent
+        base[u, :, :n_u] = addr
+        # the SRAM walk: the non-empty slices' first and last address, and the last address
+        # walked before each (-1: none), as sim.counters.line_walk has it
+        last = np.where(ent > 0, addr + ent - 1, -1)
+        prev = np.full_like(last, -1)
+        if k_ev:
+            prev[1:] = np.maximum.accumulate(last, axis=0)[:-1]
+        nz = ent > 0
+        walks[u] = tuple(x[nz].astype(np.int32) for x in (addr, last, prev))
+        busy[u, :n_u] = ent.sum(0)
+        dsum[u, :n_u] = du.sum(0)
+        useful[u] = nnz.sum()
+
+    # several PE counts: the compiled one-pass kernels (loading them costs a fresh process
+    # about half a second, more than one NumPy sort: a single PE count keeps the NumPy path)
+    kernels = _kernels() if sum(1 for g in groups if g[1] == 0) >= _COMPILED_FROM else None
 
     def group(key: tuple[int, int]) -> None:
-        gaps, lnzd = _gaps_np(ev, key[0], key[1], bucket), _lnzd_gaps(ev, key[0])
+        lnzd = _lnzd_gaps(ev, key[0])
+        if key[1] == 0:  # one pass: slice tables without a scatter
+            bits = sorted({int(units[u, 1]) for u in groups[key]})
+            if kernels is not None:
+                count, ents = kernels.slice_entries(
+                    cols_rows[0], cols_rows[1], ev.m, ev.n, key[0], np.asarray(bits, np.int64)
+                )
+                for u in groups[key]:
+                    ent = ents[bits.index(int(units[u, 1]))]
+                    tabs = kernels.event_tables(ev_col, col_bucket, ev.n, count, ent)
+                    finish(u, *tabs, lnzd)
+                return
+            count, ent = _slice_entries(ev, key[0], bits, col_keys)
+            for u in groups[key]:
+                finish(u, *_event_tables(ev, count, ent[int(units[u, 1])]), lnzd)
+            return
+        bucket = np.asarray(ev.col_bucket)[cols].astype(np.int64)
+        bcast = np.asarray(ev.col_is_bcast)[cols]
+        gaps = _gaps_np(ev, key[0], key[1], bucket)
         for u in groups[key]:
             _, r_u, _, p_u = units[u].tolist()
-            entries[u], nnz[u], base[u] = _unit_work(ev, gaps, key[0], r_u, p_u, bcast, max_pes)
-            c[:, u], tail[u] = lnzd
+            tabs = _unit_work(ev, gaps, key[0], r_u, p_u, bcast, key[0])
+            finish(u, *(x.T for x in tabs), lnzd)
 
-    # NumPy's sort and ufuncs release the GIL: the groups run on every core
+    # NumPy's sort and most ufuncs release the GIL: the groups run on every core
     workers = min(
         len(groups),
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
@@ -229,25 +386,10 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
     else:
         for key in groups:
             group(key)
-    n_of = units[:, 0]
-    live = (c >= 0).T[:, None, :]  # (U, 1, K)
-    valid = (np.arange(max_pes)[None, :, None] < n_of[:, None, None]) & live
-    d = np.where(valid, np.maximum(entries, 1), 0).astype(np.int32)
-    w = np.where(entries > 0, entries + write_latency, NEG).astype(np.int32)
-    last = np.where(entries > 0, base + entries - 1, -1)
-    prev = np.maximum.accumulate(last, axis=2) if k_ev else last
-    prev = np.concatenate([np.full((nu, max_pes, min(k_ev, 1)), -1), prev[:, :, :-1]], 2)
     tab = ScanTables(
-        d=np.ascontiguousarray(d.transpose(2, 0, 1)),
-        w=np.ascontiguousarray(w.transpose(2, 0, 1)),
-        c=c,
-        busy=entries.sum(2, dtype=np.int64),
-        dsum=d.sum(2, dtype=np.int64).astype(np.int32),
-        tail=tail,
-        n_pes=n_of.astype(np.int32),
+        d=d, w=w, c=c, busy=busy, dsum=dsum, tail=tail, n_pes=units[:, 0].astype(np.int32)
     )
-    useful = nnz.sum((1, 2), dtype=np.int64)
-    fillers = entries.sum((1, 2), dtype=np.int64) - useful
+    fillers = busy.sum(1) - useful
     return _Prepared(
         events=ev,
         pairs=pairs,
@@ -255,20 +397,44 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         unit_pair=unit_pair.astype(np.int32),
         entries=entries,
         base=base,
-        line_prev=prev.astype(np.int32),
+        walks=walks,
         tab=tab,
         useful=_sum_by(unit_pair, useful, len(pairs)),
         fillers=_sum_by(unit_pair, fillers, len(pairs)),
-        busy=_sum_by(unit_pair, tab.busy, len(pairs)),
+        busy=_sum_by(unit_pair, busy, len(pairs)),
+        placed={},
     )
 
 
-def _prepared(layer: Layer | Events, static: EIEStatic, pairs: np.ndarray) -> _Prepared:
+_TOPS: collections.OrderedDict = collections.OrderedDict()  # layer key -> its largest code
+
+
+def _checked_key(static: EIEStatic, layer: Layer) -> tuple:
+    """The layer's :func:`_layer_key`, after checking its codes fit ``static.code_bits``
+    (:func:`eie_model.sim.check_layer`; the largest code is kept with the key)."""
+    key = _layer_key(layer)
+    top = _TOPS.get(key)
+    if top is None:
+        top = max((int(np.max(a)) for a in (layer.codes, layer.bias_codes)
+                   if a is not None and np.size(a)), default=0)  # fmt: skip
+        _TOPS[key] = top
+        while len(_TOPS) > 4 * _CACHE_SIZE:
+            _TOPS.popitem(last=False)
+    if top >= 1 << static.code_bits:
+        check_layer(static, layer)  # raises, naming the fix
+    return key
+
+
+def _prepared(
+    layer: Layer | Events, static: EIEStatic, pairs: np.ndarray, layer_key: tuple | None = None
+) -> _Prepared:
     """The layer's work tables for ``pairs`` (from the cache when this layer had them)."""
     max_pes = _lanes(int(pairs[:, 0].max()))
     if isinstance(layer, Events):
         return _prepare(layer, pairs, max_pes, static.write_latency)
-    key = (_layer_key(layer), static.write_latency, max_pes, pairs.astype(np.int32).tobytes())
+    if layer_key is None:
+        layer_key = _layer_key(layer)
+    key = (layer_key, static.write_latency, max_pes, pairs.astype(np.int32).tobytes())
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -298,46 +464,33 @@ def _sum_by(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, bounded, *, ring_len, bcast_latency,
-                padded, single, trace):  # fmt: skip
-    """Timing scans of one chunk of configurations (``B`` = ``depth.shape[0]``).
+def _chunk_impl(d, w, c, tail, dsum, n_pes, unit, depth, *, ring_len, bcast_latency, padded):
+    """Bounded-FIFO timing scans of one chunk of configurations (``B`` = ``depth.shape[0]``).
 
-    ``single``: the tables are one unit's, ``d``/``w`` ``(K, L)``, ``c`` ``(K,)`` and every
-    configuration runs that unit (no gather per step); else ``(K, U, L)`` / ``(K, U)`` tables
-    and ``unit`` ``(B,)`` picks each configuration's row. Returns ``cycles, stall, starvation``
-    ``(B,)`` and, with ``trace``, the per-event ``e``, ``max_i s`` and ``min_i f[i, k-1]``
-    (over the real PEs) ``(K, B)``.
+    ``d``/``w`` ``(K, U, L)`` and ``c`` ``(K, U)`` hold the tables of the ``U`` units of one lane
+    bucket (put on the device once per sweep); ``unit`` ``(B,)`` picks each configuration's row
+    (a gather per step). Returns ``cycles, stall, starvation`` ``(B,)``.
     """
     k_ev, lanes = d.shape[0], d.shape[-1]
-    if single:  # one unit: give the tables a unit axis of length 1 for finish()
-        d, w, c = d[:, None], w[:, None], c[:, None]
-        tail, dsum, n_pes = tail[None], dsum[None], n_pes[None]
-        unit = jnp.zeros_like(depth)
     tab = ScanTables(d=d, w=w, c=c, busy=None, dsum=dsum, tail=tail, n_pes=n_pes)
     state0 = jax.vmap(lambda _: init(lanes, ring_len))(depth)
-    real = jnp.arange(lanes)[None, :] < n_pes[unit][:, None]  # (B, L) PEs below N
 
-    def one(state, ev, dd, b):
-        return step(state, ev, dd, bounded=b, bcast_latency=bcast_latency, padded=padded)
+    def one(state, ev, dd):
+        return step(state, ev, dd, bcast_latency=bcast_latency, padded=padded)
 
     def body(state, x):
         d_k, w_k, c_k, k = x
-        if single:
-            ev, axes = (d_k[0], w_k[0], c_k[0], k), (None, None, None, None)
-        else:
-            ev, axes = (d_k[unit], w_k[unit], c_k[unit], k), (0, 0, 0, None)
-        # the earliest a real PE is free before this event (for the reuse test of replay)
-        fmin = jnp.min(jnp.where(real, state.free, jnp.iinfo(jnp.int32).max), -1)
-        state, ys = jax.vmap(one, in_axes=(0, axes, 0, 0))(state, ev, depth, bounded)
-        return state, ((*ys, fmin) if trace else None)
+        ev = (d_k[unit], w_k[unit], c_k[unit], k)
+        state, _ = jax.vmap(one, in_axes=(0, (0, 0, 0, None), 0))(state, ev, depth)
+        return state, None
 
     ks = jnp.arange(k_ev, dtype=jnp.int32)
-    state, ys = jax.lax.scan(body, state0, (d, w, c, ks))
+    state, _ = jax.lax.scan(body, state0, (d, w, c, ks))
     t = jax.vmap(lambda u, s: finish(tab, u, s, bcast_latency=bcast_latency))(unit, state)
-    return t.cycles, t.stall_cycles, t.starvation_cycles, ys
+    return t.cycles, t.stall_cycles, t.starvation_cycles
 
 
-_CHUNK_STATIC = ("ring_len", "bcast_latency", "padded", "single", "trace")
+_CHUNK_STATIC = ("ring_len", "bcast_latency", "padded")
 _chunk = jax.jit(_chunk_impl, static_argnames=_CHUNK_STATIC)
 
 
@@ -349,151 +502,163 @@ def _has_write(prep: _Prepared) -> np.ndarray:
     return np.any((tab.w > NEG // 2) & live & lanes, axis=(0, 2))
 
 
-@jax.jit
-def _replay(c, r_u, ub, row, depth):
-    """The broadcast recurrence alone against fixed PE schedules (``R`` runs, ``K`` events).
+def _unbounded(prep: _Prepared, unit: int, bcast_latency: int):
+    """The unbounded-FIFO run of one unit in closed form (host NumPy, no scan).
 
-    ``e[k] = max(e[k-1] + c[k], R_u[k - D + 1])`` with ``R_u`` the unbounded run's latest
-    column start of each event; the run keeps that run's PE schedule iff every ``e[k] <=
-    ub[k] = max(e_u[k], min_i f_u[i, k-1] - bcast_latency)`` (no PE waits longer for its
-    broadcast than without the FIFO bound): then its stall counter is ``sum (e - ready)``.
+    With no FIFO bound ``e[k] = e[k-1] + c[k]`` (a prefix sum) and each PE's recurrence
+    ``s[i,k] = max(e[k] + bl, s[i,k-1] + d[i,k-1])`` is a running maximum: with ``P[i,k] =
+    sum_{j<k} d[i,j]``, ``s[i,k] = P[i,k] + max_{j<=k} (e[j] + bl - P[i,j])``. Padding events
+    (``c < 0``) come last and change nothing, so only the live prefix is computed.
 
-    Args: ``c`` ``(K, P)`` gaps, ``r_u`` / ``ub`` ``(P, K)`` of the probed units, ``row``
-    ``(R,)`` each run's probe, ``depth`` ``(R,)``. Returns ``ok``, ``stall``, ``last`` ``(R,)``.
+    Returns:
+        ``(cycles, starvation, e, R, fmin)``: the run's counters and, per live event, the
+        broadcast cycle, the latest column start ``max_i s[i,k]`` and the earliest time a real
+        PE is free before it ``min_i f[i,k-1]`` (``NEG`` at ``k = 0``), int64 ``(K_live,)``.
     """
-    k_ev = c.shape[0]
-    lookback = depth - 1
+    tab = prep.tab
+    n = int(tab.n_pes[unit])
+    c = tab.c[:, unit]
+    k_live = int(np.count_nonzero(c >= 0))
+    c = c[:k_live]
+    d = tab.d[:k_live, unit, :n]  # (K, N) int32, as the scan computes
+    w = tab.w[:k_live, unit, :n]
+    e = np.cumsum(c, dtype=np.int32)
+    if not k_live:
+        empty = np.zeros(0, np.int64)
+        return int(tab.tail[unit]), 0, empty, empty, empty
+    p = np.cumsum(d, axis=0, dtype=np.int32) - d  # exclusive prefix sums per PE
+    s = np.maximum.accumulate((e + bcast_latency)[:, None] - p, axis=0) + p
+    f = s + d
+    r = s.max(1)
+    fmin = np.concatenate([[NEG], f[:-1].min(1)]).astype(np.int64)
+    wr = np.where(w > NEG // 2, s + w, NEG).max()
+    cycles = int(wr) if wr > NEG // 2 else int(e[-1] + tab.tail[unit])
+    s0 = c[0] + bcast_latency
+    starv = int((f[-1] - s0 - tab.dsum[unit, :n]).sum(dtype=np.int64))
+    return cycles, starv, e.astype(np.int64), r.astype(np.int64), fmin
 
-    def body(carry, x):
-        e_prev, stall, ok = carry
-        c_k, k = x
-        c_r = c_k[row]
-        j = k - lookback
-        room = jnp.where(j >= 0, r_u[row, jnp.maximum(j, 0)], NEG)
-        ready = e_prev + c_r
-        e = jnp.maximum(ready, room)
-        live = c_r >= 0
-        ok = ok & (~live | (e <= ub[row, k]))
-        stall = stall + jnp.where(live, e - ready, 0)
-        return (jnp.where(live, e, e_prev), stall, ok), None
 
-    zero = jnp.zeros_like(depth)
-    init_ = (zero, zero, jnp.ones(depth.shape, bool))
-    (last, stall, ok), _ = jax.lax.scan(body, init_, (c, jnp.arange(k_ev, dtype=jnp.int32)))
-    return ok, stall, last
+def _fifo_reuse(
+    prep: _Prepared, unit: int, depths: np.ndarray, bcast_latency: int, has_write: bool
+):
+    """Which FIFO depths ``D >= 2`` of one unit keep the unbounded run's PE schedule, and their
+    counters (host NumPy, no scan).
 
+    A depth keeps it iff its broadcasts ``e[k] = max(e[k-1] + c[k], R[k - D + 1])`` (against the
+    unbounded run's column starts ``R``) never exceed ``max(e_u[k], min_i f_u[i,k-1] - bl)``:
+    then no PE starts a column later than without the bound. ``e`` is a running maximum,
+    ``e[k] = C[k] + max(0, max_{j<=k} (R[j-D+1] - C[j]))`` with ``C`` the prefix sum of ``c``
+    (the unbounded ``e``), so the stall counter telescopes to ``e[-1] - C[-1]``. ``e`` only
+    falls as ``D`` grows (``R`` never decreases), so the depths that keep the schedule are all
+    those from the smallest one that does, found by bisection.
 
-def _replay_runs(prep, row, depth, r_u, ub, probe):
-    """:func:`_replay` of runs ``(row, depth)`` (shapes padded to powers of two)."""
-    n = len(row)
-    size = _bucket(n)
-    c = prep.tab.c[:, probe]
-    pp = _bucket(len(probe))
-    c = np.pad(c, ((0, 0), (0, pp - len(probe))), constant_values=-1)
-    r_u = np.pad(r_u, ((0, pp - len(probe)), (0, 0)))
-    ub = np.pad(ub, ((0, pp - len(probe)), (0, 0)))
-    big = np.iinfo(np.int32).max
-    ok, stall, last = _replay(
-        c.astype(np.int32),
-        np.minimum(r_u, big).astype(np.int32),
-        np.minimum(ub, big).astype(np.int32),
-        _pad(row.astype(np.int32), size),
-        _pad(depth.astype(np.int32), size),
-    )
-    return np.asarray(ok)[:n], np.asarray(stall, np.int64)[:n], np.asarray(last, np.int64)[:n]
+    Args:
+        prep: the layer's tables. unit: the unit. depths: ``(R,)`` sorted distinct depths >= 2.
+        bcast_latency: cycles from broadcast to column start. has_write: whether the unit
+        writes an accumulator (:func:`_has_write`; else its end is the LNZD's).
+
+    Returns:
+        ``(ok (R,) bool, cycles, stall, starvation (R,) int64)`` (counters valid where ``ok``).
+    """
+    depths = np.asarray(depths, np.int64)
+    n_d = len(depths)
+    cycles, starv, e_u, r_u, fmin = _unbounded(prep, unit, bcast_latency)
+    k_live = len(e_u)
+    zero = np.zeros(n_d, np.int64)
+    if not k_live:  # no broadcast: no FIFO, every depth runs the same
+        return np.ones(n_d, bool), zero + cycles, zero, zero + starv
+    ub = np.maximum(e_u, fmin - bcast_latency)
+
+    def e_of(dd: int) -> np.ndarray:
+        room = np.full(k_live, NEG, np.int64)
+        room[dd - 1 :] = r_u[: max(k_live - dd + 1, 0)]
+        return e_u + np.maximum(np.maximum.accumulate(room - e_u), 0)
+
+    lo, hi = 0, n_d  # the first depth that keeps the schedule is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.all(e_of(int(depths[mid])) <= ub):
+            hi = mid
+        else:
+            lo = mid + 1
+    ok = np.arange(n_d) >= lo
+    # stall of a depth: max(0, max_j R[j] - C[j + D - 1]), one row of a strided view per depth
+    keep = depths[ok]
+    stall = zero.copy()
+    if len(keep):
+        big = np.iinfo(np.int64).max // 4
+        cpad = np.concatenate([e_u, np.full(int(keep.max()), big)])
+        win = np.lib.stride_tricks.sliding_window_view(cpad, k_live)[keep - 1]  # (R', K)
+        stall[ok] = np.maximum((r_u[None, :] - win).max(1), 0)
+    cyc = np.where(has_write, cycles, e_u[-1] + stall + int(prep.tab.tail[unit]))
+    return ok, np.where(ok, cyc, 0), stall, np.where(ok, starv, 0)
 
 
 def _line_reads(prep: _Prepared, unit: int, epl: int) -> int:
     """SRAM line reads of one unit for ``epl`` entries a line, summed over PEs (host;
     :func:`eie_model.sim.counters.line_reads_from_walk`'s formula)."""
-    ent, base, prev = prep.entries[unit], prep.base[unit], prep.line_prev[unit]
+    base, last, prev = prep.walks[unit]
     first = base // epl
-    last = np.maximum(base + ent - 1, 0) // epl
-    new = last - first + 1 - (prev >= first * epl)
-    return int(np.sum(np.where(ent > 0, new, 0), dtype=np.int64))
+    new = last // epl - first + 1 - (prev >= first * epl)
+    return int(np.sum(new, dtype=np.int64))
 
 
-def _scan_runs(prep, runs, *, bounded, trace, ring_len, static, devices, chunk, progress):
-    """Timing scans of ``runs`` ``(R, 2)`` = (unit, depth): ``(R, 3)`` cycles, stall, starv
-    (and, with ``trace``, ``(3, R, K)`` e, max s and min f per event; else ``None``).
+def _scan_runs(prep, runs, *, ring_len, static, devices, chunk, progress):
+    """Bounded-FIFO timing scans of ``runs`` ``(R, 2)`` = (unit, depth): ``(R, 3)`` cycles,
+    stall, starvation.
 
-    Runs are grouped by lane bucket; a unit with at least ``chunk / 2`` runs gets chunks of
-    ``chunk`` of its own, the others share chunks of ``chunk / 4`` (a gather per step). Chunks go
-    round-robin over ``devices``; with several processes each runs every ``process_count``-th
-    chunk and the results are all-gathered.
+    Runs are grouped by lane bucket; each bucket's unit tables go to each device once, and its
+    runs go in chunks of ``chunk`` configurations (the last one of a bucket rounded up to a
+    power of two), so a sweep compiles one program per lane bucket and chunk size, whatever
+    its number of configurations. Chunks go round-robin over ``devices``; with several
+    processes each runs every ``process_count``-th chunk and the results are all-gathered.
     """
     tab = prep.tab
-    k_ev = tab.d.shape[0]
     padded = bool(np.any(tab.c < 0))
     out = np.zeros((len(runs), 3), np.int64)
-    tr = np.zeros((3, len(runs), k_ev), np.int64) if trace else None
     if not len(runs):
-        return out, tr
+        return out
     lanes_of = np.array([_lanes(int(n)) for n in tab.n_pes])
-    jobs = []  # (single, lanes, unit or units, run indices)
     order = np.lexsort((runs[:, 1], runs[:, 0], lanes_of[runs[:, 0]]))
-    runs_o = runs[order]
-    counts = np.bincount(runs_o[:, 0], minlength=len(tab.n_pes))
-    multi = []
-    i = 0
-    while i < len(runs_o):
-        u = int(runs_o[i, 0])
-        j = i + int(counts[u])
-        if counts[u] >= chunk // 2:
-            for lo in range(i, j, chunk):
-                jobs.append((True, lanes_of[u], u, order[lo : min(lo + chunk, j)]))
-        else:
-            multi.append(order[i:j])
-        i = j
-    if multi:
-        rest = np.concatenate(multi)
-        for ln in np.unique(lanes_of[runs[rest, 0]]):
-            sel = rest[lanes_of[runs[rest, 0]] == ln]
-            small = min(max(chunk // 4, 1), max(_bucket(len(sel)), 8))
-            for lo in range(0, len(sel), small):
-                jobs.append((False, int(ln), None, sel[lo : lo + small]))
+    jobs = []  # (lanes, units of the bucket, run indices)
+    for ln in np.unique(lanes_of[runs[:, 0]]).tolist():
+        sel = order[lanes_of[runs[order, 0]] == ln]
+        units = np.unique(runs[sel, 0])
+        for lo in range(0, len(sel), chunk):
+            jobs.append((ln, units, sel[lo : lo + chunk]))
     nproc, me = jax.process_count(), jax.process_index()
     devs = list(devices) if devices is not None else jax.local_devices()
+    placed = prep.placed  # kept with the layer's tables: a repeated sweep puts nothing
     pending = []
-    for ji, (single, ln, u, idx) in enumerate(jobs):
+    for ji, (ln, units, idx) in enumerate(jobs):
         if ji % nproc != me:
             continue
         dev = devs[(ji // nproc) % len(devs)]
-        size = chunk if single else min(max(chunk // 4, 1), max(_bucket(len(idx)), 8))
-        dep = _pad(runs[idx, 1].astype(np.int32), size)
-        bnd = np.full(size, bounded)
-        if single:
-            zero = np.zeros(size, np.int32)
-            args = (tab.d[:, u, :ln], tab.w[:, u, :ln], tab.c[:, u], tab.tail[u],
-                    tab.dsum[u, :ln], tab.n_pes[u], zero, dep, bnd)  # fmt: skip
-        else:
-            units = np.unique(runs[idx, 0])
+        where = (ln, dev, units.tobytes())
+        if where not in placed:
+            if len(placed) >= 64:  # many different unit sets (a long session): start over
+                placed.clear()
             upad = _pad(units, _bucket(len(units)))
-            local = np.searchsorted(units, runs[idx, 0]).astype(np.int32)
-            args = (tab.d[:, upad, :ln], tab.w[:, upad, :ln], tab.c[:, upad], tab.tail[upad],
-                    tab.dsum[upad, :ln], tab.n_pes[upad], _pad(local, size), dep, bnd)  # fmt: skip
-        args = jax.device_put(args, dev)
-        res = _chunk(*args, ring_len=ring_len, bcast_latency=static.bcast_latency,
-                     padded=padded, single=single, trace=trace)  # fmt: skip
-        pending.append((ji, idx, res))
-    for done, (_ji, idx, res) in enumerate(pending):
-        cyc, stall, starv, ys = jax.tree.map(np.asarray, res)
+            placed[where] = jax.device_put(
+                (tab.d[:, upad, :ln], tab.w[:, upad, :ln], tab.c[:, upad], tab.tail[upad],
+                 tab.dsum[upad, :ln], tab.n_pes[upad]), dev)  # fmt: skip
+        size = min(chunk, max(_bucket(len(idx)), 8))
+        local = _pad(np.searchsorted(units, runs[idx, 0]).astype(np.int32), size)
+        dep = _pad(runs[idx, 1].astype(np.int32), size)
+        res = _chunk(*placed[where], *jax.device_put((local, dep), dev), ring_len=ring_len,
+                     bcast_latency=static.bcast_latency, padded=padded)  # fmt: skip
+        pending.append((idx, res))
+    for done, (idx, res) in enumerate(pending):
+        cyc, stall, starv = (np.asarray(x) for x in res)
         n = len(idx)
         out[idx] = np.stack([cyc[:n], stall[:n], starv[:n]], 1)
-        if trace:
-            for q in range(3):
-                tr[q, idx] = ys[q][:, :n].T
         if progress:
             progress(done + 1, len(pending))
     if nproc > 1:  # every host gets every chunk's result (zeros where another host ran it)
         from jax.experimental import multihost_utils
 
-        parts = [out] + ([tr] if trace else [])
-        parts = [np.asarray(multihost_utils.process_allgather(p)).sum(0) for p in parts]
-        out = parts[0]
-        if trace:
-            tr = parts[1]
-    return out, tr
+        out = np.asarray(multihost_utils.process_allgather(out)).sum(0)
+    return out
 
 
 def sweep(
@@ -541,11 +706,10 @@ def sweep(
         raise TypeError(
             f"sweep: layer must be an eie_model.Layer (see Layer.load), got {type(layer).__name__}"
         )
-    if isinstance(layer, Layer):
-        check_layer(static, layer)
+    layer_key = _checked_key(static, layer) if isinstance(layer, Layer) else None
     shape = params.batch_shape
-    full = params.broadcast()
-    flat = EIEParams(**{k: np.asarray(getattr(full, k)).reshape(-1) for k in EIEParams.names()})
+    # params were checked when made: flatten them as a pytree (no second validation pass)
+    flat = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), shape).reshape(-1), params)
     flat.check(static)
     n_cfg = len(flat.n_pes)
     if n_cfg == 0:
@@ -553,7 +717,7 @@ def sweep(
     keys = np.stack([flat.n_pes, flat.index_bits, flat.acc_regs], 1).astype(np.int64)
     pairs, pair_of = _unique_rows(keys[:, [0, 2, 1]])
     pairs, pair_of = pairs[:, [0, 2, 1]], pair_of.ravel()
-    prep = _prepared(layer, static, pairs)
+    prep = _prepared(layer, static, pairs, layer_key)
     ev, tab = prep.events, prep.tab
     k_ev = tab.d.shape[0]
     depth = flat.fifo_depth.astype(np.int64)
@@ -580,37 +744,27 @@ def sweep(
     runs, run_of = _unique_rows(unit_runs)
     run_of = run_of.ravel()
 
-    # FIFO reuse: one unbounded-FIFO scan per unit with two or more depths D >= 2 to run;
-    # a depth whose broadcasts never hold back a PE keeps that run's PE schedule, and its
-    # stall counter comes from the broadcast recurrence alone (replay, no PE state)
-    n_units = len(prep.unit_pair)
-    deep = runs[:, 1] >= 2
-    per_unit = np.bincount(runs[deep, 0], minlength=n_units)
-    probe = np.flatnonzero(per_unit >= 2)
+    # FIFO reuse: the unbounded-FIFO run of each unit in closed form; a depth D >= 2 whose
+    # broadcasts never hold back a PE keeps that run's PE schedule, and its stall counter comes
+    # from the broadcast recurrence alone (no PE state, no scan): see _fifo_reuse
     res = np.zeros((len(runs), 3), np.int64)
     done = np.zeros(len(runs), bool)
-    kw = dict(static=static, devices=devices, chunk=int(chunk), progress=progress)
-    if len(probe) and k_ev:
-        pr = np.stack([probe, np.full(len(probe), 2)], 1)
-        r_u, tr = _scan_runs(prep, pr, bounded=False, trace=True, ring_len=1, **kw)
-        row = np.full(n_units, -1)
-        row[probe] = np.arange(len(probe))
-        cand = np.flatnonzero(deep & (row[runs[:, 0]] >= 0))
-        ub = np.maximum(tr[0], tr[2] - static.bcast_latency)  # (probes, K)
-        ok, stall, last = _replay_runs(prep, row[runs[cand, 0]], runs[cand, 1], tr[1], ub, probe)
-        hit = cand[ok]
-        u_row = row[runs[hit, 0]]
-        written = _has_write(prep)[runs[hit, 0]]
-        tail = prep.tab.tail[runs[hit, 0]].astype(np.int64)
-        res[hit, 0] = np.where(written, r_u[u_row, 0], last[ok] + tail)
-        res[hit, 1] = stall[ok]
-        res[hit, 2] = r_u[u_row, 2]
-        done[hit] = True
+    if k_ev:
+        deep = np.flatnonzero(runs[:, 1] >= 2)  # runs are sorted by (unit, depth)
+        if len(deep):
+            has_write = _has_write(prep)
+            units, starts = np.unique(runs[deep, 0], return_index=True)
+            for u, sel in zip(units.tolist(), np.split(deep, starts[1:]), strict=True):
+                ok, cyc_u, stall_u, starv_u = _fifo_reuse(
+                    prep, u, runs[sel, 1], static.bcast_latency, bool(has_write[u])
+                )
+                res[sel] = np.stack([cyc_u, stall_u, starv_u], 1)
+                done[sel] = ok
     todo = np.flatnonzero(~done)
     if len(todo):
         ring = _bucket(max(min(int(runs[todo, 1].max()), k_ev + 1), 2))
-        r_t, _ = _scan_runs(prep, runs[todo], bounded=True, trace=False, ring_len=ring, **kw)
-        res[todo] = r_t
+        kw = dict(static=static, devices=devices, chunk=int(chunk), progress=progress)
+        res[todo] = _scan_runs(prep, runs[todo], ring_len=ring, **kw)
     if bar is not None:
         bar.close()
     per_trip = _sum_by(trip_owner, res[run_of], len(trips))

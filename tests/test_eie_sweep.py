@@ -252,3 +252,132 @@ def test_layer_cache_sees_changed_arrays():
     want = _vmap_simulate(st, p, layer._replace(act=act))
     np.testing.assert_array_equal(b.cycles, np.asarray(want.cycles))
     assert not np.array_equal(a.pointer_reads, b.pointer_reads)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_host_work_tables_equal_pe_work_under_jit(compiled, monkeypatch):
+    """The sweep's host work tables (the compiled one-pass kernels, or one NumPy sort per PE
+    count with slice sums from prefix sums) equal the device model's pe_work / scan_tables
+    under jit and vmap, for PE counts from 1 to beyond the rows, index bits 1..8, with a bias,
+    padding non-zeros and padding events."""
+    from eie_model.sim.events import layer_events
+
+    monkeypatch.setattr(sweep, "_COMPILED_FROM", 2 if compiled else 10**9)
+    from eie_model.sim.timing import scan_tables
+    from eie_model.sim.work import pe_work
+
+    rng = np.random.default_rng(3)
+    for t in range(3):
+        layer = _layer(20 + t, m=int(rng.integers(5, 50)), n=int(rng.integers(5, 40)))
+        if t == 1:
+            layer = layer._replace(bias_codes=None)
+        ev = layer_events(layer)
+        if t == 2:
+            ev = layer_events(layer, pad_nnz=ev.rows.size + 7, pad_events=ev.num_events + 4)
+        ns = [1, 2, 3, 7, 16, ev.m + 3]
+        pairs = np.array([(n, r, 0) for n in ns for r in range(1, 9)], np.int32)
+        max_pes = sweep._lanes(max(ns))
+        prep = sweep._prepare(ev, pairs, max_pes, 5)
+        works = jax.jit(
+            jax.vmap(lambda n, r, e=ev, p=max_pes: pe_work(e, n, r, max_pes=p)),
+        )(jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1]))
+        want = scan_tables(works)
+        got = prep.tab
+        for k in ("d", "w", "c", "busy", "dsum", "tail", "n_pes"):
+            np.testing.assert_array_equal(getattr(got, k), np.asarray(getattr(want, k)), k)
+        u = prep.unit_pair  # one pass per pair: units are pairs
+        np.testing.assert_array_equal(prep.entries[u], np.asarray(works.entries).transpose(0, 2, 1))
+        np.testing.assert_array_equal(prep.base[u], np.asarray(works.base).transpose(0, 2, 1))
+        np.testing.assert_array_equal(prep.useful, np.asarray(works.nnz).sum((1, 2)))
+
+
+def test_compiled_slice_kernels_equal_numpy_sort_path():
+    """The numba kernels (one pass, no sort) give the NumPy sort path's slice and event
+    tables exactly, every column (bias and padding included), for several index widths at
+    once, PE counts 1..beyond m, with and without padding and bias."""
+    from eie_model import _slice_kernels as kern
+    from eie_model.sim.events import layer_events
+
+    rng = np.random.default_rng(11)
+    for t in range(4):
+        layer = _layer(40 + t, m=int(rng.integers(1, 60)), n=int(rng.integers(1, 30)))
+        if t == 1:
+            layer = layer._replace(bias_codes=None)
+        ev = layer_events(layer)
+        if t >= 2:
+            ev = layer_events(layer, pad_nnz=ev.rows.size + 5, pad_events=ev.num_events + 3)
+        rows, cols = ev.rows.astype(np.int32), ev.cols.astype(np.int32)
+        for n_pes in sorted({1, 2, 3, 5, 8, ev.m, ev.m + 4}):
+            bits = list(range(1, 9))
+            count, ents = kern.slice_entries(rows, cols, ev.m, ev.n, n_pes, np.array(bits))
+            want_count, want = sweep._slice_entries(ev, n_pes, bits)
+            np.testing.assert_array_equal(count, want_count)
+            for i, r in enumerate(bits):
+                np.testing.assert_array_equal(ents[i], want[r], (t, n_pes, r))
+                got = kern.event_tables(
+                    ev.ev_col.astype(np.int32), ev.col_bucket.astype(np.int32), ev.n, count,
+                    ents[i],
+                )  # fmt: skip
+                for g, w in zip(got, sweep._event_tables(ev, want_count, want[r]), strict=True):
+                    np.testing.assert_array_equal(g, w)
+
+
+def test_compiled_kernels_without_a_writable_cache(monkeypatch):
+    """Where numba finds no writable cache folder (its njit(cache=True) raises RuntimeError),
+    the kernels compile without a cache instead of failing (and warn nothing)."""
+    import numba
+
+    from eie_model import _slice_kernels as kern
+
+    real = numba.njit
+    seen = []
+
+    def njit(**kw):
+        seen.append(kw)
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return real(**kw)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    f = kern._jit(lambda x: x + 1)
+    assert f(np.int64(2)) == 3
+    assert seen == [{"nogil": True, "cache": True}, {"nogil": True}]
+
+
+def test_unbounded_closed_form_equals_scan():
+    """The unbounded-FIFO run in closed form (prefix sums and running maxima) equals the
+    timing scan with an unbounded FIFO: cycles, starvation, and per event the broadcast cycle
+    and the latest column start; with padding events too."""
+    from eie_model.sim.events import layer_events
+    from eie_model.sim.timing import run
+
+    for t in range(2):
+        layer = _layer(30 + t, m=45, n=35)
+        ev = layer_events(layer)
+        if t:
+            ev = layer_events(layer, pad_nnz=ev.rows.size + 3, pad_events=ev.num_events + 5)
+        pairs = np.array([(n, r, 0) for n in (1, 4, 9, 50) for r in (1, 4)], np.int32)
+        prep = sweep._prepare(ev, pairs, 64, 5)
+        tab = jax.tree.map(jnp.asarray, prep.tab)
+        k_live = ev.num_broadcasts
+        scan = jax.jit(
+            lambda u, tb=tab, p=bool(t): run(tb, u, 1, ring_len=2, bounded=False, padded=p)
+        )
+        for u in range(len(pairs)):
+            cyc, starv, e, r, _ = sweep._unbounded(prep, u, 2)
+            want, (e_w, s_w) = scan(u)
+            assert cyc == int(want.cycles) and starv == int(want.starvation_cycles), u
+            np.testing.assert_array_equal(e, np.asarray(e_w)[:k_live])
+            np.testing.assert_array_equal(r, np.asarray(s_w)[:k_live])
+
+
+def test_codes_beyond_code_bits_refused_also_when_cached():
+    """The largest code is kept with the layer's key: a second sweep of the same layer with
+    fewer code bits is refused as the first would be, and a fitting one runs."""
+    layer = _layer(5)  # codes up to 15
+    p = EIEParams.grid(n_pes=[2], fifo_depth=[1, 2])
+    sweep.sweep(EIEStatic.covering(p), p, layer)
+    with pytest.raises(ValueError, match="code_bits"):
+        sweep.sweep(EIEStatic(max_pes=2, max_fifo=2, code_bits=3), p, layer)
+    again = sweep.sweep(EIEStatic(max_pes=2, max_fifo=2, code_bits=5), p, layer)
+    assert again.cycles.shape == (2,)
