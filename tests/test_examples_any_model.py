@@ -63,6 +63,23 @@ def test_tiny_run_reloads_from_the_file(name, mnist_dir, tmp_path, load_example,
         assert np.count_nonzero(w) <= row["kept"]
         assert len(np.unique(w[w != 0])) <= 2 ** row["bits"] - 1
 
+    if name == "lstm_mnist":  # the driver's file is what eie_model's LSTM path reads
+        _lstm_file_runs_on_eie(dcz, loaded, x_te[0])
+
+
+def _lstm_file_runs_on_eie(dcz, loaded, image) -> None:
+    """``eie_model.lstm`` reads the ``.dcz`` that ``jaxcomp.compress`` wrote: its JAX reference
+    gives the reloaded model's logits, and EIE's float SpMV on each step's ``[x_t; h_{t-1}]``
+    gives the cell's gate pre-activations."""
+    from eie_model.lstm import load_dcz_lstm, lstm_on_eie
+
+    gates = load_dcz_lstm(dcz)
+    run = lstm_on_eie(gates, np.asarray(image, np.float32).reshape(28, 28), recurrent=False)
+    want = np.asarray(loaded(jnp.asarray(image)[None]))[0]
+    np.testing.assert_allclose(run.reference.logits, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run.eie_float, run.jax_pre, rtol=1e-5, atol=1e-5)
+    assert np.all(np.abs(run.eie_fixed - run.jax_pre) <= run.bound)
+
 
 def test_lstm_gate_matrices_are_the_promised_leaves(load_example):
     """examples/lstm_eie.py reads these leaf paths and shapes from runs/lstm/model.dcz."""
