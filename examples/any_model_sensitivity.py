@@ -14,27 +14,16 @@ Prints the table (Markdown) as well. ``--test N``: accuracy on the first N test 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
+import _any_model
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 import jaxcomp
 from jaxcomp.checkpoint import restore_checkpoint
-
-
-def load_example(name: str):
-    """Import ``examples/<name>.py`` (a file beside this one, not a package)."""
-    path = Path(__file__).resolve().parent / f"{name}.py"
-    if not path.is_file():
-        raise SystemExit(f"example: no file {path}")
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def dense_model(ex, run: Path, seed: int = 0):
@@ -91,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sparsities", default="0,0.5,0.6,0.7,0.8,0.85,0.9,0.95", help="comma-separated"
     )
     args = p.parse_args(argv)
-    ex = load_example(args.name)
+    ex = _any_model.load_example(args.name)
     run = Path(args.run)
     if not (run / "stages" / "dense").is_dir():
         raise SystemExit(f"run: {run} holds no stages/dense; run examples/{args.name}.py first")

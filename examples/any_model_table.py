@@ -12,25 +12,14 @@ load average at the start and end of the run::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import sys
 from pathlib import Path
 
+import _any_model
 import jax
 from flax import nnx
-
-
-def load_example(name: str):
-    """Import ``examples/<name>.py`` (a file beside this one, not a package)."""
-    path = Path(__file__).resolve().parent / f"{name}.py"
-    if not path.is_file():
-        raise SystemExit(f"runs: no example {path}")
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def param_count(ex) -> int:
@@ -59,7 +48,7 @@ def timing(log: Path) -> dict:
 
 
 def row(name: str, run: Path) -> str:
-    ex = load_example(name)
+    ex = _any_model.load_example(name)
     rep = json.loads((run / "report.json").read_text())
     e = rep["test_error"]
     t = timing(run / "log.txt")

@@ -21,16 +21,11 @@ Results: ``docs/guides/any-model-results.md``.
 
 from __future__ import annotations
 
-import argparse
-import os
-import time
-
+import _any_model
 import jax
-import numpy as np
 from flax import nnx
 
 import jaxcomp
-from jaxcomp.zoo import load_mnist
 
 #: LSTM width (the gate matrices are (28, H) and (H, H)).
 HIDDEN = 128
@@ -66,14 +61,8 @@ def model(*, rngs: nnx.Rngs, hidden: int = HIDDEN) -> LSTMClassifier:
     return LSTMClassifier(hidden, rngs=rngs)
 
 
-def data(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:
-    """MNIST ``(x_train, y_train, x_test, y_test)``: float32 (n, 28, 28) in [0, 1], int32 labels.
-
-    ``data_dir`` holds ``mnist/`` (default: ``$JAXCOMP_DATA_DIR``, see
-    :func:`jaxcomp.zoo.load_mnist`).
-    """
-    m = load_mnist(data_dir)
-    return m.x_train, m.y_train, m.x_test, m.y_test
+#: The loader ``jaxcomp compress --data examples/lstm_mnist.py:data`` calls.
+data = _any_model.mnist_data
 
 
 def config(*, tiny: bool = False, seed: int = 0) -> jaxcomp.CompressConfig:
@@ -136,35 +125,21 @@ def gate_table(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python examples/lstm_mnist.py [--out DIR] [--tiny] [--data-dir DIR]``."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="runs/lstm", help="output folder (model.dcz, report.json)")
-    p.add_argument("--data-dir", default=None, help="folder holding mnist/")
-    p.add_argument("--tiny", action="store_true", help="seconds-long smoke run")
-    p.add_argument("--hidden", type=int, default=HIDDEN, help="LSTM width")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    x_tr, y_tr, x_te, y_te = data(args.data_dir)
-    if args.tiny:
-        x_te, y_te = x_te[:TINY_TEST], y_te[:TINY_TEST]
-    t0 = time.perf_counter()
-    report = jaxcomp.compress(
-        model(rngs=nnx.Rngs(args.seed), **(TINY if args.tiny else {"hidden": args.hidden})),
-        (x_tr, y_tr, x_te, y_te),
-        config(tiny=args.tiny, seed=args.seed),
-        args.out,
-        progress=not args.tiny,
-        plots=not args.tiny,
+    return _any_model.run_example(
+        argv,
+        description=__doc__.split("\n\n")[0],
+        out="runs/lstm",
+        build=lambda args: model(
+            rngs=nnx.Rngs(args.seed), **(TINY if args.tiny else {"hidden": args.hidden})
+        ),
+        config=config,
+        tiny_test=TINY_TEST,
+        label=lambda args: f"LSTM-{TINY['hidden'] if args.tiny else args.hidden}",
+        add_arguments=lambda p: p.add_argument(
+            "--hidden", type=int, default=HIDDEN, help="LSTM width"
+        ),
+        describe=gate_table,
     )
-    print(gate_table(report))
-    e = report["test_error"]
-    print(
-        f"LSTM-{TINY['hidden'] if args.tiny else args.hidden}: dense {100 * e['dense']:.2f}% "
-        f"-> final {100 * e['final']:.2f}% test error; "
-        f"{report['compression_rate']:.1f}x (P+Q+H), file "
-        f"{report['file_bytes']:,} B ({report['compression_rate_file']:.1f}x); "
-        f"{time.perf_counter() - t0:.0f} s"
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,16 +20,11 @@ Results: ``docs/guides/any-model-results.md``.
 
 from __future__ import annotations
 
-import argparse
-import os
-import time
-
+import _any_model
 import jax
-import numpy as np
 from flax import nnx
 
 import jaxcomp
-from jaxcomp.zoo import load_mnist
 
 #: Channels of the stem and of the two residual blocks.
 WIDTHS = (16, 32, 64)
@@ -92,14 +87,8 @@ def model(*, rngs: nnx.Rngs, widths: tuple[int, int, int] = WIDTHS) -> ResNet:
     return ResNet(widths, rngs=rngs)
 
 
-def data(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:
-    """MNIST ``(x_train, y_train, x_test, y_test)``: float32 (n, 28, 28) in [0, 1], int32 labels.
-
-    ``data_dir`` holds ``mnist/`` (default: ``$JAXCOMP_DATA_DIR``, see
-    :func:`jaxcomp.zoo.load_mnist`).
-    """
-    m = load_mnist(data_dir)
-    return m.x_train, m.y_train, m.x_test, m.y_test
+#: The loader ``jaxcomp compress --data examples/resnet_mnist.py:data`` calls.
+data = _any_model.mnist_data
 
 
 def config(*, tiny: bool = False, seed: int = 0) -> jaxcomp.CompressConfig:
@@ -148,31 +137,15 @@ def config(*, tiny: bool = False, seed: int = 0) -> jaxcomp.CompressConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """``python examples/resnet_mnist.py [--out DIR] [--tiny] [--data-dir DIR]``."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="runs/resnet", help="output folder (model.dcz, report.json)")
-    p.add_argument("--data-dir", default=None, help="folder holding mnist/")
-    p.add_argument("--tiny", action="store_true", help="seconds-long smoke run")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    x_tr, y_tr, x_te, y_te = data(args.data_dir)
-    if args.tiny:
-        x_te, y_te = x_te[:TINY_TEST], y_te[:TINY_TEST]
-    t0 = time.perf_counter()
-    report = jaxcomp.compress(
-        model(rngs=nnx.Rngs(args.seed), **(TINY if args.tiny else {})),
-        (x_tr, y_tr, x_te, y_te),
-        config(tiny=args.tiny, seed=args.seed),
-        args.out,
-        progress=not args.tiny,
-        plots=not args.tiny,
+    return _any_model.run_example(
+        argv,
+        description=__doc__.split("\n\n")[0],
+        out="runs/resnet",
+        build=lambda args: model(rngs=nnx.Rngs(args.seed), **(TINY if args.tiny else {})),
+        config=config,
+        tiny_test=TINY_TEST,
+        label=lambda args: "ResNet",
     )
-    e = report["test_error"]
-    print(
-        f"ResNet: dense {100 * e['dense']:.2f}% -> final {100 * e['final']:.2f}% test error; "
-        f"{report['compression_rate']:.1f}x (P+Q+H), file {report['file_bytes']:,} B "
-        f"({report['compression_rate_file']:.1f}x); {time.perf_counter() - t0:.0f} s"
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -58,7 +59,11 @@ def load_example():
         path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        sys.path.insert(0, str(path.parent))  # the examples' shared sibling, _any_model.py
+        try:
+            spec.loader.exec_module(mod)
+        finally:
+            sys.path.remove(str(path.parent))
         return mod
 
     return load
