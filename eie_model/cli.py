@@ -277,7 +277,8 @@ def _sweep(args: argparse.Namespace) -> int:
     n = len(params)
     kw = {} if args.chunk is None else {"chunk": args.chunk}
     t0 = time.perf_counter()
-    counters = sweep(_static_for(params, layer), params, layer, progress=not args.quiet, **kw)
+    counters = sweep(_static_for(params, layer), params, layer, progress=not args.quiet,
+                     engine=args.engine, **kw)  # fmt: skip
     dt = time.perf_counter() - t0
     table = counters.table()
     if args.out.endswith(".json"):
@@ -449,7 +450,11 @@ def _parser() -> argparse.ArgumentParser:
         w.add_argument(f"--{flag}", default=None, help=f"{hlp}: comma list / a:b range")
     w.add_argument("--out", required=True, help="output .csv (or .json)")
     w.add_argument("--plots", help="folder for the design-space figures of this sweep")
-    w.add_argument("--chunk", type=int, default=None, help="configurations per timing chunk")
+    w.add_argument("--chunk", type=int, default=None,
+                   help="configurations per timing chunk of the xla engine")  # fmt: skip
+    w.add_argument("--engine", choices=("auto", "host", "xla"), default="auto",
+                   help="where the timing scans run: host (compiled CPU loops), xla (jitted "
+                   "scans on the JAX devices) or auto (host on a CPU-only machine)")  # fmt: skip
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(fn=_sweep)
 

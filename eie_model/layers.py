@@ -119,7 +119,7 @@ def load_npz_layer(path: str | os.PathLike) -> Layer:
             )
         bias = d["bias_codes"] if "bias_codes" in d.files else None
         layer = Layer(d["codes"], d["codebook"], d["act"], bias, os.path.basename(str(path)))
-    return validate_layer(layer)
+    return validate_layer(layer).read_only()
 
 
 def load_dcz_layer(path: str | os.PathLike, leaf: str, act: np.ndarray | None = None) -> Layer:
@@ -156,7 +156,7 @@ def load_dcz_layer(path: str | os.PathLike, leaf: str, act: np.ndarray | None = 
     codes = np.ascontiguousarray(np.asarray(codes).T)
     act = np.ones(codes.shape[1], np.float32) if act is None else np.asarray(act)
     name = f"{os.path.splitext(os.path.basename(os.fspath(path)))[0]}:{leaf}"
-    return validate_layer(Layer(codes, np.asarray(codebook), act, None, name))
+    return validate_layer(Layer(codes, np.asarray(codebook), act, None, name)).read_only()
 
 
 # ------------------------------------------------------------------------ synthetic layers
@@ -312,7 +312,7 @@ def synthetic_layer(
     if bias:
         b = np.where(rng.random(n_out) < BIAS_DENSITY, rng.integers(1, 1 << code_bits, n_out), 0)
         b = b.astype(dt)
-    return Layer(codes, codebook, act, b, name)
+    return Layer(codes, codebook, act, b, name).read_only()
 
 
 def _benchmark_key(name: str) -> str | None:

@@ -6,7 +6,7 @@ runs each stage once per distinct value of the knobs it depends on, found on the
 
 1. per distinct ``(n_pes, index_bits, acc_regs)`` *pair* and ``acc_regs`` pass (a *work unit*):
    the per-PE work tables (:mod:`eie_model.sim.work`'s, on the host: with several PE counts one
-   compiled pass over the non-zeros per N, ``eie_model/_slice_kernels.py``; else one NumPy sort
+   compiled pass over the non-zeros per N, ``eie_model/_host_kernels.py``; else one NumPy sort
    of the non-zeros per distinct (N, A)). They depend on the layer and the pair only, and are
    kept (a small cache keyed by the layer's content), so repeated sweeps of one layer skip
    this stage;
@@ -18,7 +18,10 @@ runs each stage once per distinct value of the knobs it depends on, found on the
    the unbounded run's column starts ``R``, again a running maximum (:func:`_fifo_reuse`; it
    also checks the condition, which holds from one depth on). Only ``D = 1`` and the depths
    that fail it get scans;
-3. the remaining ``(unit, D)`` scans run in fixed-size chunks of configurations: a chunk holds
+3. the remaining ``(unit, D)`` scans: on the ``"host"`` engine (the default on a CPU-only
+   machine) a compiled loop steps each configuration over its own PEs, on every core
+   (:func:`_host_scans`); on the ``"xla"`` engine they run in fixed-size chunks of
+   configurations: a chunk holds
    one unit when the unit has many depths (its tables are read without a gather), and the PE
    axis is the smallest lane bucket holding the chunk's PE count (not the sweep's largest);
    chunks go round-robin to the local devices (and across hosts after
@@ -42,8 +45,11 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import csv
+import functools
+import itertools
 import json
 import os
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -160,10 +166,10 @@ _COMPILED_FROM = 2
 
 
 def _kernels():
-    """:mod:`eie_model._slice_kernels` (imports numba: loaded only when a sweep needs it)."""
-    from eie_model import _slice_kernels
+    """:mod:`eie_model._host_kernels` (imports numba: loaded only when a sweep needs it)."""
+    from eie_model import _host_kernels
 
-    return _slice_kernels
+    return _host_kernels
 
 
 def _key_shift(m: int, n_pes: int) -> int:
@@ -262,33 +268,60 @@ class _Prepared(NamedTuple):
     pairs: np.ndarray  # (P, 3) int32 distinct (n_pes, index_bits, acc_regs), sorted by (N, A, r)
     passes: np.ndarray  # (P,) int32 passes of each pair
     unit_pair: np.ndarray  # (U,) int32 pair of each unit (units of a pair consecutive)
-    entries: np.ndarray  # (U, K, max_pes) int32 entries of each slice (fillers included)
-    base: np.ndarray  # (U, K, max_pes) int32 CSC address of each slice's first entry
     walks: list  # per unit, (first, last, prev) int32 addresses of its non-empty slices' walk
     tab: ScanTables  # NumPy (K, U, max_pes) tables of the timing scans
     useful: np.ndarray  # (P,) int64 useful MACs (all passes)
     fillers: np.ndarray  # (P,) int64
     busy: np.ndarray  # (P, max_pes) int64 entries per PE (all passes)
     placed: dict  # (lanes, device, units) -> those units' scan tables on that device
+    has_write: np.ndarray  # (U,) bool whether a unit writes an accumulator at all
 
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 4
 
 
+def _immutable(a: Any) -> bool:
+    """Whether ``a``'s contents cannot change: a ``jax.Array``, or a read-only ndarray that owns
+    its memory (a read-only view of a writable array can still change)."""
+    if isinstance(a, jax.Array):
+        return True
+    return isinstance(a, np.ndarray) and not a.flags.writeable and a.base is None
+
+
+_IDS: dict[int, tuple[Any, int]] = {}  # id -> (weakref to the array, serial)
+_SERIAL = itertools.count()
+
+
+def _identity(a: Any) -> int:
+    """A serial number of the live object ``a`` (a new one if its id was another object's)."""
+    ref, serial = _IDS.get(id(a), (None, -1))
+    if ref is None or ref() is not a:
+        serial = next(_SERIAL)
+        _IDS[id(a)] = (weakref.ref(a), serial)
+        if len(_IDS) > 64 * _CACHE_SIZE:  # drop the entries of collected arrays
+            for k in [k for k, (r, _) in _IDS.items() if r() is None]:
+                del _IDS[k]
+    return serial
+
+
 def _layer_key(layer: Layer) -> tuple:
     """A key of the layer's content (codes, activations, bias): a changed array is a new key.
 
-    Python's 64-bit SipHash of the bytes (ten times faster than hashlib's blake2b here, and
-    the cache lives in one process), with dtypes and shapes.
+    An immutable array (:func:`_immutable`; every loader's, see
+    :meth:`eie_model.types.Layer.read_only`) is keyed by its identity. Any other is keyed by
+    Python's 64-bit SipHash of its bytes (ten times faster than hashlib's blake2b here; the
+    cache lives in one process), so an in-place edit always gives a new key.
     """
     key: list = []
     for a in (layer.codes, layer.act, layer.bias_codes):
         if a is None:
             key.append(None)
-            continue
-        a = np.asarray(a)
-        key.append((a.dtype.str, a.shape, hash(a.tobytes())))
+        elif _immutable(a):
+            key.append(("id", _identity(a)))
+        else:
+            a = np.asarray(a)
+            key.append((a.dtype.str, a.shape, hash(a.tobytes())))
     return tuple(key)
 
 
@@ -304,8 +337,6 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
     nu, k_ev = len(units), len(ev.ev_col)
     cols = np.asarray(ev.cols)
     # the tables every later stage reads, filled unit by unit by the worker threads
-    entries = np.zeros((nu, k_ev, max_pes), np.int32)
-    base = np.zeros((nu, k_ev, max_pes), np.int32)
     walks: list = [None] * nu
     d = np.zeros((k_ev, nu, max_pes), np.int32)
     w = np.full((k_ev, nu, max_pes), NEG, np.int32)
@@ -332,8 +363,6 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         du = np.where(live, np.maximum(ent, 1), 0)
         d[:, u, :n_u] = du
         w[:, u, :n_u] = np.where(ent > 0, ent + write_latency, NEG)
-        entries[u, :, :n_u] = ent
-        base[u, :, :n_u] = addr
         # the SRAM walk: the non-empty slices' first and last address, and the last address
         # walked before each (-1: none), as sim.counters.line_walk has it
         last = np.where(ent > 0, addr + ent - 1, -1)
@@ -360,8 +389,13 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
                 )
                 for u in groups[key]:
                     ent = ents[bits.index(int(units[u, 1]))]
-                    tabs = kernels.event_tables(ev_col, col_bucket, ev.n, count, ent)
-                    finish(u, *tabs, lnzd)
+                    c[:, u], tail[u] = lnzd
+                    n_u = ent.shape[1]
+                    b_u, ds_u, useful[u], *walk = kernels.unit_tables(
+                        ev_col, col_bucket, ev.n, count, ent, c[:, u], write_latency, NEG,
+                        d[:, u, :n_u], w[:, u, :n_u],
+                    )  # fmt: skip
+                    busy[u, :n_u], dsum[u, :n_u], walks[u] = b_u, ds_u, tuple(walk)
                 return
             count, ent = _slice_entries(ev, key[0], bits, col_keys)
             for u in groups[key]:
@@ -376,13 +410,9 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
             finish(u, *(x.T for x in tabs), lnzd)
 
     # NumPy's sort and most ufuncs release the GIL: the groups run on every core
-    workers = min(
-        len(groups),
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-    )
+    workers = min(len(groups), _workers())
     if workers > 1:
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            list(pool.map(group, groups))
+        list(_pool().map(group, groups))
     else:
         for key in groups:
             group(key)
@@ -395,14 +425,13 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         pairs=pairs,
         passes=passes.astype(np.int32),
         unit_pair=unit_pair.astype(np.int32),
-        entries=entries,
-        base=base,
         walks=walks,
         tab=tab,
         useful=_sum_by(unit_pair, useful, len(pairs)),
         fillers=_sum_by(unit_pair, fillers, len(pairs)),
         busy=_sum_by(unit_pair, busy, len(pairs)),
         placed={},
+        has_write=_has_write(tab),
     )
 
 
@@ -494,16 +523,16 @@ _CHUNK_STATIC = ("ring_len", "bcast_latency", "padded")
 _chunk = jax.jit(_chunk_impl, static_argnames=_CHUNK_STATIC)
 
 
-def _has_write(prep: _Prepared) -> np.ndarray:
+def _has_write(tab: ScanTables) -> np.ndarray:
     """``(U,) bool`` whether a unit writes an accumulator at all (else its end is the LNZD's)."""
-    tab = prep.tab
     live = (tab.c >= 0)[:, :, None]
     lanes = np.arange(tab.w.shape[2])[None, None, :] < tab.n_pes[None, :, None]
     return np.any((tab.w > NEG // 2) & live & lanes, axis=(0, 2))
 
 
-def _unbounded(prep: _Prepared, unit: int, bcast_latency: int):
-    """The unbounded-FIFO run of one unit in closed form (host NumPy, no scan).
+def _unbounded(prep: _Prepared, unit: int, bcast_latency: int, kern: Any = None):
+    """The unbounded-FIFO run of one unit in closed form (host NumPy, no scan; with ``kern``,
+    :mod:`eie_model._host_kernels`, its compiled loop: same results, no ``(K, N)`` temporaries).
 
     With no FIFO bound ``e[k] = e[k-1] + c[k]`` (a prefix sum) and each PE's recurrence
     ``s[i,k] = max(e[k] + bl, s[i,k-1] + d[i,k-1])`` is a running maximum: with ``P[i,k] =
@@ -517,6 +546,9 @@ def _unbounded(prep: _Prepared, unit: int, bcast_latency: int):
     """
     tab = prep.tab
     n = int(tab.n_pes[unit])
+    if kern is not None:
+        return kern.unbounded_run(tab.d, tab.w, tab.c, tab.tail, tab.dsum, n, int(unit),
+                                  int(bcast_latency), NEG)  # fmt: skip
     c = tab.c[:, unit]
     k_live = int(np.count_nonzero(c >= 0))
     c = c[:k_live]
@@ -539,7 +571,12 @@ def _unbounded(prep: _Prepared, unit: int, bcast_latency: int):
 
 
 def _fifo_reuse(
-    prep: _Prepared, unit: int, depths: np.ndarray, bcast_latency: int, has_write: bool
+    prep: _Prepared,
+    unit: int,
+    depths: np.ndarray,
+    bcast_latency: int,
+    has_write: bool,
+    kern: Any = None,
 ):
     """Which FIFO depths ``D >= 2`` of one unit keep the unbounded run's PE schedule, and their
     counters (host NumPy, no scan).
@@ -555,14 +592,15 @@ def _fifo_reuse(
     Args:
         prep: the layer's tables. unit: the unit. depths: ``(R,)`` sorted distinct depths >= 2.
         bcast_latency: cycles from broadcast to column start. has_write: whether the unit
-        writes an accumulator (:func:`_has_write`; else its end is the LNZD's).
+        writes an accumulator (``prep.has_write``; else its end is the LNZD's). kern: see
+        :func:`_unbounded`.
 
     Returns:
         ``(ok (R,) bool, cycles, stall, starvation (R,) int64)`` (counters valid where ``ok``).
     """
     depths = np.asarray(depths, np.int64)
     n_d = len(depths)
-    cycles, starv, e_u, r_u, fmin = _unbounded(prep, unit, bcast_latency)
+    cycles, starv, e_u, r_u, fmin = _unbounded(prep, unit, bcast_latency, kern)
     k_live = len(e_u)
     zero = np.zeros(n_d, np.int64)
     if not k_live:  # no broadcast: no FIFO, every depth runs the same
@@ -594,13 +632,90 @@ def _fifo_reuse(
     return ok, np.where(ok, cyc, 0), stall, np.where(ok, starv, 0)
 
 
-def _line_reads(prep: _Prepared, unit: int, epl: int) -> int:
-    """SRAM line reads of one unit for ``epl`` entries a line, summed over PEs (host;
-    :func:`eie_model.sim.counters.line_reads_from_walk`'s formula)."""
+def _line_reads(prep: _Prepared, unit: int, epls: np.ndarray, kern: Any = None) -> np.ndarray:
+    """SRAM line reads of one unit for each of ``epls`` ``(E,)`` entries a line, summed over
+    PEs (host; :func:`eie_model.sim.counters.line_reads_from_walk`'s formula; with ``kern``,
+    :func:`eie_model._host_kernels.line_reads`)."""
     base, last, prev = prep.walks[unit]
-    first = base // epl
-    new = last // epl - first + 1 - (prev >= first * epl)
-    return int(np.sum(new, dtype=np.int64))
+    epls = np.asarray(epls, np.int64)
+    if kern is not None:
+        return kern.line_reads(base, last, prev, epls)
+    out = np.zeros(len(epls), np.int64)
+    for j, epl in enumerate(epls.tolist()):
+        first = base // epl
+        out[j] = np.sum(last // epl - first + 1 - (prev >= first * epl), dtype=np.int64)
+    return out
+
+
+def _workers() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The worker threads of the host stages (made once: starting threads costs a small sweep
+    more than its scans)."""
+    return concurrent.futures.ThreadPoolExecutor(_workers(), thread_name_prefix="eie-sweep")
+
+
+#: lane-steps (PEs x events) below which the host scans run on the calling thread
+_SPLIT_FROM = 1 << 21
+
+
+def _host_scans(prep: _Prepared, runs: np.ndarray, static: EIEStatic, progress) -> np.ndarray:
+    """The timing scans of ``runs`` ``(R, 2)`` = (unit, depth) on the host CPU: ``(R, 3)``
+    cycles, stall, starvation (int64), from the compiled kernel
+    :func:`eie_model._host_kernels.timing_scans` (the recurrence of
+    :func:`eie_model.sim.timing.step`, one configuration at a time over its own PEs only).
+
+    Runs go unit by unit (a unit's tables stay in cache over its depths), cut into pieces of
+    equal work (PEs x events) that run on every core (the kernel releases the GIL).
+    """
+    kern = _kernels()
+    tab = prep.tab
+    out = np.zeros((len(runs), 3), np.int64)
+    order = np.lexsort((runs[:, 1], runs[:, 0]))
+    todo = np.ascontiguousarray(runs[order], np.int64)
+    cost = np.cumsum(np.maximum(tab.n_pes[todo[:, 0]], 1).astype(np.int64))
+    workers = _workers() if cost[-1] * tab.d.shape[0] >= _SPLIT_FROM else 1
+    n_pieces = min(len(todo), 4 * workers if progress else workers)
+    cuts = np.searchsorted(cost, cost[-1] * np.arange(1, n_pieces) / n_pieces)
+    bounds = np.unique(np.concatenate([[0], cuts, [len(todo)]]))
+    d, w, c = (np.ascontiguousarray(x) for x in (tab.d, tab.w, tab.c))
+    tail, dsum, n_pes = (np.ascontiguousarray(x) for x in (tab.tail, tab.dsum, tab.n_pes))
+    res = np.zeros((len(todo), 3), np.int64)
+
+    def piece(i: int) -> None:
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        kern.timing_scans(d, w, c, tail, dsum, n_pes, todo[lo:hi], int(static.bcast_latency),
+                          NEG, res[lo:hi])  # fmt: skip
+
+    pieces = range(len(bounds) - 1)
+    if workers > 1 and len(pieces) > 1:
+        for done, _ in enumerate(_pool().map(piece, pieces)):
+            if progress:
+                progress(done + 1, len(pieces))
+    else:
+        for done, i in enumerate(pieces):
+            piece(i)
+            if progress:
+                progress(done + 1, len(pieces))
+    out[order] = res
+    return out
+
+
+def _engine(engine: str, devices: Sequence[Any] | None) -> str:
+    """``"host"`` or ``"xla"``: where the timing scans run (see :func:`sweep`)."""
+    if engine not in ("auto", "host", "xla"):
+        raise ValueError(f"sweep: engine must be 'auto', 'host' or 'xla', got {engine!r}")
+    if engine != "auto":
+        return engine
+    if devices is not None or jax.process_count() > 1:
+        return "xla"
+    return "host" if all(d.platform == "cpu" for d in jax.local_devices()) else "xla"
 
 
 def _scan_runs(prep, runs, *, ring_len, static, devices, chunk, progress):
@@ -669,6 +784,7 @@ def sweep(
     devices: Sequence[Any] | None = None,
     chunk: int = CHUNK,
     progress: Callable[[int, int], None] | bool = False,
+    engine: str = "auto",
 ) -> Counters:
     """Every counter of every design point of ``params`` on ``layer`` (= ``vmap(simulate)``).
 
@@ -678,10 +794,17 @@ def sweep(
         params: a batch of :class:`eie_model.types.EIEParams` (any batch shape; e.g.
             :meth:`EIEParams.grid`).
         layer: a :class:`eie_model.types.Layer`.
-        devices: keyword-only, local devices to spread the timing chunks over (default: all).
-        chunk: keyword-only, configurations per timing chunk (one compiled shape per lane
-            bucket whatever the number of configurations).
+        devices: keyword-only, local devices to spread the timing chunks over (default: all;
+            giving them selects the ``"xla"`` engine).
+        chunk: keyword-only, configurations per timing chunk of the ``"xla"`` engine (one
+            compiled shape per lane bucket whatever the number of configurations).
         progress: ``True`` for a tqdm bar, or a callable ``(done, total)`` called per chunk.
+        engine: keyword-only, where the timing scans run: ``"xla"`` (jitted ``lax.scan``
+            chunks on ``devices``, across hosts after ``jax.distributed.initialize()``),
+            ``"host"`` (a compiled CPU kernel on every core of this process, one configuration
+            at a time over its own PEs: several times faster on CPU), or ``"auto"`` (default:
+            ``"host"`` when every local device is a CPU, one process and no ``devices``,
+            else ``"xla"``). Both give the same counters.
 
     Returns:
         :class:`eie_model.types.Counters` batched like ``params`` (``busy`` ``(..., max_pes)``),
@@ -706,6 +829,7 @@ def sweep(
         raise TypeError(
             f"sweep: layer must be an eie_model.Layer (see Layer.load), got {type(layer).__name__}"
         )
+    engine = _engine(engine, devices)
     layer_key = _checked_key(static, layer) if isinstance(layer, Layer) else None
     shape = params.batch_shape
     # params were checked when made: flatten them as a pytree (no second validation pass)
@@ -744,6 +868,10 @@ def sweep(
     runs, run_of = _unique_rows(unit_runs)
     run_of = run_of.ravel()
 
+    # the compiled host loops wherever this sweep loads them anyway (work tables of several
+    # PE counts, or host scans); a single point on a device keeps NumPy (no numba start-up)
+    kern = _kernels() if engine == "host" or len(np.unique(pairs[:, 0])) > 1 else None
+
     # FIFO reuse: the unbounded-FIFO run of each unit in closed form; a depth D >= 2 whose
     # broadcasts never hold back a PE keeps that run's PE schedule, and its stall counter comes
     # from the broadcast recurrence alone (no PE state, no scan): see _fifo_reuse
@@ -752,16 +880,18 @@ def sweep(
     if k_ev:
         deep = np.flatnonzero(runs[:, 1] >= 2)  # runs are sorted by (unit, depth)
         if len(deep):
-            has_write = _has_write(prep)
+            has_write = prep.has_write
             units, starts = np.unique(runs[deep, 0], return_index=True)
             for u, sel in zip(units.tolist(), np.split(deep, starts[1:]), strict=True):
                 ok, cyc_u, stall_u, starv_u = _fifo_reuse(
-                    prep, u, runs[sel, 1], static.bcast_latency, bool(has_write[u])
+                    prep, u, runs[sel, 1], static.bcast_latency, bool(has_write[u]), kern
                 )
                 res[sel] = np.stack([cyc_u, stall_u, starv_u], 1)
                 done[sel] = ok
     todo = np.flatnonzero(~done)
-    if len(todo):
+    if len(todo) and engine == "host":
+        res[todo] = _host_scans(prep, runs[todo], static, progress)
+    elif len(todo):
         ring = _bucket(max(min(int(runs[todo, 1].max()), k_ev + 1), 2))
         kw = dict(static=static, devices=devices, chunk=int(chunk), progress=progress)
         res[todo] = _scan_runs(prep, runs[todo], ring_len=ring, **kw)
@@ -777,7 +907,12 @@ def sweep(
     l_owner = np.repeat(np.arange(len(lines)), lc)
     l_offs = np.arange(int(lc.sum())) - np.repeat(np.cumsum(lc) - lc, lc)
     lu = np.stack([first[lines[l_owner, 0]] + l_offs, lines[l_owner, 1]], 1)
-    reads = np.array([_line_reads(prep, int(u), int(e)) for u, e in lu], np.int64)
+    reads = np.zeros(len(lu), np.int64)
+    l_units = np.unique(lu[:, 0])
+    order = np.argsort(lu[:, 0], kind="stable")
+    for u, sel in zip(l_units.tolist(), np.split(order, np.searchsorted(lu[order, 0], l_units[1:])),
+                      strict=True):  # fmt: skip
+        reads[sel] = _line_reads(prep, u, lu[sel, 1], kern)
     reads = _sum_by(l_owner, reads, len(lines))[line_of]
 
     k_live = int(np.count_nonzero(np.asarray(ev.ev_col) <= ev.n))

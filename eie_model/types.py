@@ -382,6 +382,34 @@ class Layer(NamedTuple):
         """Dense ``(m, n)`` float32 weights ``codebook[codes]``."""
         return np.asarray(self.codebook)[np.asarray(self.codes)]
 
+    def read_only(self) -> Layer:
+        """This layer with its NumPy arrays marked read-only (copied first where another array
+        owns their memory), so their contents cannot change.
+
+        Every loader returns such a layer. A sweep recognises read-only arrays by identity and
+        keeps their work tables without hashing their contents on each call (about 3 ms for
+        Alex-7's 16 MB of codes); a writable array is hashed every time, so an in-place edit is
+        never missed. Call it on a layer of your own before sweeping it many times.
+
+        Example:
+            >>> import numpy as np
+            >>> layer = Layer(np.eye(2, dtype=np.uint8), np.arange(2.0), np.ones(2)).read_only()
+            >>> layer.codes.flags.writeable
+            False
+        """
+
+        def freeze(a: Any) -> Any:
+            if not isinstance(a, np.ndarray) or (not a.flags.writeable and a.base is None):
+                return a
+            a = a if a.base is None else a.copy()
+            a.flags.writeable = False
+            return a
+
+        return self._replace(
+            codes=freeze(self.codes), codebook=freeze(self.codebook), act=freeze(self.act),
+            bias_codes=freeze(self.bias_codes),
+        )  # fmt: skip
+
     @classmethod
     def load(cls, spec: str | os.PathLike, *, seed: int = 0) -> Layer:
         """A benchmark name (``Alex-7`` / ``alex-7`` / ``alex7``), an ``.npz`` or ``FILE.dcz:LEAF``.

@@ -167,6 +167,8 @@ def test_sweep_grid_to_csv_and_config_file(tmp_path, capsys):
                 "--out",
                 str(out2),
                 "--quiet",
+                "--engine",
+                "xla",
                 "--chunk",
                 "8",
                 "--plots",

@@ -47,13 +47,15 @@ def _vmap_simulate(static, params, layer):
     return jax.vmap(lambda p: sim.simulate(static, p, layer))(full)
 
 
-def test_sweep_equals_vmap_simulate_and_reference():
-    """Every counter of every row of a sweep equals vmap(simulate) and the cycle-by-cycle
-    simulator run on that one configuration; derived figures come from the same Counters."""
+@pytest.mark.parametrize("engine", ["host", "xla"])
+def test_sweep_equals_vmap_simulate_and_reference(engine):
+    """Every counter of every row of a sweep (either engine) equals vmap(simulate) and the
+    cycle-by-cycle simulator run on that one configuration; derived figures come from the same
+    Counters."""
     layer = _layer()
     g = EIEParams.grid(n_pes=[1, 3, 8], fifo_depth=[1, 2, 5], index_bits=[1, 4], sram_width=[64])
     static = EIEStatic.covering(g)
-    c = sweep.sweep(static, g, layer)
+    c = sweep.sweep(static, g, layer, engine=engine)
     assert isinstance(c, Counters) and c.batch_shape == (18,)
     v = _vmap_simulate(static, g, layer)
     for k in (*COUNTERS, "busy"):
@@ -74,14 +76,15 @@ def test_sweep_equals_vmap_simulate_and_reference():
     assert t["area_mm2"][i] == pytest.approx(float(rep.area_mm2), rel=1e-6)
 
 
-def test_acc_regs_passes_equal_reference_per_config():
+@pytest.mark.parametrize("engine", ["host", "xla"])
+def test_acc_regs_passes_equal_reference_per_config(engine):
     """With acc_regs A, outputs beyond N * A run as extra passes: every counter of every row
     equals the reference simulator's acc_regs run (0 = unlimited, one pass)."""
     layer = _layer(4)
     g = EIEParams.grid(n_pes=[1, 3, 8], fifo_depth=[1, 4], index_bits=[2], acc_regs=[0, 2, 5, 64])
     static = EIEStatic.covering(g)
-    c = sweep.sweep(static, g, layer)
-    again = sweep.sweep(static, g, layer)  # from the layer cache
+    c = sweep.sweep(static, g, layer, engine=engine)
+    again = sweep.sweep(static, g, layer, engine=engine)  # from the layer cache
     for i in range(len(g)):
         ref = reference.simulate(static, g[i], layer)
         for k in COUNTERS:
@@ -104,7 +107,7 @@ def test_fifo_reuse_equals_full_scans_on_many_depths():
         layer = _layer(seed + 10, m=60, n=50)
         g = EIEParams.grid(n_pes=[1, 2, 5, 16], fifo_depth=range(1, 41), index_bits=[1, 4])
         static = EIEStatic.covering(g)
-        c = sweep.sweep(static, g, layer)
+        c = sweep.sweep(static, g, layer, engine=("host", "xla")[seed])
         v = _vmap_simulate(static, g, layer)
         for k in (*COUNTERS, "busy"):
             np.testing.assert_array_equal(getattr(c, k), np.asarray(getattr(v, k)), err_msg=k)
@@ -115,8 +118,8 @@ def test_fifo_reuse_equals_full_scans_on_many_depths():
 
 
 def test_trace_counts_do_not_grow_with_configs():
-    """The chunk scan compiles per shape bucket, not per configuration: a second sweep with
-    new values of the same buckets traces nothing new."""
+    """The chunk scan (the "xla" engine) compiles per shape bucket, not per configuration: a
+    second sweep with new values of the same buckets traces nothing new."""
     layer = _layer(1)
     rng = np.random.default_rng(0)
     sizes = []
@@ -127,16 +130,18 @@ def test_trace_counts_do_not_grow_with_configs():
             index_bits=rng.integers(1, 5, 120),
             sram_width=rng.choice([32, 64, 128], 120),
         )
-        out = sweep.sweep(EIEStatic(max_pes=8, max_fifo=8), p, layer)
+        out = sweep.sweep(EIEStatic(max_pes=8, max_fifo=8), p, layer, engine="xla")
         assert out.cycles.shape == (120,)
         sizes.append(sweep._chunk._cache_size())
-    assert sizes[1] == sizes[0]
+    assert sizes[1] == sizes[0] > 0
 
 
-def test_progress_callback():
+@pytest.mark.parametrize("engine", ["host", "xla"])
+def test_progress_callback(engine):
     seen = []
     p = EIEParams.grid(fifo_depth=range(1, 10), n_pes=4)
-    sweep.sweep(EIEStatic.covering(p), p, _layer(), progress=lambda d, t: seen.append((d, t)))
+    sweep.sweep(EIEStatic.covering(p), p, _layer(), progress=lambda d, t: seen.append((d, t)),
+                engine=engine)  # fmt: skip
     assert seen and seen[-1][0] == seen[-1][1]
 
 
@@ -158,6 +163,8 @@ def test_validation_names_the_field():
         sweep.sweep(EIEStatic(), {"n_pes": [1]}, layer)
     with pytest.raises(TypeError, match="Layer"):
         sweep.sweep(EIEStatic(), EIEParams(n_pes=[1]), {"codes": layer.codes})
+    with pytest.raises(ValueError, match="engine must be 'auto', 'host' or 'xla'"):
+        sweep.sweep(EIEStatic(), EIEParams(n_pes=[1]), layer, engine="gpu")
 
 
 def test_batch_shape_kept():
@@ -285,17 +292,27 @@ def test_host_work_tables_equal_pe_work_under_jit(compiled, monkeypatch):
         got = prep.tab
         for k in ("d", "w", "c", "busy", "dsum", "tail", "n_pes"):
             np.testing.assert_array_equal(getattr(got, k), np.asarray(getattr(want, k)), k)
-        u = prep.unit_pair  # one pass per pair: units are pairs
-        np.testing.assert_array_equal(prep.entries[u], np.asarray(works.entries).transpose(0, 2, 1))
-        np.testing.assert_array_equal(prep.base[u], np.asarray(works.base).transpose(0, 2, 1))
         np.testing.assert_array_equal(prep.useful, np.asarray(works.nnz).sum((1, 2)))
+        # the SRAM walk (one pass per pair: units are pairs): each non-empty slice's first and
+        # last address and the last address walked before it, from the device's base/entries
+        for u in range(len(pairs)):
+            ent = np.asarray(works.entries[u]).T  # (K, P)
+            addr = np.asarray(works.base[u]).T
+            last = np.where(ent > 0, addr + ent - 1, -1)
+            prev = np.concatenate(
+                [np.full((1, ent.shape[1]), -1), np.maximum.accumulate(last)[:-1]]
+            )
+            nz = ent > 0
+            for g, x in zip(prep.walks[u], (addr, last, prev), strict=True):
+                np.testing.assert_array_equal(g, x[nz], str(u))
 
 
-def test_compiled_slice_kernels_equal_numpy_sort_path():
-    """The numba kernels (one pass, no sort) give the NumPy sort path's slice and event
-    tables exactly, every column (bias and padding included), for several index widths at
-    once, PE counts 1..beyond m, with and without padding and bias."""
-    from eie_model import _slice_kernels as kern
+def test_compiled_host_kernels_equal_numpy_sort_path():
+    """The numba slice kernel (one pass, no sort) gives the NumPy sort path's slice tables
+    exactly, every column (bias and padding included), for several index widths at once, PE
+    counts 1..beyond m, with and without padding and bias (the unit tables built from them
+    are checked against the device model in test_host_work_tables_equal_pe_work_under_jit)."""
+    from eie_model import _host_kernels as kern
     from eie_model.sim.events import layer_events
 
     rng = np.random.default_rng(11)
@@ -314,12 +331,6 @@ def test_compiled_slice_kernels_equal_numpy_sort_path():
             np.testing.assert_array_equal(count, want_count)
             for i, r in enumerate(bits):
                 np.testing.assert_array_equal(ents[i], want[r], (t, n_pes, r))
-                got = kern.event_tables(
-                    ev.ev_col.astype(np.int32), ev.col_bucket.astype(np.int32), ev.n, count,
-                    ents[i],
-                )  # fmt: skip
-                for g, w in zip(got, sweep._event_tables(ev, want_count, want[r]), strict=True):
-                    np.testing.assert_array_equal(g, w)
 
 
 def test_compiled_kernels_without_a_writable_cache(monkeypatch):
@@ -327,7 +338,7 @@ def test_compiled_kernels_without_a_writable_cache(monkeypatch):
     the kernels compile without a cache instead of failing (and warn nothing)."""
     import numba
 
-    from eie_model import _slice_kernels as kern
+    from eie_model import _host_kernels as kern
 
     real = numba.njit
     seen = []
@@ -364,11 +375,16 @@ def test_unbounded_closed_form_equals_scan():
             lambda u, tb=tab, p=bool(t): run(tb, u, 1, ring_len=2, bounded=False, padded=p)
         )
         for u in range(len(pairs)):
-            cyc, starv, e, r, _ = sweep._unbounded(prep, u, 2)
+            cyc, starv, e, r, fmin = sweep._unbounded(prep, u, 2)
             want, (e_w, s_w) = scan(u)
             assert cyc == int(want.cycles) and starv == int(want.starvation_cycles), u
             np.testing.assert_array_equal(e, np.asarray(e_w)[:k_live])
             np.testing.assert_array_equal(r, np.asarray(s_w)[:k_live])
+            # the compiled loop gives the same five results
+            got = sweep._unbounded(prep, u, 2, sweep._kernels())
+            assert got[:2] == (cyc, starv), u
+            for a, b in zip(got[2:], (e, r, fmin), strict=True):
+                np.testing.assert_array_equal(a, b)
 
 
 def test_codes_beyond_code_bits_refused_also_when_cached():
@@ -381,3 +397,83 @@ def test_codes_beyond_code_bits_refused_also_when_cached():
         sweep.sweep(EIEStatic(max_pes=2, max_fifo=2, code_bits=3), p, layer)
     again = sweep.sweep(EIEStatic(max_pes=2, max_fifo=2, code_bits=5), p, layer)
     assert again.cycles.shape == (2,)
+
+
+def test_host_scans_equal_xla_chunks():
+    """The compiled host scans give the jitted chunk scans' cycles, stall and starvation for
+    every (unit, depth): PE counts 1..beyond the lanes of a group, depths 1 (no queue), small,
+    and beyond the number of events, acc_regs passes, and tables with padding events."""
+    from eie_model.sim.events import layer_events
+
+    rng = np.random.default_rng(7)
+    for t in range(3):
+        layer = _layer(50 + t, m=int(rng.integers(20, 70)), n=int(rng.integers(10, 40)))
+        ev = layer_events(layer)
+        if t == 2:
+            ev = layer_events(layer, pad_nnz=ev.rows.size + 4, pad_events=ev.num_events + 6)
+        pairs = np.array([(n, r, a) for n in (1, 3, 17) for r in (1, 4) for a in (0, 5)], np.int32)
+        prep = sweep._prepare(ev, pairs, 64, 5)
+        n_units = len(prep.unit_pair)
+        depths = np.array([1, 2, 3, 7, ev.num_events + 3])
+        runs = np.stack(np.meshgrid(np.arange(n_units), depths, indexing="ij"), -1).reshape(-1, 2)
+        runs = runs[rng.permutation(len(runs))]  # any order in, rows kept
+        static = EIEStatic(max_pes=64, max_fifo=int(depths.max()))
+        host = sweep._host_scans(prep, runs, static, None)
+        xla = sweep._scan_runs(prep, runs, ring_len=sweep._bucket(int(depths.max())),
+                               static=static, devices=None, chunk=16, progress=None)  # fmt: skip
+        np.testing.assert_array_equal(host, xla, err_msg=str(t))
+        assert host[:, 1].max() > 0  # some depth stalls
+
+
+def test_host_line_reads_equal_numpy():
+    """The compiled line-read count (float reciprocal with an exact fix-up) equals NumPy's
+    integer division for widths that do and do not divide the addresses."""
+    from eie_model.sim.events import layer_events
+
+    ev = layer_events(_layer(8, m=64, n=48))
+    pairs = np.array([(n, r, 0) for n in (1, 5, 16) for r in (1, 3)], np.int32)
+    prep = sweep._prepare(ev, pairs, 16, 5)
+    epls = np.array([1, 2, 3, 5, 7, 8, 13, 64, 1000])
+    for u in range(len(pairs)):
+        np.testing.assert_array_equal(
+            sweep._line_reads(prep, u, epls, sweep._kernels()), sweep._line_reads(prep, u, epls)
+        )
+
+
+def test_read_only_layers_are_cached_by_identity_and_writable_ones_by_content():
+    """A loader's layer is read-only and its key is its identity (no hash per call); a
+    writable layer edited in place, or a read-only view of a writable array edited through
+    its base, gives a new key and new counters."""
+    from eie_model.layers import benchmark_layer
+
+    bench = benchmark_layer("nt-we")
+    assert not bench.codes.flags.writeable and not bench.act.flags.writeable
+    assert sweep._layer_key(bench)[0][0] == "id"
+    assert sweep._layer_key(bench) == sweep._layer_key(bench)
+    assert sweep._layer_key(bench) != sweep._layer_key(benchmark_layer("nt-we"))
+
+    p = EIEParams.grid(n_pes=[2, 5], fifo_depth=[1, 3])
+    st = EIEStatic.covering(p)
+    layer = _layer(3)
+    first = sweep.sweep(st, p, layer)
+    layer.codes[: layer.codes.shape[0] // 2] = 0  # in place: same objects, new content
+    edited = sweep.sweep(st, p, layer)
+    want = _vmap_simulate(st, p, jax.tree.map(np.copy, layer))
+    np.testing.assert_array_equal(edited.useful_macs, np.asarray(want.useful_macs))
+    assert edited.useful_macs.sum() < first.useful_macs.sum()
+
+    base = _layer(4).codes
+    view = base[:]
+    view.flags.writeable = False
+    assert not sweep._immutable(view)  # its base can still change it
+    ro = _layer(4)._replace(codes=view, bias_codes=None)
+    before = sweep.sweep(st, p, ro)
+    base[:] = 0
+    after = sweep.sweep(st, p, ro)
+    assert after.useful_macs.sum() == 0 < before.useful_macs.sum()
+
+    frozen = _layer(4).read_only()
+    assert sweep._immutable(frozen.codes) and frozen.name == _layer(4).name
+    jx = _layer(4)._replace(codes=jnp.asarray(_layer(4).codes))
+    assert sweep._layer_key(jx)[0][0] == "id"
+    np.testing.assert_array_equal(sweep.sweep(st, p, jx).cycles, sweep.sweep(st, p, frozen).cycles)
