@@ -359,7 +359,7 @@ def synthetic_layer(
     ``row_cv = col_cv = 0`` gives a uniform layer. Same arguments, same layer.
 
     Memory: the codes plus one chunk of 4 Mi float32 entries. Time (one core of the shared
-    2-core machine, ``benchmark_layer``): VGG-6 (4096 x 25088) about 1.0 s, Alex-7 about 0.2 s
+    2-core machine, ``benchmark_layer``, quiet): VGG-6 (4096 x 25088) about 1.0 s, Alex-7 0.2 s
     (measured with ``python -c "import time; from eie_model.layers import benchmark_layer as b;
     t = time.perf_counter(); b('vgg6'); print(time.perf_counter() - t)"``).
 
