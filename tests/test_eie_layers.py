@@ -69,6 +69,15 @@ def test_exact_counts_on_small_and_extreme_layers():
         assert np.count_nonzero(layer.codes) == exact_count(d, m * n), (m, n, d)
         assert np.count_nonzero(layer.act) == exact_count(d, n)
     assert exact_count(0.353, 4096) == round(0.353 * 4096) == 1446
+    # a count far from density x size: the band around the threshold misses, the pass is
+    # redone with wider bands (the last takes every entry) and the count is still exact
+    from eie_model.layers import _exact_codes
+
+    r, c = np.ones(30), np.linspace(0.5, 1.5, 40)
+    for k in (1, 700, 1199):
+        codes = _exact_codes(r, c, 0.05, k, 3, 4, np.uint8)
+        assert np.count_nonzero(codes) == k and codes.max() < 16
+        np.testing.assert_array_equal(codes, _exact_codes(r, c, 0.05, k, 3, 4, np.uint8))
     u = synthetic_layer(600, 2000, 0.2, 0.5, seed=0, row_cv=0.0, col_cv=0.0)
     assert max(fit_spread(u.codes)) < 0.03
 
