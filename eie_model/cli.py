@@ -5,7 +5,7 @@
     eie-model simulate --layer Alex-7 --pes 64 --fifo 8 --json
     eie-model sweep --layer layer.npz --pes 1,2,4:8 --fifo 1:16 --sram-width 32,64 --out s.csv
     eie-model reference --layer layer.npz --pes 64 --fifo 8 --json
-    eie-model table --pes 64 --fifo 8
+    eie-model table --pes 64 --fifo 8 --seeds 3
     eie-model figures --out docs/figures
 
 ``--layer`` is a benchmark name (``alex6 alex7 alex8 vgg6 vgg7 vgg8 nt-we nt-wd nt-lstm`` in
@@ -346,53 +346,104 @@ def cpu_timings(
     }
 
 
+def _table_layers(args: argparse.Namespace, names: list[str]):
+    """``(row name, spec name, [layer per seed])`` of the table: each benchmark drawn with
+    Table III's densities, then, with ``--real-layer``, the real layer's benchmark (of its
+    shape, the closest in weight density) drawn with its measured counts and spread
+    (``name~real``) and, at ``--scale 1``, the real layer itself (one layer: no seed spread)."""
+    from eie_model.layers import BENCHMARKS, fit_spread, load_npz_layer, synthetic_layer
+
+    seeds = range(args.seed, args.seed + args.seeds)
+    out = []
+
+    def draw(bench, wd, ad, **kw):
+        spec = BENCHMARKS[bench]
+        m = max(1, round(spec.n_out * args.scale))
+        n = max(1, round(spec.n_in * args.scale))
+        return [synthetic_layer(m, n, wd, ad, seed=sd, **kw) for sd in seeds]
+
+    for name in names:
+        spec = BENCHMARKS[name]
+        out.append((name, name, draw(name, spec.weight_density, spec.act_density, name=name)))
+    if args.real_layer:
+        real = load_npz_layer(args.real_layer)
+        like = [k for k in names if (BENCHMARKS[k].n_out, BENCHMARKS[k].n_in) == real.shape]
+        if not like:
+            raise ValueError(
+                f"--real-layer {args.real_layer} has shape {real.shape}, which is no benchmark "
+                f"of --layers {','.join(names)}; give a layer of one of their (out, in) shapes"
+            )
+        # one benchmark per real layer: of those with its shape (Alex-8 and VGG-8 share one),
+        # the one whose Table III weight density is closest to the layer's
+        like = [min(like, key=lambda k: abs(BENCHMARKS[k].weight_density - real.weight_density))]
+        row_cv, col_cv = fit_spread(real.codes)
+        for name in like:
+            kw = dict(row_cv=row_cv, col_cv=col_cv, bias=real.bias_codes is not None)
+            layers = draw(name, real.weight_density, real.act_density, name=f"{name}~real", **kw)
+            out.append((f"{name}~real", name, layers))
+            if args.scale == 1:
+                out.append((f"{name} real layer", name, [real]))
+    return out
+
+
 def _table(args: argparse.Namespace) -> int:
-    from eie_model.layers import BENCHMARKS, synthetic_layer
+    from eie_model.layers import BENCHMARKS
     from eie_model.sim import simulate
     from eie_model.types import EIEParams, EIEStatic
 
     names = parse_list_names(args.layers) if args.layers else list(BENCHMARKS)
+    params = EIEParams(n_pes=args.pes, fifo_depth=args.fifo, clock_hz=args.clock_mhz * 1e6)
+    static = EIEStatic.covering(params)
     rows = []
-    for name in names:
-        spec = BENCHMARKS[name]
-        m = max(1, round(spec.n_out * args.scale))
-        n = max(1, round(spec.n_in * args.scale))
-        layer = synthetic_layer(
-            m, n, spec.weight_density, spec.act_density, seed=args.seed, name=name
-        )
-        params = EIEParams(n_pes=args.pes, fifo_depth=args.fifo, clock_hz=args.clock_mhz * 1e6)
-        c = simulate(EIEStatic.covering(params), params, layer)
+    for label, name, layers in _table_layers(args, names):
+        counters = [simulate(static, params, layer) for layer in layers]
+        us = np.array([float(c.latency_us) for c in counters])
+        m, n = layers[0].shape
         row = {
-            "layer": name,
+            "layer": label,
+            "benchmark": name,
             "shape": f"{n}x{m}",
-            "eie_us": float(c.latency_us),
-            "eie_cycles": int(c.cycles),
+            "seeds": [args.seed + i for i in range(len(layers))] if len(layers) > 1 else [],
+            "weight_nnz": int(np.count_nonzero(layers[0].codes)),
+            "act_nnz": int(np.count_nonzero(layers[0].act)),
+            "eie_us": float(us.mean()),
+            "eie_us_std": float(us.std()),
+            "eie_us_min": float(us.min()),
+            "eie_us_max": float(us.max()),
+            "eie_us_per_seed": us.tolist(),
+            "eie_cycles": float(np.mean([int(c.cycles) for c in counters])),
+            "eie_cycles_per_seed": [int(c.cycles) for c in counters],
         }
+        layer = layers[0]  # the CPU products: first seed only (their time hardly moves)
         for b in (1, 64):
             tim = cpu_timings(layer.codes, layer.codebook, layer.act, batch=b, repeats=args.repeats)
             for k, v in tim.items():
                 row[f"{k}_b{b}_us"] = v
         rows.append(row)
         if not args.json:
-            print(f"{name}: done", file=sys.stderr)
+            print(f"{label}: done", file=sys.stderr)
     if args.json:
         print(json.dumps(rows))
         return 0
     cols = ["numpy_dense", "jax_dense", "scipy_csr", "jax_bcoo"]
     head = (
-        "| layer | in x out | EIE us | "
+        "| layer | in x out | EIE us mean | std | min..max | "
         + " | ".join(f"{c} b{b} us" for b in (1, 64) for c in cols)
         + " |"
     )
     print(head)
-    print("|" + "---|" * (3 + 2 * len(cols)))
+    print("|" + "---|" * (5 + 2 * len(cols)))
     for r in rows:
-        cells = [r["layer"], r["shape"], f"{r['eie_us']:.2f}"]
+        cells = [r["layer"], r["shape"], f"{r['eie_us']:.2f}", f"{r['eie_us_std']:.3f}"]
+        cells.append(f"{r['eie_us_min']:.2f}..{r['eie_us_max']:.2f}")
         cells += [f"{r[f'{c}_b{b}_us']:.1f}" for b in (1, 64) for c in cols]
         print("| " + " | ".join(cells) + " |")
     print(
-        f"(EIE: {args.pes} PEs, FIFO {args.fifo}, {args.clock_mhz:g} MHz, batch 1; CPU times "
-        f"best of {args.repeats}; layers scaled x{args.scale:g}; batch-64 times are for all 64)"
+        f"(EIE: {args.pes} PEs, FIFO {args.fifo}, {args.clock_mhz:g} MHz, batch 1; mean, "
+        f"population std and range over seeds {args.seed}..{args.seed + args.seeds - 1} "
+        f"(exact non-zero counts, so seeds move only where the non-zeros lie); CPU times best "
+        f"of {args.repeats} on seed {args.seed}'s layer; layers scaled x{args.scale:g}; "
+        "batch-64 times are for all 64)"
     )
     return 0
 
@@ -470,7 +521,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--clock-mhz", type=float, default=800.0)
     t.add_argument("--scale", type=float, default=1.0, help="scale layer sizes (tests)")
     t.add_argument("--repeats", type=int, default=3)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    t.add_argument("--seeds", type=int, default=3,
+                   help="seeds per benchmark: --seed .. --seed + N - 1 (default 3)")  # fmt: skip
+    t.add_argument("--real-layer",
+                   help="a real layer .npz: adds its benchmark drawn with its measured counts "
+                   "and spread (NAME~real) and, at --scale 1, the real layer itself")  # fmt: skip
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=_table)
 
@@ -506,13 +562,16 @@ def _check_args(args: argparse.Namespace) -> None:
     """Flags that the models do not check themselves, refused before any work."""
     import math
 
-    for flag, lo in (("repeats", 1), ("chunk", 1)):
+    for flag, lo in (("repeats", 1), ("chunk", 1), ("seeds", 1)):
         v = getattr(args, flag, None)
         if v is not None and v < lo:
             raise ValueError(f"--{flag} must be >= {lo}, got {v}")
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed < 2**32:
         raise ValueError(f"--seed must be in 0..{2**32 - 1}, got {seed}")
+    seeds = getattr(args, "seeds", None)
+    if seed is not None and seeds is not None and seed + seeds > 2**32:
+        raise ValueError(f"--seed + --seeds must be <= {2**32}, got {seed} + {seeds}")
     for flag in ("scale", "clock_mhz", "clock_hz"):
         v = getattr(args, flag, None)
         if isinstance(v, (int, float)) and (not math.isfinite(v) or v <= 0):

@@ -5,13 +5,16 @@ pruned), ``codebook`` (float32, ``codebook[0] == 0.0``), ``act`` (n,), optional
 ``bias_codes`` (m,).
 
 The nine benchmark layers of the EIE paper (Table III) are seeded synthetic layers
-(``benchmark_layer``) with the paper's shapes and weight / activation densities. Real pruned
-matrices are not uniformly sparse, and the spread of non-zeros over rows and columns is what
-sets EIE's load imbalance. So ``synthetic_layer`` draws entry (i, j) non-zero with probability
-``density x r_i x c_j``, where the row and column multipliers are ``1 + cv x N(0, 1)``
-(clipped at 0.05). The defaults ``ROW_CV`` / ``COL_CV`` are fitted to the shared real layer by
-``fit_spread`` (its 528..1,435 non-zeros per row and 75..385 per column): the multipliers'
-spread is the observed spread with the binomial part removed.
+(``benchmark_layer``) with the paper's shapes and exactly ``round(density x size)`` non-zero
+weights and activations (``exact_count``), or, with ``like=``, a real layer's measured counts
+and spread (``REAL_LAYERS``: the shared real layer is Alex-8). Real pruned matrices are not
+uniformly sparse, and the spread of non-zeros over rows and columns is what sets EIE's load
+imbalance. So ``synthetic_layer`` keeps entry (i, j) with probability about
+``density x r_i x c_j`` (the exact count moves the threshold by a few ``1 / sqrt(count)``),
+where the row and column multipliers are ``1 + cv x N(0, 1)`` (clipped at 0.05). The defaults
+``ROW_CV`` / ``COL_CV`` are fitted to the shared real layer by ``fit_spread`` (its 528..1,435
+non-zeros per row and 75..385 per column): the multipliers' spread is the observed spread with
+the binomial part removed. ``docs/guides/eie-benchmark-layers.md`` explains the drawing.
 
 Example:
     >>> from eie_model.layers import load_layer
@@ -31,7 +34,9 @@ from eie_model.types import Layer
 __all__ = [
     "BENCHMARKS",
     "BenchmarkSpec",
+    "REAL_LAYERS",
     "benchmark_layer",
+    "exact_count",
     "fit_spread",
     "load_dcz_layer",
     "load_layer",
@@ -200,6 +205,10 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 #: ``fit_spread(load_npz_layer(".../eie-layer/layer.npz").codes)`` (rounded).
 ROW_CV = 0.130
 COL_CV = 0.082
+#: The benchmark each shared real layer belongs to (path under ``$JAXCOMP_DATA_DIR``): the
+#: 1000 x 4096 layer of the EIE authors' simulator has Alex-8's and VGG-8's shape, and its
+#: 25.7% weight density is Alex-8's (25%), not VGG-8's (23%).
+REAL_LAYERS: dict[str, str] = {"alex8": "eie-layer/layer.npz"}
 #: Fraction of non-zero bias codes in synthetic layers (real layer: 959 / 1000).
 BIAS_DENSITY = 0.959
 _MIN_MULT = 0.05
@@ -238,6 +247,89 @@ def fit_spread(codes: np.ndarray) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def _exact_codes(
+    r: np.ndarray,
+    c: np.ndarray,
+    density: float,
+    k: int,
+    seed: int,
+    code_bits: int,
+    dt: type,
+) -> np.ndarray:
+    """``(m, n)`` codes with exactly ``k`` non-zeros, entry (i, j) kept with probability
+    ``min(t x density x r_i x c_j, 1)`` for the one ``t`` (close to 1) that keeps exactly ``k``.
+
+    Sequential Poisson sampling (an order sampling): entry (i, j) draws ``u_ij`` uniform and
+    gets the key ``u_ij / p_ij``, ``p_ij = min(density x r_i x c_j, 1)``; the ``k`` smallest
+    keys are kept. ``key < 1`` is the Bernoulli model exactly, so the kept set is that model
+    with its threshold moved from 1 to the ``k``-th key. One pass over row chunks keeps every
+    entry with ``key < t_lo`` and remembers the few with ``t_lo <= key < t_hi`` (a band of
+    about ``16 sqrt(k)`` entries around 1); the smallest band keys fill the count. Each chunk
+    has its own seed, so a pass whose band misses the ``k``-th key (odds about ``1e-15``) is
+    redone, identically, with a wider band. Memory: the codes plus one chunk of 4 Mi entries.
+    """
+    m, n = r.shape[0], c.shape[0]
+    codes = np.zeros((m, n), dt)
+    if k == 0:
+        return codes
+    colp = (density * c).astype(np.float32)
+    chunk = max(1, (1 << 22) // n)
+    high = 1 << code_bits
+    width = 8.0
+    while True:
+        half = width / np.sqrt(k)
+        t_lo, t_hi = max(1.0 - half, 0.0), 1.0 + half
+        if width > 1e3:
+            t_lo, t_hi = 0.0, np.inf  # every entry in the band: exact for any layer
+        n_lo = 0
+        band_key, band_idx = [], []
+        for lo in range(0, m, chunk):
+            hi = min(lo + chunk, m)
+            crng = np.random.default_rng((seed, 1, lo))
+            p = np.minimum(r[lo:hi, None].astype(np.float32) * colp[None, :], 1.0)
+            u = crng.random((hi - lo, n), dtype=np.float32)
+            keep = u < t_lo * p
+            n_keep = int(np.count_nonzero(keep))
+            codes[lo:hi][keep] = crng.integers(1, high, n_keep, dtype=dt)
+            n_lo += n_keep
+            band = ~keep & (u < t_hi * p)
+            idx = np.flatnonzero(band)
+            band_key.append(u.ravel()[idx] / p.ravel()[idx])
+            band_idx.append(idx + lo * n)
+        keys, idx = np.concatenate(band_key), np.concatenate(band_idx)
+        need = k - n_lo
+        if 0 <= need <= keys.size:
+            break
+        codes[:] = 0
+        width *= 4.0
+    if need:
+        # the ``need`` smallest band keys; ties (float32) broken by position, deterministically
+        pick = idx[np.lexsort((idx, keys))[:need]]
+        vals = np.random.default_rng((seed, 2)).integers(1, high, need, dtype=dt)
+        codes.reshape(-1)[pick] = vals
+    return codes
+
+
+def exact_count(density: float, size: int) -> int:
+    """The number of non-zeros a synthetic layer draws: ``round(density x size)``.
+
+    Python's ``round`` (half to even) of the product, clipped to ``0 .. size``.
+
+    Args:
+        density: fraction in ``[0, 1]``.
+        size: number of entries.
+
+    Returns:
+        int.
+
+    Example:
+        >>> from eie_model.layers import exact_count
+        >>> exact_count(0.353, 4096), exact_count(0.09, 4096 * 4096)
+        (1446, 1509949)
+    """
+    return min(max(int(round(float(density) * int(size))), 0), int(size))
+
+
 def synthetic_layer(
     n_out: int,
     n_in: int,
@@ -251,14 +343,25 @@ def synthetic_layer(
     bias: bool = True,
     name: str = "",
 ) -> Layer:
-    """A seeded synthetic layer with a row/column spread of non-zeros.
+    """A seeded synthetic layer with exact non-zero counts and a row/column spread of non-zeros.
 
-    Entry (i, j) is non-zero with probability ``clip(weight_density x r_i x c_j, 0, 1)``,
-    ``r_i = max(1 + row_cv x N(0,1), 0.05)``, ``c_j`` likewise (multipliers normalized to mean 1);
-    non-zero codes are uniform in ``1 .. 2**code_bits - 1``; the codebook is sorted normal
-    values with entry 0 = 0.0; activations are non-zero with probability ``act_density``
-    (exponential values, >= 0, as after a ReLU); bias codes are non-zero with probability
-    ``BIAS_DENSITY``. ``row_cv = col_cv = 0`` gives a uniform layer.
+    The layer has exactly ``exact_count(weight_density, n_out x n_in)`` non-zero codes and
+    exactly ``exact_count(act_density, n_in)`` non-zero activations (and
+    ``exact_count(BIAS_DENSITY, n_out)`` non-zero bias codes), so two seeds differ only in
+    where the non-zeros lie, never in how many there are. Entry (i, j) is non-zero with
+    probability ``min(t x weight_density x r_i x c_j, 1)``, ``r_i = max(1 + row_cv x N(0,1),
+    0.05)``, ``c_j`` likewise (multipliers normalized to mean 1), where ``t`` (within a few
+    ``1 / sqrt(count)`` of 1) is the threshold that keeps the count exact: sequential Poisson
+    sampling, i.e. the ``count`` smallest keys ``u_ij / p_ij`` with ``u_ij`` uniform (the
+    Bernoulli model is ``key < 1``). Non-zero codes are uniform in ``1 .. 2**code_bits - 1``;
+    the codebook is sorted normal values with entry 0 = 0.0; the non-zero activations are a
+    uniform random subset with exponential values (> 0, as after a ReLU).
+    ``row_cv = col_cv = 0`` gives a uniform layer. Same arguments, same layer.
+
+    Memory: the codes plus one chunk of 4 Mi float32 entries. Time (one core of the shared
+    2-core machine, ``benchmark_layer``, quiet): VGG-6 (4096 x 25088) about 1.0 s, Alex-7 0.2 s
+    (measured with ``python -c "import time; from eie_model.layers import benchmark_layer as b;
+    t = time.perf_counter(); b('vgg6'); print(time.perf_counter() - t)"``).
 
     Args:
         n_out: outputs m.
@@ -273,13 +376,15 @@ def synthetic_layer(
         name: label.
 
     Returns:
-        ``Layer``.
+        ``Layer``: ``codes`` (n_out, n_in) uint8 (uint16 above 8 code bits), ``codebook``
+        (2**code_bits,) float32, ``act`` (n_in,) float32, ``bias_codes`` (n_out,) or None.
 
     Example:
+        >>> import numpy as np
         >>> from eie_model.layers import synthetic_layer
         >>> layer = synthetic_layer(100, 300, 0.1, 0.5, seed=1)
-        >>> layer.shape, round(layer.weight_density, 1)
-        ((100, 300), 0.1)
+        >>> layer.shape, int(np.count_nonzero(layer.codes)), int(np.count_nonzero(layer.act))
+        ((100, 300), 3000, 150)
     """
     for k, v in (("n_out", n_out), ("n_in", n_in), ("code_bits", code_bits)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -290,28 +395,27 @@ def synthetic_layer(
     for k, v in (("row_cv", row_cv), ("col_cv", col_cv)):
         if not v >= 0:
             raise ValueError(f"synthetic_layer: {k} must be >= 0, got {v}")
-    rng = np.random.default_rng(seed)
+    n_out, n_in = int(n_out), int(n_in)
+    rng = np.random.default_rng((seed, 0))
     r = np.maximum(1 + row_cv * rng.standard_normal(n_out), _MIN_MULT)
     c = np.maximum(1 + col_cv * rng.standard_normal(n_in), _MIN_MULT)
     r, c = r / r.mean(), c / c.mean()
     dt = np.uint8 if code_bits <= 8 else np.uint16
-    codes = np.empty((n_out, n_in), dt)
-    colp = (weight_density * c).astype(np.float32)
-    chunk = max(1, (1 << 22) // n_in)
-    for lo in range(0, n_out, chunk):
-        hi = min(lo + chunk, n_out)
-        p = np.minimum(r[lo:hi, None].astype(np.float32) * colp[None, :], 1.0)
-        keep = rng.random((hi - lo, n_in), dtype=np.float32) < p
-        vals = rng.integers(1, 1 << code_bits, (hi - lo, n_in), dtype=dt)
-        codes[lo:hi] = np.where(keep, vals, 0)
-    codebook = np.concatenate([[0.0], np.sort(rng.normal(0.0, 0.05, (1 << code_bits) - 1))]).astype(
-        np.float32
-    )
-    act = ((rng.random(n_in) < act_density) * rng.exponential(1.0, n_in)).astype(np.float32)
+    high = 1 << code_bits
+    k_w = exact_count(weight_density, n_out * n_in)
+    if k_w == n_out * n_in:
+        codes = rng.integers(1, high, (n_out, n_in), dtype=dt)
+    else:
+        codes = _exact_codes(r, c, weight_density, k_w, seed, code_bits, dt)
+    codebook = np.concatenate([[0.0], np.sort(rng.normal(0.0, 0.05, high - 1))]).astype(np.float32)
+    act = np.zeros(n_in, np.float32)
+    on = rng.permutation(n_in)[: exact_count(act_density, n_in)]
+    act[on] = np.maximum(rng.exponential(1.0, on.size), np.finfo(np.float32).tiny)
     b = None
     if bias:
-        b = np.where(rng.random(n_out) < BIAS_DENSITY, rng.integers(1, 1 << code_bits, n_out), 0)
-        b = b.astype(dt)
+        b = np.zeros(n_out, dt)
+        on = rng.permutation(n_out)[: exact_count(BIAS_DENSITY, n_out)]
+        b[on] = rng.integers(1, high, on.size, dtype=dt)
     return Layer(codes, codebook, act, b, name).read_only()
 
 
@@ -329,19 +433,43 @@ def _benchmark_key(name: str) -> str | None:
     return table.get(norm(name))
 
 
-def benchmark_layer(name: str, *, seed: int = 0, **spread) -> Layer:
+def benchmark_layer(
+    name: str, *, seed: int = 0, like: Layer | str | os.PathLike | None = None, **spread
+) -> Layer:
     """One of the nine EIE benchmark layers (Table III) as a seeded synthetic layer.
+
+    The non-zero counts are exact (:func:`synthetic_layer`): by default the weight and
+    activation densities of Table III. With ``like``, a real layer of the benchmark's shape
+    (a ``Layer`` or an ``.npz`` path; the shared ``eie-layer/layer.npz`` is Alex-8), the
+    densities and the row / column spread (:func:`fit_spread`) are that layer's measured ones
+    instead, so the synthetic layer has exactly the real layer's non-zero counts
+    (:data:`REAL_LAYERS` names the benchmark each shared real layer belongs to).
 
     Args:
         name: a key of ``BENCHMARKS`` (``alex6 alex7 alex8 vgg6 vgg7 vgg8 nt-we nt-wd
             nt-lstm``), in any of the paper's spellings (``Alex-7``, ``alex-7``, ``alex7``).
         seed: random seed.
-        **spread: ``row_cv`` / ``col_cv`` / ``code_bits`` / ``bias`` for ``synthetic_layer``.
+        like: a real layer (or its ``.npz`` path) with the benchmark's shape ``(n_out, n_in)``
+            whose densities and spread to use; ``None``: Table III's densities and the fitted
+            defaults ``ROW_CV`` / ``COL_CV``.
+        **spread: ``row_cv`` / ``col_cv`` / ``code_bits`` / ``bias`` for ``synthetic_layer``
+            (explicit values win over those measured on ``like``).
+
+    Returns:
+        ``Layer`` named after the benchmark (``"alex8"``; ``"alex8~real"`` with ``like``).
+
+    Raises:
+        ValueError: an unknown name, or ``like`` of another shape than the benchmark's.
 
     Example:
+        >>> import numpy as np
         >>> from eie_model.layers import benchmark_layer
         >>> benchmark_layer("alex8").shape
         (1000, 4096)
+        >>> real = benchmark_layer("alex8", seed=5)          # stands in for a real layer here
+        >>> twin = benchmark_layer("alex8", like=real)
+        >>> twin.name, int(np.count_nonzero(twin.codes)) == int(np.count_nonzero(real.codes))
+        ('alex8~real', True)
     """
     key = _benchmark_key(name)
     if key is None:
@@ -350,8 +478,26 @@ def benchmark_layer(name: str, *, seed: int = 0, **spread) -> Layer:
             "spellings such as Alex-7 / alex-7 / alex7 work too)"
         )
     s = BENCHMARKS[key]
+    if like is None:
+        return synthetic_layer(
+            s.n_out, s.n_in, s.weight_density, s.act_density, seed=seed, name=s.name, **spread
+        )
+    real = like if isinstance(like, Layer) else load_npz_layer(like)
+    if tuple(real.shape) != (s.n_out, s.n_in):
+        raise ValueError(
+            f"benchmark_layer: like has shape {tuple(real.shape)} but {s.name} is "
+            f"(n_out, n_in) = ({s.n_out}, {s.n_in}); give a real layer of that benchmark"
+        )
+    row_cv, col_cv = fit_spread(real.codes)
+    kw = {"row_cv": row_cv, "col_cv": col_cv, "bias": real.bias_codes is not None, **spread}
     return synthetic_layer(
-        s.n_out, s.n_in, s.weight_density, s.act_density, seed=seed, name=s.name, **spread
+        s.n_out,
+        s.n_in,
+        real.weight_density,
+        real.act_density,
+        seed=seed,
+        name=f"{s.name}~real",
+        **kw,
     )
 
 

@@ -197,6 +197,56 @@ def test_table_small(capsys):
     assert cli.main(["table", "--layers", "alexnet"]) == 2
 
 
+def test_table_reports_the_seed_spread_of_eie_latency(tmp_path, capsys):
+    """Three seeds (the default): the mean, std and range are those of the per-seed latencies,
+    each equal to simulate on that seed's layer; --real-layer adds NAME~real with the real
+    layer's exact counts (and, at scale 1, the real layer itself)."""
+    from eie_model.layers import BENCHMARKS, exact_count, synthetic_layer
+    from eie_model.sim import simulate
+    from eie_model.types import EIEParams, EIEStatic
+
+    scale = 0.03  # the shape of test_table_small: its compiled programs are reused
+    argv = ["table", "--layers", "nt-we", "--scale", str(scale), "--repeats", "1"]
+    assert cli.main([*argv, "--seed", "4", "--json"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)
+    assert r["seeds"] == [4, 5, 6] and len(r["eie_us_per_seed"]) == 3
+    s = BENCHMARKS["nt-we"]
+    m, n = round(s.n_out * scale), round(s.n_in * scale)
+    params = EIEParams(n_pes=64, fifo_depth=8)
+    runs = zip(r["seeds"], r["eie_us_per_seed"], r["eie_cycles_per_seed"], strict=True)
+    for seed, us, cyc in runs:
+        layer = synthetic_layer(m, n, s.weight_density, s.act_density, seed=seed)
+        c = simulate(EIEStatic.covering(params), params, layer)
+        assert (int(c.cycles), float(c.latency_us)) == (cyc, pytest.approx(us))
+    us = np.array(r["eie_us_per_seed"])
+    assert r["eie_us"] == pytest.approx(us.mean()) and r["eie_us_std"] == pytest.approx(us.std())
+    assert (r["eie_us_min"], r["eie_us_max"]) == (us.min(), us.max())
+    assert r["eie_us_min"] <= r["eie_us"] <= r["eie_us_max"]
+    assert r["weight_nnz"] == exact_count(s.weight_density, m * n)
+
+    real = synthetic_layer(600, 4096, 0.2, 0.9, seed=7, row_cv=0.3, col_cv=0.0)  # nt-we shape
+    np.savez(tmp_path / "r.npz", codes=real.codes, codebook=real.codebook, act=real.act)
+    assert cli.main([*argv, "--seeds", "2", "--real-layer", str(tmp_path / "r.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "| EIE us mean | std | min..max |" in out and "over seeds 0..1" in out
+    assert "| nt-we~real | 123x18 |" in out and "real layer" not in out  # none when scaled
+    # the real-density rows, built as the table builds them (at scale 1, without CPU timings)
+    args = cli._parser().parse_args(["table", "--real-layer", str(tmp_path / "r.npz")])
+    built = cli._table_layers(args, ["nt-we", "alex8"])
+    assert [(x[0], x[1], len(x[2])) for x in built] == [
+        ("nt-we", "nt-we", 3),
+        ("alex8", "alex8", 3),
+        ("nt-we~real", "nt-we", 3),
+        ("nt-we real layer", "nt-we", 1),
+    ]
+    for layer in built[2][2]:
+        assert np.count_nonzero(layer.codes) == np.count_nonzero(real.codes)
+        assert np.count_nonzero(layer.act) == np.count_nonzero(real.act)
+    np.testing.assert_array_equal(built[3][2][0].codes, real.codes)
+    assert cli.main([*argv[:2], "alex8", "--real-layer", str(tmp_path / "r.npz")]) == 2
+    assert "is no benchmark of --layers alex8" in capsys.readouterr().err
+
+
 def test_console_script_declared():
     root = Path(__file__).resolve().parents[1]
     with open(root / "pyproject.toml", "rb") as f:

@@ -7,10 +7,13 @@ import pytest
 
 from eie_model.layers import (
     BENCHMARKS,
+    BIAS_DENSITY,
     COL_CV,
+    REAL_LAYERS,
     ROW_CV,
     Layer,
     benchmark_layer,
+    exact_count,
     fit_spread,
     load_layer,
     load_npz_layer,
@@ -32,12 +35,65 @@ def test_benchmark_layers_have_paper_densities(name):
     s = BENCHMARKS[name]
     layer = benchmark_layer(name, seed=3)
     assert layer.shape == (s.n_out, s.n_in) and layer.name == name
-    assert layer.weight_density == pytest.approx(s.weight_density, rel=0.03)
-    assert layer.act_density == pytest.approx(s.act_density, abs=0.03)
+    assert np.count_nonzero(layer.codes) == exact_count(s.weight_density, s.n_out * s.n_in)
+    assert np.count_nonzero(layer.act) == exact_count(s.act_density, s.n_in)
+    assert np.count_nonzero(layer.bias_codes) == exact_count(BIAS_DENSITY, s.n_out)
     assert layer.codebook[0] == 0.0 and layer.codes.dtype == np.uint8
     assert (layer.act >= 0).all()
     again = benchmark_layer(name, seed=3)
-    np.testing.assert_array_equal(layer.codes, again.codes)  # seeded
+    for a, b in zip(layer, again, strict=True):
+        np.testing.assert_array_equal(a, b)  # same seed, same layer
+    other = benchmark_layer(name, seed=4)
+    assert (other.codes != layer.codes).any() and (other.act != layer.act).any()
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_every_benchmark_has_exact_counts_and_the_fitted_spread(name):
+    """Scaled to a quarter of each side: the counts are exact for every seed, and the non-zero
+    spread over rows and columns is the fitted one (fit_spread recovers ROW_CV / COL_CV)."""
+    s = BENCHMARKS[name]
+    m, n = max(s.n_out // 4, 150), max(s.n_in // 4, 150)
+    for seed in (0, 1):
+        layer = synthetic_layer(m, n, s.weight_density, s.act_density, seed=seed)
+        assert np.count_nonzero(layer.codes) == exact_count(s.weight_density, m * n)
+        assert np.count_nonzero(layer.act) == exact_count(s.act_density, n)
+        r, c = fit_spread(layer.codes)
+        assert r == pytest.approx(ROW_CV, abs=0.03) and c == pytest.approx(COL_CV, abs=0.03)
+
+
+def test_exact_counts_on_small_and_extreme_layers():
+    """Tiny layers (wide sampling band), density 1, a huge spread (many clipped
+    probabilities): the count is still exact and the uniform layer has no extra spread."""
+    for m, n, d, cv in ((1, 1, 1.0, 0.1), (3, 5, 0.07, 0.0), (7, 9, 0.5, 3.0), (50, 80, 0.9, 2.0)):
+        layer = synthetic_layer(m, n, d, d, seed=2, row_cv=cv, col_cv=cv)
+        assert np.count_nonzero(layer.codes) == exact_count(d, m * n), (m, n, d)
+        assert np.count_nonzero(layer.act) == exact_count(d, n)
+    assert exact_count(0.353, 4096) == round(0.353 * 4096) == 1446
+    # a count far from density x size: the band around the threshold misses, the pass is
+    # redone with wider bands (the last takes every entry) and the count is still exact
+    from eie_model.layers import _exact_codes
+
+    r, c = np.ones(30), np.linspace(0.5, 1.5, 40)
+    for k in (1, 700, 1199):
+        codes = _exact_codes(r, c, 0.05, k, 3, 4, np.uint8)
+        assert np.count_nonzero(codes) == k and codes.max() < 16
+        np.testing.assert_array_equal(codes, _exact_codes(r, c, 0.05, k, 3, 4, np.uint8))
+    u = synthetic_layer(600, 2000, 0.2, 0.5, seed=0, row_cv=0.0, col_cv=0.0)
+    assert max(fit_spread(u.codes)) < 0.03
+
+
+def test_like_takes_a_real_layers_counts_and_spread():
+    real = synthetic_layer(1000, 4096, 0.2566, 0.4294, seed=9, row_cv=0.2, col_cv=0.05)
+    twin = benchmark_layer("Alex-8", seed=1, like=real)
+    assert twin.name == "alex8~real" and twin.shape == real.shape
+    assert np.count_nonzero(twin.codes) == np.count_nonzero(real.codes)
+    assert np.count_nonzero(twin.act) == np.count_nonzero(real.act)
+    assert np.count_nonzero(twin.bias_codes) == np.count_nonzero(real.bias_codes)
+    r, c = fit_spread(twin.codes)
+    assert r == pytest.approx(0.2, abs=0.02) and c == pytest.approx(0.05, abs=0.02)
+    assert benchmark_layer("alex8", like=real, row_cv=0.0).name == "alex8~real"
+    with pytest.raises(ValueError, match=r"like has shape \(1000, 4096\) but alex7"):
+        benchmark_layer("alex7", like=real)
 
 
 def test_spread_is_recovered_by_fit():
@@ -90,18 +146,26 @@ def test_real_layer_and_fitted_defaults(eie_layer_path):
 
 def test_spread_sets_load_imbalance_like_the_real_layer(eie_layer_path):
     # 128 PEs (8 rows each) and a deep FIFO: cycles follow the busiest PE, so the row spread
-    # shows. Mean over three seeds of the synthetic layer with the fitted spread vs uniform.
+    # shows. Mean over three seeds of Alex-8 drawn like the real layer (its exact counts and
+    # fitted spread) vs a uniform layer with the same counts.
     real = load_npz_layer(eie_layer_path)
+    s = BENCHMARKS["alex8"]
+    assert REAL_LAYERS["alex8"].endswith("eie-layer/layer.npz")
+    assert real.shape == (s.n_out, s.n_in)  # Alex-8 (25.7% weights; VGG-8 has 23%)
+    assert abs(real.weight_density - s.weight_density) < abs(
+        real.weight_density - BENCHMARKS["vgg8"].weight_density
+    )
     params = EIEParams(n_pes=128, fifo_depth=64)
     static = EIEStatic.covering(params)
     target = simulate(static, params, real).cycles
-    wd, ad = real.weight_density, real.act_density
 
     def mean_cycles(**spread):
         runs = []
         for seed in range(3):
-            s = synthetic_layer(1000, 4096, wd, ad, seed=seed, **spread)
-            runs.append(simulate(static, params, s).cycles)
+            layer = benchmark_layer("alex8", seed=seed, like=eie_layer_path, **spread)
+            assert np.count_nonzero(layer.codes) == np.count_nonzero(real.codes)
+            assert np.count_nonzero(layer.act) == np.count_nonzero(real.act)
+            runs.append(simulate(static, params, layer).cycles)
         return np.mean(runs)
 
     fitted = mean_cycles()
