@@ -57,10 +57,10 @@ def config(shipped: str, size: int, width: int, device: str = DEVICE) -> str:
     return out.replace('"itrs-hp"', f'"{device}"')
 
 
-def run(cacti_dir: str, size: int, width: int) -> dict[str, float]:
+def run(cacti_dir: str, size: int, width: int, device: str = DEVICE) -> dict[str, float]:
     """One CACTI run: ``{read_pj, leak_mw, area_mm2, cycle_ns}``."""
     with open(os.path.join(cacti_dir, "cache.cfg")) as f:
-        cfg = config(f.read(), size, width)
+        cfg = config(f.read(), size, width, device)
     with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as f:
         f.write(cfg)
     try:
@@ -82,9 +82,12 @@ def run(cacti_dir: str, size: int, width: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cacti", required=True, help="folder with the built cacti and cache.cfg")
+    ap.add_argument("--device", default=DEVICE, help="CACTI device type (itrs-hp/lstp/lop)")
     args = ap.parse_args()
-    rows = {(c, w): run(args.cacti, c * 1024, w) for c in CAPACITIES_KB for w in WIDTHS}
-    print(f"# widths {WIDTHS} (bits), capacities {CAPACITIES_KB} (KB), device {DEVICE}")
+    rows = {
+        (c, w): run(args.cacti, c * 1024, w, args.device) for c in CAPACITIES_KB for w in WIDTHS
+    }
+    print(f"# widths {WIDTHS} (bits), capacities {CAPACITIES_KB} (KB), device {args.device}")
     for k in ("read_pj", "leak_mw", "area_mm2", "cycle_ns"):
         print(f"{k.upper()} = (")
         for c in CAPACITIES_KB:
