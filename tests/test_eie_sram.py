@@ -233,3 +233,45 @@ def test_energy_outside_the_table_is_nan_and_bad_options_raise():
         energy_report(_counters(EIEParams(), **C), line_reads="open")
     with pytest.raises(ValueError, match="read_energy must be one of"):
         energy_report(_counters(EIEParams(), **C), read_energy="cubic")
+
+
+# ----------------------------------------------------------------------------- the examples
+def test_cacti_config_changes_only_the_listed_lines(load_example):
+    ex = load_example("cacti_sram_table")
+    shipped = "\n".join(
+        [
+            "-size (bytes) 131072",
+            "-block size (bytes) 64",
+            "-associativity 2",
+            "-technology (u) 0.090",
+            "-output/input bus width 512",
+            '-cache type "cache"',
+            '-Data array cell type - "itrs-hp"',
+            "-UCA bank count 1",
+        ]
+    )
+    cfg = ex.config(shipped, 65536, 128).splitlines()
+    assert cfg == [
+        "-size (bytes) 65536",
+        "-block size (bytes) 16",
+        "-associativity 1",
+        "-technology (u) 0.045",
+        "-output/input bus width 128",
+        '-cache type "ram"',
+        '-Data array cell type - "itrs-lop"',
+        "-UCA bank count 1",
+    ]
+    with pytest.raises(ValueError, match="no line matching"):
+        ex.config("-size (bytes) 1", 1024, 64)
+
+
+def test_width_study_energies_are_energy_reports(load_example):
+    ex = load_example("eie_sram_width")
+    layer = _layer(2, m=64, n=40)
+    s = ex.width_study(layer, widths=(16, 64), n_pes=4, fifo=2)
+    p = EIEParams.grid(n_pes=[4], fifo_depth=[2], sram_width=[16, 64])
+    c = sweep.sweep(EIEStatic.covering(p), p, layer)
+    np.testing.assert_allclose(s[("kept", "cacti", True)], c.table()["energy_j"], rtol=1e-12)
+    r = energy_report(c, line_reads="fresh", read_energy="linear", leakage=False)
+    np.testing.assert_allclose(s[("fresh", "linear", False)], r.energy_j, rtol=1e-12)
+    assert np.all(s["fresh"] >= s["kept"])
