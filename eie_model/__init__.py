@@ -27,6 +27,9 @@ from eie_model.network import load_dcz_network
 from eie_model.network import network_forward
 from eie_model.network import network_sweep
 from eie_model.sim import simulate
+from eie_model.sram import spmat_area_mm2
+from eie_model.sram import spmat_leakage_mw
+from eie_model.sram import spmat_read_pj
 from eie_model.sweep import pareto_front
 from eie_model.sweep import sweep
 from eie_model.sweep import write_csv
@@ -58,6 +61,9 @@ __all__: list[str] = [
     "network_sweep",
     "pareto_front",
     "simulate",
+    "spmat_area_mm2",
+    "spmat_leakage_mw",
+    "spmat_read_pj",
     "spmv_fixed",
     "spmv_float",
     "sweep",

@@ -158,7 +158,8 @@ def line_reads(base, last, prev, epls):  # pragma: no cover
 
     ``base``/``last``/``prev`` ``(S,)`` int32 are the non-empty slices' first and last address
     and the last address walked before each (``eie_model.sweep._Prepared.walks``); a slice
-    reads lines ``base // epl .. last // epl``, less the first when ``prev`` already read it.
+    reads lines ``base // epl .. last // epl``, less the first when ``prev`` already read it
+    (a ``prev`` of all ``-1`` counts a fresh fetch per broadcast column).
     Division goes through a float64 reciprocal with an exact fix-up (addresses < ``2**31``).
     """
     out = np.zeros(len(epls), np.int64)

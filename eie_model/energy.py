@@ -44,21 +44,39 @@ Model (all decisions stated; the paper gives power, not per-access energy):
   fillers included: ``useful_macs + fillers``), accumulator updates (``useful_macs``),
   broadcasts (``pointer_reads / n_pes``), static energy (``cycles x n_pes``).
 
-Scaling rules for other design points:
+SpMat SRAM by width W and capacity C (:mod:`eie_model.sram`, CACTI 7 at 45 nm; the table,
+its provenance and the width study: docs/guides/eie-sram-energy.md):
 
-* SRAM width W: a line read costs ``E_line(W) = E_line(64) x (1/2 + 1/2 x W / 64)``: half of
-  the 64-bit read is per-access overhead (decoder, word line, control), half grows with the
-  bits read (CACTI-style; an assumption). Wider lines mean fewer reads but dearer ones.
-  Caveat: with the line-read counter (a line stays open across columns) the real
-  layer's reads fall faster than this rule's cost grows, so SpMat energy falls monotonically
-  with width (16..512 bits); the thesis' optimum at 64 bits (Figures 6.12/6.13) is not
-  reproduced. Table II gives no per-width energies to fit a steeper rule to.
+* Line reads: ``line_reads="kept"`` (default) charges ``spm_line_reads`` (a line stays open
+  across columns: the line register holds the last line read, and the next column's first
+  entry on that line needs no read); ``line_reads="fresh"`` charges ``spm_line_reads_fresh``
+  (every broadcast column fetches its lines again). Each mode is calibrated with its own count
+  on the real layer (``CAL_LINES_PER_ENTRY`` / ``CAL_FRESH_LINES_PER_ENTRY``), so both give
+  Table II's 590 mW at the calibration point; they differ elsewhere.
+* Calibration split: at 64 bits and 128 KB, CACTI's read energy times the calibration read
+  rate and CACTI's leakage split the SpMat's dynamic (non-clock) Table II power into reads and
+  leakage (``leakage=False``: all of it is reads, as before leakage was modelled).
+* Read energy: ``read_energy="cacti"`` (default) scales the calibrated energy of a line read
+  by CACTI's ``read_pj(W, C) / read_pj(64, 128)``; ``read_energy="linear"`` is the earlier
+  assumption ``1/2 + 1/2 x W / 64`` (half per-access overhead, half per bit; no capacity
+  term), kept for comparison.
+* Leakage: the calibrated leakage power times CACTI's ``leak_mw(W, C) / leak_mw(64, 128)``,
+  charged to every PE for the run's time (``cycles / clock_hz``; one 800 MHz cycle is
+  ``E_leak`` per PE-cycle at calibration).
+* Area: Table II's SpmatRead area times CACTI's ``area_mm2(W, C) / area_mm2(64, 128)``.
+* Outside the CACTI table (16..512 bits, 32..512 KB) the SpMat energies and the area are NaN.
+* Capacity ``C``: ``energy_report(..., spmat_kb=...)``; by default the static's
+  ``spmat_bytes`` where it has one, else EIE's 128 KB.
+
+Other scaling rules:
+
 * Precision: ArithmUnit energy per operation scales as
   ``1/2 x (weight_bits x act_bits) / 16**2 + 1/2 x act_bits / 16`` (half multiplier, half
   adder, at 16 bits); ActRW and Act_queue energies scale as ``act_bits / 16``; pointer reads
-  as ``ptr_bits / 16``. Areas of ArithmUnit, ActRW and Act_queue scale the same way; the SRAMs'
-  area (capacity, not width) does not change.
-* Clock: energy per access does not depend on the clock; power = energy / time.
+  as ``ptr_bits / 16``. Areas of ArithmUnit, ActRW and Act_queue scale the same way; the
+  pointer SRAM's area does not change.
+* Clock: energy per access does not depend on the clock (leakage energy does: it is power x
+  time); power = energy / time.
 
 Throughput as the paper reports it: an operation is a multiply or an add, so a MAC is 2 ops;
 ``gops`` counts the useful (non-zero weight x non-zero activation) MACs of the compressed layer;
@@ -81,9 +99,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eie_model import sram
 from eie_model.types import Counters, EIEParams, EIEStatic
 
-__all__ = ["EnergyReport", "energy_report", "full_load_counters", "pe_area_mm2"]
+__all__ = [
+    "EnergyReport",
+    "energy_report",
+    "full_load_counters",
+    "pe_area_mm2",
+    "spmat_calibration",
+]
 # The scaling-rule numbers in this docstring come from:
 #   eie-model reference --layer layer.npz --pes 64 --fifo 8 --sram-width W --json
 
@@ -115,8 +140,13 @@ CAL_CLOCK_HZ = 800e6
 CAL_SRAM_WIDTH = 64
 CAL_LINES_PER_ENTRY = 100_900 / 453_748  # real layer, 64 PEs, FIFO 8, 64-bit lines
 CAL_ENTRIES_PER_COLUMN = 453_748 / 112_640  # entries per pointer read, same run
+CAL_FRESH_LINES_PER_ENTRY = 154_563 / 453_748  # the same run's spm_line_reads_fresh
 CAL_PRECISION = 16
 CAL_PTR_BITS = 16
+CAL_SPMAT_KB = sram.EIE_SPMAT_KB
+#: The line-read counts energy can charge, and the per-read energy rules.
+LINE_READS = ("kept", "fresh")
+READ_ENERGY = ("cacti", "linear")
 
 _DYN = (PE_POWER_MW - CLOCK_NETWORK_MW) / PE_POWER_MW  # dynamic share of each component
 _RATES = {  # accesses per PE-cycle at calibration
@@ -133,13 +163,42 @@ E_STATIC_J = CLOCK_NETWORK_MW * 1e-3 / CAL_CLOCK_HZ
 #: Central unit energy per broadcast, joules (one broadcast per 4 cycles at calibration).
 E_BROADCAST_J = CENTRAL_MW * 1e-3 / (CAL_CLOCK_HZ / CAL_ENTRIES_PER_COLUMN)
 
+# --- SpMat SRAM calibration (CACTI at 64 bits, 128 KB; Table II's SpmatRead power) ----------
+_CACTI_READ0 = float(sram.lookup(sram.READ_PJ, CAL_SRAM_WIDTH, CAL_SPMAT_KB, np))  # pJ
+_CACTI_LEAK0 = float(sram.lookup(sram.LEAK_MW, CAL_SRAM_WIDTH, CAL_SPMAT_KB, np))  # mW
+_CACTI_AREA0 = float(sram.lookup(sram.AREA_MM2, CAL_SRAM_WIDTH, CAL_SPMAT_KB, np))  # mm^2
+_SPMAT_DYN_MW = POWER_MW["spmat_read"] * _DYN  # the SpMat's non-clock power at calibration
+_CAL_RATE = {"kept": CAL_LINES_PER_ENTRY, "fresh": CAL_FRESH_LINES_PER_ENTRY}
+
+
+def spmat_calibration(line_reads: str = "kept", leakage: bool = True) -> tuple[float, float]:
+    """``(E_read_j, P_leak_mw)`` at 64 bits, 128 KB: one line read's energy and the leakage.
+
+    The SpMat's non-clock Table II power (``4.955 mW x 7.283 / 9.157``) split between reads
+    (at the calibration rate of ``line_reads``) and leakage in CACTI's proportion at that point
+    (``leakage=False``: no leakage, all reads).
+
+    Example:
+        >>> e, p = spmat_calibration()
+        >>> round(e * 1e12, 2), round(p, 3)   # pJ per 64-bit line read, mW leakage per PE
+        (13.35, 1.565)
+    """
+    if line_reads not in LINE_READS:
+        raise ValueError(f"line_reads must be one of {LINE_READS}, got {line_reads!r}")
+    rate = _CAL_RATE[line_reads]
+    read_mw = _CACTI_READ0 * 1e-12 * rate * CAL_CLOCK_HZ * 1e3
+    share = _CACTI_LEAK0 / (_CACTI_LEAK0 + read_mw) if leakage else 0.0
+    e_read = _SPMAT_DYN_MW * (1.0 - share) * 1e-3 / (CAL_CLOCK_HZ * rate)
+    return e_read, _SPMAT_DYN_MW * share
+
 
 class EnergyReport(NamedTuple):
     """Energy, time, power, area and throughput of one run (jnp arrays, batched like inputs).
 
     Attributes:
         energy_j: total energy (J).
-        spmat_j, pointer_j, arith_j, actrw_j, queue_j, broadcast_j, static_j: its parts (J).
+        spmat_j, pointer_j, arith_j, actrw_j, queue_j, broadcast_j, static_j, leak_j: its
+            parts (J); ``leak_j`` is the SpMat SRAM's leakage.
         time_s: cycles / clock_hz.
         power_w: energy_j / time_s.
         area_mm2: area of the N PEs.
@@ -157,6 +216,7 @@ class EnergyReport(NamedTuple):
     queue_j: Any
     broadcast_j: Any
     static_j: Any
+    leak_j: Any
     time_s: Any
     power_w: Any
     area_mm2: Any
@@ -180,26 +240,40 @@ def _arith_scale(params: EIEParams, dev: bool = True):
     return 0.5 * wb * ab / CAL_PRECISION**2 + 0.5 * ab / CAL_PRECISION
 
 
-def pe_area_mm2(params: EIEParams):
-    """Area of one PE in mm^2 under the precision scaling rule (jnp scalar, batched).
+def _spmat_kb(static: EIEStatic, spmat_kb: Any) -> Any:
+    if spmat_kb is not None:
+        return spmat_kb
+    nbytes = getattr(static, "spmat_bytes", None)
+    return CAL_SPMAT_KB if nbytes is None else nbytes / 1024
+
+
+def pe_area_mm2(params: EIEParams, spmat_kb: Any = CAL_SPMAT_KB):
+    """Area of one PE in mm^2 under the precision and SRAM scaling rules (batched).
 
     Args:
-        params: :class:`eie_model.types.EIEParams` (``act_bits``, ``weight_bits`` are used).
+        params: :class:`eie_model.types.EIEParams` (``act_bits``, ``weight_bits``,
+            ``sram_width`` are used).
+        spmat_kb: SpMat SRAM capacity per PE in KB (default EIE's 128).
 
     Returns:
         an array batched like ``params`` (``float32`` jnp for device or traced params,
-        ``float64`` NumPy for host ones).
+        ``float64`` NumPy for host ones); NaN outside the SRAM table (16..512 bits,
+        32..512 KB).
 
     Example:
         >>> from eie_model.types import EIEParams
         >>> from eie_model.energy import pe_area_mm2
         >>> round(float(pe_area_mm2(EIEParams())), 6)
         0.638024
+        >>> round(float(pe_area_mm2(EIEParams(sram_width=512))), 3)   # CACTI: a larger array
+        0.849
     """
-    dev = _traced(params.act_bits, params.weight_bits)
+    dev = _traced(params.act_bits, params.weight_bits, params.sram_width, spmat_kb)
+    xp = jnp if dev else np
     act = _fl(params.act_bits, dev) / CAL_PRECISION
+    ratio = sram.lookup(sram.AREA_MM2, params.sram_width, spmat_kb, xp, check=False)
     um2 = (
-        AREA_UM2["spmat_read"]
+        AREA_UM2["spmat_read"] * ratio / _CACTI_AREA0
         + AREA_UM2["ptr_read"]
         + AREA_UM2["filler_cells"]
         + AREA_UM2["arithm"] * _arith_scale(params, dev)
@@ -208,14 +282,30 @@ def pe_area_mm2(params: EIEParams):
     return um2 * 1e-6
 
 
-def energy_report(counters: Counters) -> EnergyReport:
+def energy_report(
+    counters: Counters,
+    *,
+    line_reads: str = "kept",
+    read_energy: str = "cacti",
+    leakage: bool = True,
+    spmat_kb: Any = None,
+) -> EnergyReport:
     """Energy and derived metrics from a run's counters (pure; jit/vmap-able).
 
     Args:
         counters: a :class:`eie_model.types.Counters` (fast model, sweep or reference;
             batched or not): ``cycles``, ``useful_macs``, ``fillers``, ``pointer_reads``,
-            ``spm_line_reads`` with its ``params`` (``n_pes``, ``sram_width``, ``act_bits``,
-            ``weight_bits``, ``clock_hz``) and ``static.ptr_bits``.
+            ``spm_line_reads`` (or ``spm_line_reads_fresh``) with its ``params`` (``n_pes``,
+            ``sram_width``, ``act_bits``, ``weight_bits``, ``clock_hz``) and
+            ``static.ptr_bits``.
+        line_reads: keyword-only, ``"kept"`` (default: charge ``spm_line_reads``, a line
+            stays open across columns) or ``"fresh"`` (``spm_line_reads_fresh``, a fresh fetch
+            per broadcast column).
+        read_energy: ``"cacti"`` (default; CACTI's read energy by width and capacity) or
+            ``"linear"`` (``1/2 + 1/2 x W / 64``, the earlier rule).
+        leakage: charge the SpMat SRAM's leakage (CACTI's share of Table II's SpMat power).
+        spmat_kb: SpMat capacity per PE in KB (default: ``static.spmat_bytes / 1024`` where
+            the static has it, else 128).
 
     Returns:
         ``EnergyReport`` batched like the counters: ``float32`` jnp arrays for device or
@@ -225,6 +315,8 @@ def energy_report(counters: Counters) -> EnergyReport:
         ValueError: a counter is negative, NaN or infinite (checked when the counters are
             concrete; under ``jit`` / ``vmap`` the energy, power and efficiency are NaN instead).
         TypeError: a counter is not a real number; ``counters`` is not a ``Counters``.
+        ValueError: ``line_reads`` or ``read_energy`` unknown; ``line_reads="fresh"`` on
+            counters without ``spm_line_reads_fresh``.
 
     Example:
         >>> import jax
@@ -240,8 +332,17 @@ def energy_report(counters: Counters) -> EnergyReport:
         raise TypeError(
             f"energy_report: counters must be an eie_model.Counters, got {type(counters).__name__}"
         )
+    if read_energy not in READ_ENERGY:
+        raise ValueError(f"read_energy must be one of {READ_ENERGY}, got {read_energy!r}")
+    e_read, leak_mw = spmat_calibration(line_reads, leakage)
+    line_field = "spm_line_reads" if line_reads == "kept" else "spm_line_reads_fresh"
+    if getattr(counters, line_field) is None:
+        raise ValueError(
+            f"energy_report: line_reads={line_reads!r} needs counters.{line_field}; these "
+            "counters have none (simulate, sweep and the reference simulator count it)"
+        )
     params, static = counters.params, counters.static
-    names = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads")
+    names = ("cycles", "useful_macs", "fillers", "pointer_reads", line_field)
     for k in names:  # host-side, where the counters are concrete
         v = getattr(counters, k)
         if isinstance(v, jax.core.Tracer):
@@ -251,7 +352,8 @@ def energy_report(counters: Counters) -> EnergyReport:
             raise TypeError(f"energy_report: counters.{k} must be real numbers, got {a.dtype}")
         if not np.isfinite(a).all() or (a < 0).any():
             raise ValueError(f"energy_report: counters.{k} must be finite and >= 0 (counts)")
-    dev = counters._xp() is jnp or _traced(*jax.tree.leaves(params))
+    kb = _spmat_kb(static, spmat_kb)
+    dev = counters._xp() is jnp or _traced(*jax.tree.leaves(params), kb)
     xp = jnp if dev else np
 
     def _f32(x):
@@ -262,24 +364,30 @@ def energy_report(counters: Counters) -> EnergyReport:
     fillers = _f32(counters.fillers)
     entries = useful + fillers
     ptr = _f32(counters.pointer_reads)
-    lines = _f32(counters.spm_line_reads)
+    lines = _f32(getattr(counters, line_field))
     n = _f32(params.n_pes)
     width = _f32(params.sram_width)
     act = _f32(params.act_bits) / CAL_PRECISION
+    time_s = cycles / _f32(params.clock_hz)
 
-    spmat = lines * E_ACCESS_J["spmat_read"] * (0.5 + 0.5 * width / CAL_SRAM_WIDTH)
+    if read_energy == "cacti":
+        per_read = sram.lookup(sram.READ_PJ, width, kb, xp, check=False) / _CACTI_READ0
+    else:
+        per_read = 0.5 + 0.5 * width / CAL_SRAM_WIDTH
+    spmat = lines * e_read * per_read
+    leak_w = leak_mw * 1e-3 * sram.lookup(sram.LEAK_MW, width, kb, xp, check=False) / _CACTI_LEAK0
+    leak = leak_w * n * time_s
     pointer = ptr * E_ACCESS_J["ptr_read"] * (static.ptr_bits / CAL_PTR_BITS)
     arith = entries * E_ACCESS_J["arithm"] * _arith_scale(params, dev)
     actrw = useful * E_ACCESS_J["act_rw"] * act
     queue = ptr * E_ACCESS_J["act_queue"] * act
     broadcast = (ptr / n) * E_BROADCAST_J
     static = cycles * n * E_STATIC_J
-    total = spmat + pointer + arith + actrw + queue + broadcast + static
+    total = spmat + pointer + arith + actrw + queue + broadcast + static + leak
 
-    time_s = cycles / _f32(params.clock_hz)
     safe_t = xp.where(time_s > 0, time_s, 1.0)
     power = xp.where(time_s > 0, total / safe_t, 0.0)
-    area = pe_area_mm2(params) * n
+    area = pe_area_mm2(params, kb) * n
     gops = xp.where(time_s > 0, 2.0 * useful / safe_t * 1e-9, 0.0)
     fps = xp.where(time_s > 0, 1.0 / safe_t, 0.0)
     rep = EnergyReport(
@@ -291,6 +399,7 @@ def energy_report(counters: Counters) -> EnergyReport:
         queue_j=queue,
         broadcast_j=broadcast,
         static_j=static,
+        leak_j=leak,
         time_s=time_s,
         power_w=power,
         area_mm2=area,
@@ -312,7 +421,8 @@ def energy_report(counters: Counters) -> EnergyReport:
 def full_load_counters(static: EIEStatic, params: EIEParams, *, cycles: int) -> Counters:
     """Counters of ``cycles`` cycles of every PE fully busy at the calibration activity.
 
-    One entry (a useful MAC) per PE-cycle, ``CAL_LINES_PER_ENTRY`` line reads and
+    One entry (a useful MAC) per PE-cycle, ``CAL_LINES_PER_ENTRY`` line reads
+    (``CAL_FRESH_LINES_PER_ENTRY`` fresh per column) and
     ``1 / CAL_ENTRIES_PER_COLUMN`` pointer reads per entry (the calibration access mix, whatever
     the params' SRAM width). For calibration checks and peak-throughput estimates.
 
@@ -341,4 +451,5 @@ def full_load_counters(static: EIEStatic, params: EIEParams, *, cycles: int) -> 
         stall_cycles=np.float64(0.0),
         starvation_cycles=np.float64(0.0),
         busy=np.full(n, float(cycles)),
+        spm_line_reads_fresh=np.float64(cycles * n * CAL_FRESH_LINES_PER_ENTRY),
     )

@@ -373,4 +373,6 @@ def _add(a: Counters, b: Counters) -> Counters:
     """Counters of two layers run one after the other (params and static of ``a``)."""
     fields = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads",
               "stall_cycles", "starvation_cycles", "busy")  # fmt: skip
-    return a.replace(**{k: getattr(a, k) + getattr(b, k) for k in fields})
+    out = a.replace(**{k: getattr(a, k) + getattr(b, k) for k in fields})
+    fa, fb = a.spm_line_reads_fresh, b.spm_line_reads_fresh
+    return out.replace(spm_line_reads_fresh=None if fa is None or fb is None else fa + fb)

@@ -125,7 +125,9 @@ def fig_balance(tables: Tables):
 
 
 def fig_width(tables: Tables):
-    """SpMat SRAM line reads (left) and energy (right) vs SRAM width (Figures 6.12 / 6.13)."""
+    """SpMat SRAM line reads (left; dashed: fresh fetch per column, where the table has
+    ``spm_line_reads_fresh``) and energy (right) vs SRAM width (Figures 6.12 / 6.13; the
+    assumptions behind the energy: docs/guides/eie-sram-energy.md)."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4), dpi=100)
     for ax, lab in ((a1, "SpMat line reads"), (a2, "energy per layer (uJ)")):
         ax.set_xscale("log", base=2)
@@ -133,7 +135,10 @@ def fig_width(tables: Tables):
         ax.set_ylabel(lab)
         ax.grid(True, alpha=0.3)
     for label, t in tables.items():
-        a1.plot(*_curve(t, "sram_width", "spm_line_reads"), marker="o", ms=3, label=label)
+        (ln,) = a1.plot(*_curve(t, "sram_width", "spm_line_reads"), marker="o", ms=3, label=label)
+        if "spm_line_reads_fresh" in t:
+            xs, f = _curve(t, "sram_width", "spm_line_reads_fresh")
+            a1.plot(xs, f, ls="--", lw=1, color=ln.get_color())
         if "energy_j" in t:
             xs, e = _curve(t, "sram_width", "energy_j")
             a2.plot(xs, e * 1e6, marker="o", ms=3, label=label)

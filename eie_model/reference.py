@@ -15,7 +15,8 @@ cycle, exactly as the stated timing requires):
    starts that column this cycle (the activation leaves the queue); a column takes
    ``max(1, entries)`` cycles, one entry read per cycle, fillers included. The SRAM line of each
    entry (address p on line ``p // entries_per_line``) is compared with the previous entry's
-   line (none at first); a differing line is one line read.
+   line (none at first); a differing line is one line read. A second count,
+   ``spm_line_reads_fresh``, forgets the line when a column starts (a fresh fetch per column).
 3. **Pointer read** (per PE): a PE whose pointer register is empty reads ``ptr[j], ptr[j+1]`` for
    the activation at the head of its queue, if that activation was broadcast in an earlier cycle.
    Hence ``s >= e + 2`` and ``s[k] >= s[k-1] + d[k-1]``.
@@ -40,7 +41,8 @@ empty column's one cycle is not busy); ``useful_macs`` = entries with code != 0 
 columns; ``fillers``; ``stall_cycles`` = cycles the LNZD had an activation but a queue was full;
 ``starvation_cycles`` = summed over PEs, cycles between a PE's first and last column that it
 spends idle waiting for an activation (``sum_k max(0, s[k] - s[k-1] - d[k-1])``);
-``pointer_reads`` = N per broadcast; ``spm_line_reads``; ``mac_efficiency`` =
+``pointer_reads`` = N per broadcast; ``spm_line_reads``; ``spm_line_reads_fresh``;
+``mac_efficiency`` =
 useful / (cycles x N); ``load_efficiency`` = busy / (cycles x N).
 
 Optional ``acc_regs`` (off by default): outputs beyond ``N * acc_regs`` run as extra passes,
@@ -79,6 +81,7 @@ def _counters(static: EIEStatic, params: EIEParams, c: dict[str, Any]) -> Counte
         stall_cycles=int(c["stall_cycles"]),
         starvation_cycles=int(c["starvation_cycles"]),
         busy=np.asarray(c["busy"], np.int64),
+        spm_line_reads_fresh=int(c["spm_line_reads_fresh"]),
     )
 
 
@@ -181,6 +184,7 @@ def simulate_encoded(
     active = np.zeros(N, bool)  # a column in process still has entries for later cycles
     cur_val = np.zeros(N, np.float32)  # activation of the column in process
     last_line = np.full(N, -1, np.int64)
+    fresh_line = np.full(N, -1, np.int64)  # the same, forgotten when a column starts
     # arithmetic pipeline (ring of write_latency slots) and accumulators
     pipe_valid = np.zeros((lat_w, N), bool)
     pipe_row = np.zeros((lat_w, N), np.int64)
@@ -189,6 +193,7 @@ def simulate_encoded(
     # counters
     busy = np.zeros(N, np.int64)
     lines = np.zeros(N, np.int64)
+    fresh_lines = np.zeros(N, np.int64)
     useful = fillers = stalls = starve = ptr_reads = 0
     last_write = None
 
@@ -216,6 +221,7 @@ def simulate_encoded(
             cur_val[start] = bc_val[head[start]]
             head[start] += 1  # the activation leaves the queue when its column starts
             ptr_valid[start] = False
+            fresh_line[start] = -1
         proc = active | start  # PEs occupied this cycle (an empty column takes one cycle)
         read = proc & (cur < end)
         if read.any():
@@ -226,6 +232,8 @@ def simulate_encoded(
             newline = line != last_line[read]
             lines[p[newline]] += 1
             last_line[read] = line
+            fresh_lines[p[line != fresh_line[read]]] += 1
+            fresh_line[read] = line
             busy[read] += 1
             nz = code != 0
             useful += int(nz.sum())
@@ -291,6 +299,7 @@ def simulate_encoded(
         starvation_cycles=starve,
         pointer_reads=ptr_reads,
         spm_line_reads=int(lines.sum()),
+        spm_line_reads_fresh=int(fresh_lines.sum()),
     )
     return _counters(static, params, c), y
 
@@ -349,7 +358,7 @@ def run(static: EIEStatic, params: EIEParams, layer: Layer) -> tuple[Counters, n
 def _add(a: Counters, b: Counters) -> Counters:
     """Counters of two passes run back to back (every counter adds up)."""
     fields = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads",
-              "stall_cycles", "starvation_cycles", "busy")  # fmt: skip
+              "stall_cycles", "starvation_cycles", "busy", "spm_line_reads_fresh")  # fmt: skip
     return a.replace(**{k: getattr(a, k) + getattr(b, k) for k in fields})
 
 
@@ -398,8 +407,8 @@ def main(argv: list[str] | None = None, *, prog: str = "eie-model reference") ->
     c = simulate(static, params, layer)
     row = c.table()
     keys = ("cycles", "useful_macs", "fillers", "stall_cycles", "starvation_cycles",
-            "pointer_reads", "spm_line_reads", "broadcasts", "n_pes", "mac_efficiency",
-            "load_efficiency", "busy_total", "busy_max")  # fmt: skip
+            "pointer_reads", "spm_line_reads", "spm_line_reads_fresh", "broadcasts", "n_pes",
+            "mac_efficiency", "load_efficiency", "busy_total", "busy_max")  # fmt: skip
     out = {k: row[k][0].item() for k in keys}
     if args.json:
         print(json.dumps(out))

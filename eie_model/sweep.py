@@ -632,11 +632,16 @@ def _fifo_reuse(
     return ok, np.where(ok, cyc, 0), stall, np.where(ok, starv, 0)
 
 
-def _line_reads(prep: _Prepared, unit: int, epls: np.ndarray, kern: Any = None) -> np.ndarray:
+def _line_reads(
+    prep: _Prepared, unit: int, epls: np.ndarray, kern: Any = None, *, fresh: bool = False
+) -> np.ndarray:
     """SRAM line reads of one unit for each of ``epls`` ``(E,)`` entries a line, summed over
     PEs (host; :func:`eie_model.sim.counters.line_reads_from_walk`'s formula; with ``kern``,
-    :func:`eie_model._host_kernels.line_reads`)."""
+    :func:`eie_model._host_kernels.line_reads`). ``fresh``: a fresh fetch per broadcast column
+    (no walked address before any slice)."""
     base, last, prev = prep.walks[unit]
+    if fresh:
+        prev = np.full_like(prev, -1)
     epls = np.asarray(epls, np.int64)
     if kern is not None:
         return kern.line_reads(base, last, prev, epls)
@@ -908,12 +913,15 @@ def sweep(
     l_offs = np.arange(int(lc.sum())) - np.repeat(np.cumsum(lc) - lc, lc)
     lu = np.stack([first[lines[l_owner, 0]] + l_offs, lines[l_owner, 1]], 1)
     reads = np.zeros(len(lu), np.int64)
+    fresh = np.zeros(len(lu), np.int64)
     l_units = np.unique(lu[:, 0])
     order = np.argsort(lu[:, 0], kind="stable")
     for u, sel in zip(l_units.tolist(), np.split(order, np.searchsorted(lu[order, 0], l_units[1:])),
                       strict=True):  # fmt: skip
         reads[sel] = _line_reads(prep, u, lu[sel, 1], kern)
+        fresh[sel] = _line_reads(prep, u, lu[sel, 1], kern, fresh=True)
     reads = _sum_by(l_owner, reads, len(lines))[line_of]
+    fresh = _sum_by(l_owner, fresh, len(lines))[line_of]
 
     k_live = int(np.count_nonzero(np.asarray(ev.ev_col) <= ev.n))
     busy = np.zeros((n_cfg, static.max_pes), np.int64)
@@ -930,6 +938,7 @@ def sweep(
         stall_cycles=stall,
         starvation_cycles=starv,
         busy=busy,
+        spm_line_reads_fresh=fresh,
     )
     return jax.tree.map(lambda x: x.reshape(tuple(shape) + x.shape[1:]), out)
 

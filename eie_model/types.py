@@ -455,6 +455,10 @@ class Counters:
         starvation_cycles: PE-cycles idle between a PE's first and last column.
         busy: ``(..., P)`` entries each PE read (fillers included); ``P = static.max_pes`` (the
             reference simulator: N); zero past ``n_pes``.
+        spm_line_reads_fresh: SpMat SRAM line reads with a fresh fetch per broadcast column
+            (each non-empty slice reads its lines ``base // L .. last // L``, no credit for the
+            previous column's line), summed over PEs; ``None`` when the producer did not
+            count it (hand-made counters). ``spm_line_reads`` keeps a line open across columns.
 
     Example:
         >>> import numpy as np
@@ -475,6 +479,7 @@ class Counters:
     stall_cycles: Any
     starvation_cycles: Any
     busy: Any
+    spm_line_reads_fresh: Any = None
 
     # ----------------------------------------------------------------- derived figures
     def _xp(self) -> Any:
@@ -585,6 +590,8 @@ class Counters:
         out = {k: col(getattr(host.params, k)) for k in EIEParams.names()}
         for k in _COUNTER_FIELDS:
             out[k] = col(getattr(host, k))
+        if host.spm_line_reads_fresh is not None:
+            out["spm_line_reads_fresh"] = col(host.spm_line_reads_fresh)
         for k in ("busy_total", "busy_max", "broadcasts"):
             out[k] = col(getattr(host, k))
         for k in ("load_balance", "mac_efficiency", "load_efficiency", "latency_us"):
@@ -594,15 +601,19 @@ class Counters:
         return out
 
 
+#: Leaves of a Counters pytree, in order (``spm_line_reads_fresh`` may be ``None``).
+_LEAVES = ("params", *_COUNTER_FIELDS, "busy", "spm_line_reads_fresh")
+
+
 def _counters_flatten(c: Counters):
-    names = ("params", *_COUNTER_FIELDS, "busy")
+    names = _LEAVES
     return tuple((jax.tree_util.GetAttrKey(k), getattr(c, k)) for k in names), c.static
 
 
 def _counters_unflatten(static: EIEStatic, children: Any) -> Counters:
     obj = object.__new__(Counters)
     object.__setattr__(obj, "static", static)
-    for k, v in zip(("params", *_COUNTER_FIELDS, "busy"), children, strict=True):
+    for k, v in zip(_LEAVES, children, strict=True):
         object.__setattr__(obj, k, v)
     return obj
 
@@ -612,7 +623,7 @@ jax.tree_util.register_pytree_with_keys(
     _counters_flatten,
     _counters_unflatten,
     lambda c: (
-        tuple(getattr(c, k) for k in ("params", *_COUNTER_FIELDS, "busy")),
+        tuple(getattr(c, k) for k in _LEAVES),
         c.static,
     ),
 )

@@ -28,6 +28,7 @@ COUNTERS = (
     "fillers",
     "pointer_reads",
     "spm_line_reads",
+    "spm_line_reads_fresh",
     "stall_cycles",
     "starvation_cycles",
 )

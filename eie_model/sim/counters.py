@@ -9,6 +9,9 @@ From a unit's work tables (:mod:`eie_model.sim.work`) and its timing (:mod:`eie_
 * ``spm_line_reads``: per PE walk the broadcast columns' entries in CSC address order; an entry
   at address ``p`` is on line ``p // entries_per_line``; a read whenever the line changes,
   starting from no line; summed over PEs (:func:`sram_line_reads`, no scan);
+* ``spm_line_reads_fresh``: the same walk with a fresh fetch per broadcast column: a non-empty
+  slice reads lines ``base // L .. last // L`` whatever the previous column read
+  (``sram_line_reads(..., fresh=True)``);
 * ``cycles``, ``stall_cycles``, ``starvation_cycles``: from the timing.
 
 With ``acc_regs`` passes every counter is the sum over passes (:func:`add`). Derived figures
@@ -75,16 +78,22 @@ def unit_counts(work: PEWork, t: Timing, entries_per_line: Any) -> dict[str, jax
 
     Returns:
         ``cycles, useful_macs, fillers, pointer_reads, spm_line_reads, stall_cycles,
-        starvation_cycles`` (scalars) and ``busy`` ``(max_pes,)``.
+        starvation_cycles, spm_line_reads_fresh`` (scalars) and ``busy`` ``(max_pes,)``.
     """
     useful, fillers, k_ev = work_counts(work)
+    prev = line_walk(work)
     valid = jnp.arange(work.entries.shape[-2]) < work.n_pes
     return {
         "cycles": t.cycles,
         "useful_macs": useful,
         "fillers": fillers,
         "pointer_reads": (work.n_pes * k_ev).astype(jnp.int32),
-        "spm_line_reads": jnp.sum(sram_line_reads(work, entries_per_line)).astype(jnp.int32),
+        "spm_line_reads": jnp.sum(line_reads_from_walk(work, prev, entries_per_line)).astype(
+            jnp.int32
+        ),
+        "spm_line_reads_fresh": jnp.sum(
+            line_reads_from_walk(work, jnp.full_like(prev, -1), entries_per_line)
+        ).astype(jnp.int32),
         "stall_cycles": t.stall_cycles,
         "starvation_cycles": t.starvation_cycles,
         "busy": jnp.where(valid, work.entries.sum(-1), 0).astype(jnp.int32),
@@ -96,16 +105,19 @@ def add(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Array
     return jax.tree.map(jnp.add, a, b)
 
 
-def sram_line_reads(work: PEWork, entries_per_line: Any) -> jax.Array:
+def sram_line_reads(work: PEWork, entries_per_line: Any, *, fresh: bool = False) -> jax.Array:
     """Sparse-matrix SRAM line reads per PE (no scan: addresses are known up front).
 
     Per PE, the broadcast slices are visited in event order; their entries occupy CSC addresses
     ``base .. base + entries - 1``; line ``p // entries_per_line``; a read whenever the line
-    differs from the previous entry's, starting from no line.
+    differs from the previous entry's, starting from no line. With ``fresh`` every broadcast
+    column starts from no line (a fresh fetch per column: the line the previous column left
+    open is read again).
 
     Args:
         work: :func:`pe_work` result.
         entries_per_line: ``() int`` entries per SRAM line (``W // entry_bits``), >= 1.
+        fresh: keyword-only (Python bool), count a fresh fetch per broadcast column.
 
     Returns:
         ``(max_pes,) int32`` line reads per PE.
@@ -116,10 +128,16 @@ def sram_line_reads(work: PEWork, entries_per_line: Any) -> jax.Array:
         >>> from eie_model.sim.work import pe_work
         >>> from eie_model.types import Layer
         >>> ev = layer_events(Layer(np.ones((1, 3), np.uint8), np.arange(16.0), np.ones(3)))
-        >>> sram_line_reads(pe_work(ev, 1, 4, max_pes=1), 2).tolist()  # addrs 0,1 | 2
+        >>> w = pe_work(ev, 1, 4, max_pes=1)
+        >>> sram_line_reads(w, 2).tolist()  # addrs 0,1 | 2
         [2]
+        >>> sram_line_reads(w, 2, fresh=True).tolist()  # columns at addrs 0 | 1 | 2
+        [3]
     """
-    return line_reads_from_walk(work, line_walk(work), entries_per_line)
+    prev = line_walk(work)
+    if fresh:
+        prev = jnp.full_like(prev, -1)
+    return line_reads_from_walk(work, prev, entries_per_line)
 
 
 def line_walk(work: PEWork) -> jax.Array:
