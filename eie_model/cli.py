@@ -625,7 +625,8 @@ def setup_cache(flag: str | None = None) -> str:
 
 
 def use_all_cores() -> int:
-    """Expose every CPU core as a JAX CPU device, so a sweep's chunks run side by side.
+    """Expose every CPU core as a JAX CPU device, so the ``"xla"`` engine's chunks run side by
+    side (``eie-model sweep --engine xla``; the host engine uses every core by itself).
 
     Only before JAX's backends start, and only when ``XLA_FLAGS`` does not already set the
     host device count. Returns the number of cores.
@@ -655,7 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.rest = rest
         elif rest:
             ap.error(f"unrecognized arguments: {' '.join(rest)}")
-        if args.cmd == "sweep":
+        flags = os.environ.get("XLA_FLAGS")
+        if args.cmd == "sweep" and args.engine == "xla":
             use_all_cores()
         setup_cache(args.cache_dir)
         where = f"eie-model {args.cmd}: error:"
@@ -668,6 +670,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, TypeError) as e:
             print(f"{where} {' '.join(str(e).split())}", file=sys.stderr)
             return 2
+        finally:  # called in-process (a test, a notebook): child processes keep their flags
+            if flags is None:
+                os.environ.pop("XLA_FLAGS", None)
+            else:
+                os.environ["XLA_FLAGS"] = flags
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -283,3 +284,17 @@ def test_repeated_simulate_reuses_the_compilation_cache(tmp_path):
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and json.loads(again.stdout) == json.loads(first.stdout)
     assert sorted(p.name for p in cache.iterdir()) == files  # nothing new to compile
+
+
+def test_in_process_sweep_leaves_xla_flags_as_it_found_them(tmp_path, monkeypatch):
+    """`eie-model sweep --engine xla` exposes every core as a JAX device through XLA_FLAGS;
+    called in-process it must put the variable back, or every process started later (a
+    notebook kernel) splits its work over devices it never asked for."""
+    out = str(tmp_path / "s.csv")
+    argv = ["sweep", "--layer", "nt-lstm", "--pes", "2", "--fifo", "1,2", "--out", out, "--quiet"]
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert cli.main([*argv, "--engine", "xla"]) == 0
+    assert "XLA_FLAGS" not in os.environ
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=true")
+    assert cli.main([*argv, "--engine", "xla"]) == 0
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_use_thunk_runtime=true"
