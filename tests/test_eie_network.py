@@ -362,3 +362,30 @@ def test_network_sweep_without_work():
     p = EIEParams(n_pes=[2])
     t = network_sweep(zero, _x(batch=1), EIEStatic.covering(p), p)
     assert t["busy_total"][0] == 0 and t["load_balance"][0] == 1.0
+
+
+def _lenet300(seed=0) -> Network:
+    """LeNet-300-100's shapes at the thesis' kept fractions (8 / 9 / 26 %) and code bits."""
+    rng = np.random.default_rng(seed)
+    shapes, keep, bits = ((300, 784), (100, 300), (10, 100)), (0.08, 0.09, 0.26), (5, 5, 6)
+    codes, books, biases = [], [], []
+    for (m, n), d, b in zip(shapes, keep, bits, strict=True):
+        c = rng.integers(1, 2**b, size=(m, n)) * (rng.random((m, n)) < d)
+        codes.append(c.astype(np.uint8))
+        books.append(np.concatenate([[0.0], rng.normal(0, 0.3, 2**b - 1)]).astype(np.float32))
+        biases.append((rng.normal(0, 0.05, m) * (rng.random(m) < 0.9)).astype(np.float32))
+    return Network(("fc1/kernel", "fc2/kernel", "fc3/kernel"), *map(tuple, (codes, books, biases)))
+
+
+def test_lenet300_on_mnist_equals_the_network_reference(mnist_dir):
+    """A LeNet-300-100-sized network on real MNIST images: sweep == cycle-by-cycle reference."""
+    from jaxcomp.zoo.data import load_mnist
+
+    x = load_mnist(mnist_dir.parent).x_test[:1].reshape(1, -1)
+    net = _lenet300()
+    p = EIEParams.grid(n_pes=[8, 64], fifo_depth=[2, 8])
+    st = EIEStatic.covering(p)
+    got, want = network_sweep(net, x, st, p), network_reference(net, x, st, p)
+    for k in (*COUNTERS, *(f"cycles:{n}" for n in net.names)):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, err_msg=k)
+    np.testing.assert_array_equal(got["writeback_cycles"], -(-300 // p.n_pes) - (-100 // p.n_pes))
