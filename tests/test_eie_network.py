@@ -389,3 +389,13 @@ def test_lenet300_on_mnist_equals_the_network_reference(mnist_dir):
     for k in (*COUNTERS, *(f"cycles:{n}" for n in net.names)):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-12, err_msg=k)
     np.testing.assert_array_equal(got["writeback_cycles"], -(-300 // p.n_pes) - (-100 // p.n_pes))
+
+
+def test_eie_network_example_splits_the_cycles(load_example, tmp_path):
+    ex = load_example("eie_network")
+    net = _with_bias_codes(_net(), tmp_path)
+    t = ex.compare(net, _x(batch=2), [1, 4], fifo=2)
+    np.testing.assert_allclose(t["cycles"] - t["cycles_bias"], t["writeback_cycles"])
+    assert np.all(t["cycles_layers"] < t["cycles_bias"]) and np.all(t["writeback_cycles"] > 0)
+    assert np.all(t["energy_layers_j"] < t["energy_j"])
+    assert "| 4 |" in ex.table(t)
