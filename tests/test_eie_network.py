@@ -399,3 +399,4 @@ def test_eie_network_example_splits_the_cycles(load_example, tmp_path):
     assert np.all(t["cycles_layers"] < t["cycles_bias"]) and np.all(t["writeback_cycles"] > 0)
     assert np.all(t["energy_layers_j"] < t["energy_j"])
     assert "| 4 |" in ex.table(t)
+    assert "| 4 | 1.000x | 1.000x |" in ex.speedups(t, t)
