@@ -25,7 +25,9 @@ from eie_model.network import Network
 from eie_model.network import calibrate_fracs
 from eie_model.network import load_dcz_network
 from eie_model.network import network_forward
+from eie_model.network import network_reference
 from eie_model.network import network_sweep
+from eie_model.network import writeback_cycles
 from eie_model.sim import simulate
 from eie_model.sram import spmat_area_mm2
 from eie_model.sram import spmat_leakage_mw
@@ -58,6 +60,7 @@ __all__: list[str] = [
     "lstm_reference",
     "merge_codebooks",
     "network_forward",
+    "network_reference",
     "network_sweep",
     "pareto_front",
     "simulate",
@@ -69,4 +72,5 @@ __all__: list[str] = [
     "sweep",
     "synthetic_layer",
     "write_csv",
+    "writeback_cycles",
 ]

@@ -11,7 +11,8 @@ fully-connected layers run on EIE:
   point (per-layer formats calibrated on 1,000 training images);
 * speed, energy, area: :func:`eie_model.network_sweep` over EIE configurations (``--sweep-pes``
   PEs, FIFO depth ``--fifo``), each layer fed the activations real test images produce, cycles
-  and energy summed over the layers and averaged over ``--samples`` images.
+  and energy summed over the layers (with each layer's bias column and the ReLU write-back
+  between layers, docs/guides/eie-networks.md) and averaged over ``--samples`` images.
 
 It prints one table (one row per model and PE count), writes every row to
 ``OUT/codesign.json`` and draws ``OUT/codesign.png`` (:func:`eie_model.plots.fig_codesign`;
@@ -62,6 +63,7 @@ COLUMNS = (
     "load_efficiency",
     "mac_efficiency",
     "useful_macs",
+    "writeback_cycles",
 )
 
 

@@ -16,7 +16,9 @@ from eie_model.network import (
     calibrate_fracs,
     load_dcz_network,
     network_forward,
+    network_reference,
     network_sweep,
+    writeback_cycles,
 )
 from eie_model.sweep import sweep
 from eie_model.types import EIEParams, EIEStatic, Layer
@@ -113,7 +115,7 @@ def test_network_sweep_is_the_sum_of_layer_sweeps_averaged_over_samples():
     net, x = _net(), _x(batch=3)
     configs = EIEParams.grid(n_pes=[1, 2, 4], fifo_depth=[1, 4])
     static = EIEStatic.covering(configs)
-    t = network_sweep(net, x, static, configs)
+    t = network_sweep(net, x, static, configs, bias=False, writeback=False)
     _, ins = network_forward(net, x)
     want = {k: 0.0 for k in ("cycles", "energy_j", "useful_macs", "busy_total", "busy_max")}
     per_layer = [0.0] * 3
@@ -142,6 +144,104 @@ def test_network_sweep_one_pe_has_perfect_balance():
     p = EIEParams(n_pes=[1])
     t = network_sweep(_net(), _x(batch=1), EIEStatic.covering(p), p)
     np.testing.assert_allclose(t["load_balance"], 1.0)
+
+
+# ------------------------------------------------- between layers: write-back, restart, bias
+COUNTERS = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads",
+            "stall_cycles", "starvation_cycles", "busy_total", "busy_max", "broadcasts",
+            "energy_j", "writeback_cycles")  # fmt: skip
+
+
+def _with_bias_codes(net: Network, tmp_path) -> Network:
+    """``net`` through a .dcz file and ``load_dcz_network(bias="codes")``."""
+    params, books, codes = {}, {}, {}
+    for name, c, b, bias in zip(net.names, net.codes, net.codebooks, net.biases, strict=True):
+        params[name.split("/")[0]] = {"kernel": np.zeros(c.T.shape, np.float32), "bias": bias}
+        books[name], codes[name] = b, c.T
+    f = tmp_path / "m.dcz"
+    save_compressed(f, params, books, codes)
+    return load_dcz_network(f, bias="codes")
+
+
+@pytest.mark.parametrize("engine", ["host", "xla"])
+def test_network_sweep_equals_the_cycle_by_cycle_network_reference(engine):
+    net, x = _net(), _x(batch=2)
+    net = net._replace(biases=(net.biases[0] * (np.arange(12) % 3 != 0),) + net.biases[1:])
+    configs = EIEParams.grid(n_pes=[1, 2, 4, 8], fifo_depth=[1, 3], acc_regs=[0, 1])
+    static = EIEStatic.covering(configs)
+    got = network_sweep(net, x, static, configs, engine=engine)
+    want = network_reference(net, x, static, configs)
+    for k in (*COUNTERS, *(f"cycles:{n}" for n in net.names)):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, err_msg=k)
+    # the totals: the layers' own runs plus ceil(m / N) per write-back (fc1 and fc2 only)
+    wb = sum(-(-m // configs.n_pes) for m, _ in SHAPES[:-1])
+    np.testing.assert_array_equal(got["writeback_cycles"], wb)
+    layers = sum(got[f"cycles:{n}"] for n in net.names)
+    np.testing.assert_allclose(got["cycles"], layers + wb, rtol=1e-12)
+    # the bias column: one more broadcast per layer, one useful MAC per non-zero bias
+    off = network_sweep(net, x, static, configs, bias=False, writeback=False, engine=engine)
+    one_pass = configs.acc_regs == 0
+    np.testing.assert_allclose((got["broadcasts"] - off["broadcasts"])[one_pass], 3.0)
+    nz_bias = sum(int(np.count_nonzero(b)) for b in net.biases)
+    np.testing.assert_allclose(got["useful_macs"] - off["useful_macs"], nz_bias)
+
+
+def test_network_reference_writeback_feeds_the_next_layer(tmp_path):
+    """The reference's own outputs, written back through ReLU, are the next layer's inputs."""
+    from eie_model.network import _reference_writeback
+    from eie_model.reference import run
+
+    net, x = _with_bias_codes(_net(), tmp_path), _x(batch=2)
+    out, ins = network_forward(net, x)
+    for n_pes in (1, 3, 4):
+        p = EIEParams(n_pes=n_pes, fifo_depth=2)
+        for s in range(len(x)):
+            a = ins[0][s]
+            for i in range(3):
+                layer = Layer(net.codes[i], net.codebooks[i], a, net.bias_codes[i])
+                _, y = run(EIEStatic(max_pes=n_pes, code_bits=layer.code_bits), p, layer)
+                a, t = _reference_writeback(y, n_pes, relu=i < 2)
+                assert t == writeback_cycles(SHAPES[i][0], n_pes)
+                want = ins[i + 1][s] if i < 2 else out[s]
+                np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-6)
+                np.testing.assert_array_equal(a != 0, want != 0)
+
+
+def test_writeback_cycles_under_jit_and_vmap():
+    from eie_model.network import _reference_writeback
+
+    m = np.arange(0, 40)
+    for n in (1, 3, 8, 64):
+        ticks = [_reference_writeback(np.ones(k, np.float32), n, relu=True)[1] for k in m]
+        np.testing.assert_array_equal(writeback_cycles(m, n), ticks)
+        np.testing.assert_array_equal(jax.jit(writeback_cycles)(m, n), ticks)
+        got = jax.vmap(writeback_cycles, in_axes=(0, None))(jax.numpy.asarray(m), n)
+        np.testing.assert_array_equal(got, ticks)
+
+
+def test_bias_codes_decode_to_the_biases_and_time_like_the_stand_in(tmp_path):
+    net = _net()
+    coded = _with_bias_codes(net, tmp_path)
+    for i in range(3):
+        np.testing.assert_array_equal(coded.codebooks[i][coded.bias_codes[i]], net.biases[i])
+        np.testing.assert_array_equal(
+            coded.codebooks[i][coded.codes[i]], net.codebooks[i][net.codes[i]]
+        )
+        np.testing.assert_array_equal(coded.bias_column(i) != 0, net.bias_column(i) != 0)
+    x = _x(batch=2)
+    np.testing.assert_allclose(network_forward(coded, x)[0], network_forward(net, x)[0])
+    # exact bias codes widen the codes (up to 15 + 12 values: 5 bits), the oracle still holds
+    assert coded.codebooks[0].size > net.codebooks[0].size
+    p = EIEParams.grid(n_pes=[2, 4], sram_width=[64])
+    st = EIEStatic.covering(p)
+    a, b = network_sweep(coded, x, st, p), network_reference(coded, x, st, p)
+    for k in COUNTERS:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-12, err_msg=k)
+    with pytest.raises(ValueError, match="must equal"):
+        stand_in = tuple(net.bias_column(i) for i in range(3))
+        Network(net.names, net.codes, net.codebooks, net.biases, stand_in).check()
+    with pytest.raises(ValueError, match="bias must be"):
+        load_dcz_network(tmp_path / "m.dcz", bias="dense")
 
 
 def test_load_dcz_network_transposes_and_finds_biases(tmp_path):
@@ -255,7 +355,48 @@ def test_fixed_forward_is_spmv_fixed_layer_after_layer(bits):
 def test_network_sweep_without_work():
     """A network without a non-zero weight does no work: balance 1.0, as a layer reports it."""
     net = _net()
-    zero = net._replace(codes=tuple(np.zeros_like(c) for c in net.codes))
+    zero = net._replace(  # no weight and no bias (a non-zero bias is work of the bias column)
+        codes=tuple(np.zeros_like(c) for c in net.codes),
+        biases=tuple(np.zeros_like(b) for b in net.biases),
+    )
     p = EIEParams(n_pes=[2])
     t = network_sweep(zero, _x(batch=1), EIEStatic.covering(p), p)
     assert t["busy_total"][0] == 0 and t["load_balance"][0] == 1.0
+
+
+def _lenet300(seed=0) -> Network:
+    """LeNet-300-100's shapes at the thesis' kept fractions (8 / 9 / 26 %) and code bits."""
+    rng = np.random.default_rng(seed)
+    shapes, keep, bits = ((300, 784), (100, 300), (10, 100)), (0.08, 0.09, 0.26), (5, 5, 6)
+    codes, books, biases = [], [], []
+    for (m, n), d, b in zip(shapes, keep, bits, strict=True):
+        c = rng.integers(1, 2**b, size=(m, n)) * (rng.random((m, n)) < d)
+        codes.append(c.astype(np.uint8))
+        books.append(np.concatenate([[0.0], rng.normal(0, 0.3, 2**b - 1)]).astype(np.float32))
+        biases.append((rng.normal(0, 0.05, m) * (rng.random(m) < 0.9)).astype(np.float32))
+    return Network(("fc1/kernel", "fc2/kernel", "fc3/kernel"), *map(tuple, (codes, books, biases)))
+
+
+def test_lenet300_on_mnist_equals_the_network_reference(mnist_dir):
+    """A LeNet-300-100-sized network on real MNIST images: sweep == cycle-by-cycle reference."""
+    from jaxcomp.zoo.data import load_mnist
+
+    x = load_mnist(mnist_dir.parent).x_test[:1].reshape(1, -1)
+    net = _lenet300()
+    p = EIEParams.grid(n_pes=[8, 64], fifo_depth=[2, 8])
+    st = EIEStatic.covering(p)
+    got, want = network_sweep(net, x, st, p), network_reference(net, x, st, p)
+    for k in (*COUNTERS, *(f"cycles:{n}" for n in net.names)):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, err_msg=k)
+    np.testing.assert_array_equal(got["writeback_cycles"], -(-300 // p.n_pes) - (-100 // p.n_pes))
+
+
+def test_eie_network_example_splits_the_cycles(load_example, tmp_path):
+    ex = load_example("eie_network")
+    net = _with_bias_codes(_net(), tmp_path)
+    t = ex.compare(net, _x(batch=2), [1, 4], fifo=2)
+    np.testing.assert_allclose(t["cycles"] - t["cycles_bias"], t["writeback_cycles"])
+    assert np.all(t["cycles_layers"] < t["cycles_bias"]) and np.all(t["writeback_cycles"] > 0)
+    assert np.all(t["energy_layers_j"] < t["energy_j"])
+    assert "| 4 |" in ex.table(t)
+    assert "| 4 | 1.000x | 1.000x |" in ex.speedups(t, t)
