@@ -347,6 +347,7 @@ def cpu_timings(
 
 
 def _table(args: argparse.Namespace) -> int:
+    from eie_model.capacity import CapacityError
     from eie_model.layers import BENCHMARKS, synthetic_layer
     from eie_model.sim import simulate
     from eie_model.types import EIEParams, EIEStatic
@@ -361,13 +362,13 @@ def _table(args: argparse.Namespace) -> int:
             m, n, spec.weight_density, spec.act_density, seed=args.seed, name=name
         )
         params = EIEParams(n_pes=args.pes, fifo_depth=args.fifo, clock_hz=args.clock_mhz * 1e6)
-        c = simulate(EIEStatic.covering(params), params, layer)
-        row = {
-            "layer": name,
-            "shape": f"{n}x{m}",
-            "eie_us": float(c.latency_us),
-            "eie_cycles": int(c.cycles),
-        }
+        try:
+            c = simulate(EIEStatic.covering(params), params, layer)
+            eie_us, eie_cycles = float(c.latency_us), int(c.cycles)
+        except CapacityError as e:  # EIE cannot hold it: no latency to report
+            print(f"{name}: {e}", file=sys.stderr)
+            eie_us, eie_cycles = None, None
+        row = {"layer": name, "shape": f"{n}x{m}", "eie_us": eie_us, "eie_cycles": eie_cycles}
         for b in (1, 64):
             tim = cpu_timings(layer.codes, layer.codebook, layer.act, batch=b, repeats=args.repeats)
             for k, v in tim.items():
@@ -387,7 +388,8 @@ def _table(args: argparse.Namespace) -> int:
     print(head)
     print("|" + "---|" * (3 + 2 * len(cols)))
     for r in rows:
-        cells = [r["layer"], r["shape"], f"{r['eie_us']:.2f}"]
+        eie = "does not fit" if r["eie_cycles"] is None else f"{r['eie_us']:.2f}"
+        cells = [r["layer"], r["shape"], eie]
         cells += [f"{r[f'{c}_b{b}_us']:.1f}" for b in (1, 64) for c in cols]
         print("| " + " | ".join(cells) + " |")
     print(

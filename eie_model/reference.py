@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from eie_model.capacity import check_capacity
 from eie_model.format import Encoding, encode_layer
 from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 
@@ -321,6 +322,7 @@ def run(static: EIEStatic, params: EIEParams, layer: Layer) -> tuple[Counters, n
     codes = np.asarray(layer.codes)
     if codes.ndim != 2:
         raise ValueError(f"reference: codes must be 2-D (m, n), got shape {codes.shape}")
+    check_capacity(static, params, layer)
     bias_codes, codebook, act = layer.bias_codes, layer.codebook, layer.act
     N, m = int(params.n_pes), codes.shape[0]
     A = int(params.acc_regs)
@@ -395,7 +397,10 @@ def main(argv: list[str] | None = None, *, prog: str = "eie-model reference") ->
         params.check(static)
     except (ValueError, TypeError, OSError) as e:
         ap.error(str(e))
-    c = simulate(static, params, layer)
+    try:
+        c = simulate(static, params, layer)
+    except ValueError as e:  # the layer does not fit (eie_model.capacity)
+        ap.error(str(e))
     row = c.table()
     keys = ("cycles", "useful_macs", "fillers", "stall_cycles", "starvation_cycles",
             "pointer_reads", "spm_line_reads", "broadcasts", "n_pes", "mac_efficiency",

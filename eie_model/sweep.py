@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eie_model.capacity import check_capacity
 from eie_model.sim import check_layer
 from eie_model.sim.events import NEG, Events, layer_events
 from eie_model.sim.timing import ScanTables, finish, init, step
@@ -843,6 +844,7 @@ def sweep(
     pairs, pair_of = pairs[:, [0, 2, 1]], pair_of.ravel()
     prep = _prepared(layer, static, pairs, layer_key)
     ev, tab = prep.events, prep.tab
+    check_capacity(static, flat, ev, layer_key=layer_key)
     k_ev = tab.d.shape[0]
     depth = flat.fifo_depth.astype(np.int64)
     epl = (flat.sram_width // (static.code_bits + flat.index_bits)).astype(np.int64)

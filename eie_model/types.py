@@ -67,19 +67,25 @@ class EIEStatic:
             keeps).
         code_bits: bits of a weight code in the SpMat SRAM (an entry is ``code_bits +
             index_bits`` bits); a layer's codes must lie below ``2**code_bits``.
-        ptr_bits: bits of one column pointer (16 in EIE).
+        ptr_bits: bits of one column pointer (16 in EIE): a PE addresses ``2**ptr_bits``
+            SpMat entries (:mod:`eie_model.capacity`).
+        spmat_bytes: bytes of one PE's SpMat SRAM (EIE: 128 KB); with ``ptr_bits`` it bounds
+            the entries a PE holds (a layer that does not fit raises
+            :class:`eie_model.capacity.CapacityError`).
         bcast_latency: cycles from a broadcast to the earliest start of its column (2).
         write_latency: cycles from an entry's SpMat read to its accumulator write (5).
 
     Example:
-        >>> EIEStatic().replace(max_pes=8)
-        EIEStatic(max_pes=8, max_fifo=8, code_bits=4, ptr_bits=16, bcast_latency=2, write_latency=5)
+        >>> s = EIEStatic().replace(max_pes=8)
+        >>> s.max_pes, s.max_fifo, s.code_bits, s.ptr_bits, s.spmat_bytes, s.write_latency
+        (8, 8, 4, 16, 131072, 5)
     """
 
     max_pes: int = 64
     max_fifo: int = 8
     code_bits: int = 4
     ptr_bits: int = 16
+    spmat_bytes: int = 128 * 1024
     bcast_latency: int = 2
     write_latency: int = 5
 
@@ -89,6 +95,7 @@ class EIEStatic:
             "max_fifo": (1, 1 << 20),
             "code_bits": (1, 16),
             "ptr_bits": (1, 64),
+            "spmat_bytes": (1, 1 << 40),
             "bcast_latency": (1, 1 << 10),
             "write_latency": (1, 1 << 10),
         }

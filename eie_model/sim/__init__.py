@@ -86,6 +86,10 @@ def simulate(static: EIEStatic, params: EIEParams, layer: Layer | Events) -> Cou
     Returns:
         :class:`eie_model.types.Counters` with ``busy`` of length ``static.max_pes``.
 
+    Raises:
+        eie_model.capacity.CapacityError: the fullest PE holds more entries than
+            ``static.ptr_bits`` / ``static.spmat_bytes`` allow (concrete params).
+
     Example:
         >>> import numpy as np
         >>> layer = Layer(np.ones((2, 2), np.uint8), np.arange(16.0), np.ones(2, np.float32))
@@ -97,6 +101,8 @@ def simulate(static: EIEStatic, params: EIEParams, layer: Layer | Events) -> Cou
         raise TypeError(f"simulate: static must be an EIEStatic, got {type(static).__name__}")
     if not isinstance(params, EIEParams):
         raise TypeError(f"simulate: params must be an EIEParams, got {type(params).__name__}")
+    from eie_model.capacity import check_capacity
+
     if isinstance(layer, Layer):
         check_layer(static, layer)
         layer = layer_events(layer)
@@ -106,6 +112,7 @@ def simulate(static: EIEStatic, params: EIEParams, layer: Layer | Events) -> Cou
             f"{type(layer).__name__}"
         )
     params.check(static)
+    check_capacity(static, params, layer)  # concrete params only (see its docstring)
     return _simulate_jit(static, params, layer)
 
 
