@@ -195,7 +195,7 @@ def check_capacity(
         ...     check_capacity(EIEStatic(max_pes=2, ptr_bits=2), EIEParams(n_pes=2), layer)
         ... except CapacityError as e:
         ...     print(str(e).split(";")[0])
-        layer does not fit at n_pes=2, index_bits=4, acc_regs=0: PE 0 stores 6 entries
+        layer does not fit at n_pes=2, index_bits=4, acc_regs=64: PE 0 stores 6 entries
     """
     leaves = (params.n_pes, params.index_bits, params.acc_regs)
     if not all(isinstance(x, np.ndarray) for x in leaves):

@@ -208,10 +208,28 @@ def _grid(axes: dict[str, Any]):
     return EIEParams.grid(**kw)
 
 
-def _static_for(params, layer):
+#: the EIEStatic capacity knobs ``simulate`` and ``sweep`` take as flags (flag, field, help)
+STATIC_FLAGS = (
+    ("ptr-bits", "ptr_bits", "column pointer bits: a PE addresses 2**ptr_bits entries"),
+    ("spmat-bytes", "spmat_bytes", "SpMat SRAM bytes per PE"),
+    ("act-regs", "act_regs", "source activation registers per PE; longer inputs run in "
+     "batches of pes x act-regs (0 = unlimited)"),
+)  # fmt: skip
+
+
+def _add_static_flags(parser: argparse.ArgumentParser) -> None:
     from eie_model.types import EIEStatic
 
-    return EIEStatic.covering(params, code_bits=max(layer.code_bits, 1))
+    for flag, field, hlp in STATIC_FLAGS:
+        default = getattr(EIEStatic, field)
+        parser.add_argument(f"--{flag}", type=int, default=default, help=f"{hlp} ({default})")
+
+
+def _static_for(params, layer, args=None):
+    from eie_model.types import EIEStatic
+
+    kw = {} if args is None else {f: getattr(args, f) for _, f, _ in STATIC_FLAGS}
+    return EIEStatic.covering(params, code_bits=max(layer.code_bits, 1), **kw)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -223,7 +241,7 @@ def _simulate(args: argparse.Namespace) -> int:
     # through sweep (= simulate, counter for counter): its work tables are built in NumPy, so
     # its compiled programs hold no host callback and JAX's persistent cache keeps them (it
     # does not store programs with callbacks, such as simulate's CPU sort)
-    c = sweep(_static_for(params, layer), params, layer, devices=_first_device())
+    c = sweep(_static_for(params, layer, args), params, layer, devices=_first_device())
     row = {k: v[0].item() for k, v in c.table().items()}
     if args.json:
         out = {k: row[k] for k in SIMULATE_KEYS}
@@ -277,7 +295,7 @@ def _sweep(args: argparse.Namespace) -> int:
     n = len(params)
     kw = {} if args.chunk is None else {"chunk": args.chunk}
     t0 = time.perf_counter()
-    counters = sweep(_static_for(params, layer), params, layer, progress=not args.quiet,
+    counters = sweep(_static_for(params, layer, args), params, layer, progress=not args.quiet,
                      engine=args.engine, **kw)  # fmt: skip
     dt = time.perf_counter() - t0
     table = counters.table()
@@ -442,6 +460,7 @@ def _parser() -> argparse.ArgumentParser:
         kind = float if field == "clock_hz" else int
         s.add_argument(f"--{flag}", type=kind, default=defaults[field],
                        help=f"{hlp} ({defaults[field]:g})")  # fmt: skip
+    _add_static_flags(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(fn=_simulate)
 
@@ -457,6 +476,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--engine", choices=("auto", "host", "xla"), default="auto",
                    help="where the timing scans run: host (compiled CPU loops), xla (jitted "
                    "scans on the JAX devices) or auto (host on a CPU-only machine)")  # fmt: skip
+    _add_static_flags(w)
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(fn=_sweep)
 

@@ -167,3 +167,70 @@ def test_table_marks_a_layer_that_does_not_fit(capsys):
     rows = {r["layer"]: r for r in json.loads(out.out)}
     assert rows["vgg6"]["eie_us"] is None and rows["vgg6"]["eie_cycles"] is None
     assert "vgg6" in out.err and "does not fit at n_pes=1" in out.err
+
+
+# ------------------------------------------------------------------- activation batches
+COUNTERS = ("cycles", "useful_macs", "fillers", "pointer_reads", "spm_line_reads",
+            "stall_cycles", "starvation_cycles")  # fmt: skip
+
+
+@pytest.mark.parametrize("engine", ["host", "xla"])
+def test_activation_batches_agree_in_every_path(engine):
+    """Inputs beyond N * act_regs run in batches: simulate, sweep (this engine) and the
+    reference agree counter for counter, with acc_regs passes too; the reference's outputs are
+    bit-identical to one batch (partial sums stay in the accumulators)."""
+    layer = _layer(7, m=26, n=37)
+    g = EIEParams.grid(n_pes=[1, 3], fifo_depth=[1, 3], acc_regs=[0, 4], index_bits=[2],
+                       sram_width=[16])  # fmt: skip
+    for act_regs in (1, 3):
+        st = EIEStatic(max_pes=3, max_fifo=3, act_regs=act_regs)
+        c = sweep.sweep(st, g, layer, engine=engine)
+        for i in range(len(g)):
+            ref, y = reference.run(st, g[i], layer)
+            _, y_one = reference.run(st.replace(act_regs=0), g[i], layer)
+            np.testing.assert_array_equal(y, y_one)
+            one = sim.simulate(st, g[i], layer)
+            for k in COUNTERS:
+                assert int(getattr(c, k)[i]) == int(getattr(ref, k)) == int(getattr(one, k)), k
+            n = int(g.n_pes[i])
+            np.testing.assert_array_equal(c.busy[i, :n], ref.busy)
+
+
+def test_batches_split_the_scan_and_a_layer_that_fits_is_unchanged():
+    """A batch restarts the LNZD scan and drains the pipeline: more cycles, the same work and
+    broadcasts; n <= N * act_regs: every counter equals the unbatched run."""
+    layer = _layer(8, m=20, n=40)
+    p = EIEParams.stack([EIEParams(n_pes=4, fifo_depth=2, acc_regs=0)])
+
+    def run(act_regs):  # the sweep equals simulate and the reference (tests above)
+        return sweep.sweep(EIEStatic(max_pes=4, act_regs=act_regs), p, layer, engine="host")
+
+    one = run(0)
+    fits = run(10)  # 4 x 10 = 40 inputs
+    for k in (*COUNTERS, "busy"):
+        np.testing.assert_array_equal(np.asarray(getattr(fits, k)), np.asarray(getattr(one, k)))
+    ev = layer_events(layer)
+    assert int(sim.n_batches(EIEStatic(act_regs=10), ev, 4)) == 1
+    four = run(3)  # 10 groups -> 3 + 3 + 3 + 1
+    assert int(sim.n_batches(EIEStatic(act_regs=3), ev, 4)) == 4
+    for k in ("useful_macs", "fillers", "pointer_reads"):
+        assert int(getattr(four, k)) == int(getattr(one, k)), k
+    assert int(four.cycles) > int(one.cycles)
+    # the bias takes no register: exactly N * act_regs inputs and a bias stay one batch
+    assert layer.bias_codes is not None
+    assert int(sim.n_batches(EIEStatic(act_regs=5), layer_events(layer), 8)) == 1
+
+
+def test_accumulator_default_is_eies_and_zero_is_unlimited():
+    """EIEParams' default acc_regs is EIE's 64; 0 is unlimited (one pass). NT-Wd's 8,791
+    outputs at 64 PEs: three passes by default, one with 0 (every broadcast three times)."""
+    assert int(EIEParams().acc_regs) == 64
+    rng = np.random.default_rng(0)
+    m, n = 8791, 8  # NT-Wd's outputs, a few inputs
+    codes = np.where(rng.random((m, n)) < 0.1, rng.integers(1, 16, (m, n)), 0).astype(np.uint8)
+    layer = Layer(codes, np.arange(16.0, dtype=np.float32), np.ones(n, np.float32))
+    static = EIEStatic()
+    c = sweep.sweep(static, EIEParams.stack([EIEParams(), EIEParams(acc_regs=0)]), layer)
+    assert c.pointer_reads.tolist() == [3 * 64 * n, 64 * n]
+    assert c.useful_macs[0] == c.useful_macs[1] == np.count_nonzero(codes)
+    assert reference.simulate(static, EIEParams(), layer).cycles == c.cycles[0]
