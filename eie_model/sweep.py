@@ -4,7 +4,8 @@
 over a batch of :class:`eie_model.types.EIEParams` (``tests/test_eie_sweep.py`` checks it), but
 runs each stage once per distinct value of the knobs it depends on, found on the host:
 
-1. per distinct ``(n_pes, index_bits, acc_regs)`` *pair* and ``acc_regs`` pass (a *work unit*):
+1. per distinct ``(n_pes, index_bits, acc_regs)`` *pair*, ``acc_regs`` pass and activation
+   batch (``EIEStatic.act_regs``; a *work unit*):
    the per-PE work tables (:mod:`eie_model.sim.work`'s, on the host: with several PE counts one
    compiled pass over the non-zeros per N, ``eie_model/_host_kernels.py``; else one NumPy sort
    of the non-zeros per distinct (N, A)). They depend on the layer and the pair only, and are

@@ -6,7 +6,9 @@ slice, and the LNZD latch gaps. Rows are interleaved (row ``i`` in PE ``i % N`` 
 ``i // N``); fillers come from the gaps between consecutive non-zero local rows of a (PE,
 column) slice after one sort (:func:`slice_gaps`). With ``acc_regs`` A, output rows
 ``[p N A, (p + 1) N A)`` run as pass ``p``, a layer of its own: ``pe_work(..., acc_regs=A,
-pass_index=p)`` gives its table, and every counter is the sum over passes.
+pass_index=p)`` gives its table, and every counter is the sum over passes. Activation batches
+(``EIEStatic.act_regs`` B: ``N B`` inputs each) work the same way: ``pe_work(...,
+batch_groups=B, batch_index=b, batches=nb)`` gives batch ``b``'s events as a fresh LNZD scan.
 
 LNZD gaps (``ready[k] = e[k-1] + c[k]``): ``c[0] = 1 + g0`` (the first group is latched at cycle
 1, each empty group before the first broadcast costs one cycle); ``c[k] = 1`` inside a group;
