@@ -181,7 +181,7 @@ def check_capacity(
         params: :class:`eie_model.types.EIEParams`, one point or a batch.
         layer: a :class:`eie_model.types.Layer` or its events.
         layer_key: keyword-only hashable identity of the layer's contents, to remember the
-            result across calls (``None``: no memo).
+            result across calls (``None``: a hash of the non-zeros' coordinates).
 
     Raises:
         CapacityError: naming the design point, the fullest PE, its entries, the capacity,
@@ -217,6 +217,10 @@ def check_capacity(
         raise TypeError(
             f"layer must be an eie_model.Layer (see Layer.load), got {type(layer).__name__}"
         )
+    if layer_key is None:  # the storage depends on the non-zeros only: key them by content
+        ev = ev_of()
+        rows, cols = np.asarray(ev.rows), np.asarray(ev.cols)
+        layer_key = ("nz", ev.m, ev.n, hash(rows.tobytes()), hash(cols.tobytes()))
     for (n, a), rs in by_na.items():
         for r, (pe, have) in _fullest(ev_of, layer_key, n, rs, a).items():
             cap = capacity_entries(static, r)
