@@ -7,6 +7,10 @@ stages are importable from :mod:`eie_model.sim`; the cycle-by-cycle oracle is
 :mod:`eie_model.reference`. Public names are re-exported here one per line; see ``__all__``.
 """
 
+from eie_model.capacity import CapacityError
+from eie_model.capacity import capacity_entries
+from eie_model.capacity import check_capacity
+from eie_model.capacity import stored_entries
 from eie_model.energy import EnergyReport
 from eie_model.energy import energy_report
 from eie_model.format import encode_layer
@@ -41,6 +45,7 @@ from eie_model.types import EIEStatic
 from eie_model.types import Layer
 
 __all__: list[str] = [
+    "CapacityError",
     "Counters",
     "EIEParams",
     "EIEStatic",
@@ -52,6 +57,8 @@ __all__: list[str] = [
     "Network",
     "benchmark_layer",
     "calibrate_fracs",
+    "capacity_entries",
+    "check_capacity",
     "encode_layer",
     "energy_report",
     "load_dcz_lstm",
@@ -69,6 +76,7 @@ __all__: list[str] = [
     "spmat_read_pj",
     "spmv_fixed",
     "spmv_float",
+    "stored_entries",
     "sweep",
     "synthetic_layer",
     "write_csv",

@@ -208,10 +208,28 @@ def _grid(axes: dict[str, Any]):
     return EIEParams.grid(**kw)
 
 
-def _static_for(params, layer):
+#: the EIEStatic capacity knobs ``simulate`` and ``sweep`` take as flags (flag, field, help)
+STATIC_FLAGS = (
+    ("ptr-bits", "ptr_bits", "column pointer bits: a PE addresses 2**ptr_bits entries"),
+    ("spmat-bytes", "spmat_bytes", "SpMat SRAM bytes per PE"),
+    ("act-regs", "act_regs", "source activation registers per PE; longer inputs run in "
+     "batches of pes x act-regs (0 = unlimited)"),
+)  # fmt: skip
+
+
+def _add_static_flags(parser: argparse.ArgumentParser) -> None:
     from eie_model.types import EIEStatic
 
-    return EIEStatic.covering(params, code_bits=max(layer.code_bits, 1))
+    for flag, field, hlp in STATIC_FLAGS:
+        default = getattr(EIEStatic, field)
+        parser.add_argument(f"--{flag}", type=int, default=default, help=f"{hlp} ({default})")
+
+
+def _static_for(params, layer, args=None):
+    from eie_model.types import EIEStatic
+
+    kw = {} if args is None else {f: getattr(args, f) for _, f, _ in STATIC_FLAGS}
+    return EIEStatic.covering(params, code_bits=max(layer.code_bits, 1), **kw)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -223,7 +241,7 @@ def _simulate(args: argparse.Namespace) -> int:
     # through sweep (= simulate, counter for counter): its work tables are built in NumPy, so
     # its compiled programs hold no host callback and JAX's persistent cache keeps them (it
     # does not store programs with callbacks, such as simulate's CPU sort)
-    c = sweep(_static_for(params, layer), params, layer, devices=_first_device())
+    c = sweep(_static_for(params, layer, args), params, layer, devices=_first_device())
     row = {k: v[0].item() for k, v in c.table().items()}
     if args.json:
         out = {k: row[k] for k in SIMULATE_KEYS}
@@ -277,7 +295,7 @@ def _sweep(args: argparse.Namespace) -> int:
     n = len(params)
     kw = {} if args.chunk is None else {"chunk": args.chunk}
     t0 = time.perf_counter()
-    counters = sweep(_static_for(params, layer), params, layer, progress=not args.quiet,
+    counters = sweep(_static_for(params, layer, args), params, layer, progress=not args.quiet,
                      engine=args.engine, **kw)  # fmt: skip
     dt = time.perf_counter() - t0
     table = counters.table()
@@ -387,6 +405,7 @@ def _table_layers(args: argparse.Namespace, names: list[str]):
 
 
 def _table(args: argparse.Namespace) -> int:
+    from eie_model.capacity import CapacityError
     from eie_model.layers import BENCHMARKS
     from eie_model.sim import simulate
     from eie_model.types import EIEParams, EIEStatic
@@ -396,8 +415,6 @@ def _table(args: argparse.Namespace) -> int:
     static = EIEStatic.covering(params)
     rows = []
     for label, name, layers in _table_layers(args, names):
-        counters = [simulate(static, params, layer) for layer in layers]
-        us = np.array([float(c.latency_us) for c in counters])
         m, n = layers[0].shape
         row = {
             "layer": label,
@@ -406,14 +423,27 @@ def _table(args: argparse.Namespace) -> int:
             "seeds": [args.seed + i for i in range(len(layers))] if len(layers) > 1 else [],
             "weight_nnz": int(np.count_nonzero(layers[0].codes)),
             "act_nnz": int(np.count_nonzero(layers[0].act)),
-            "eie_us": float(us.mean()),
-            "eie_us_std": float(us.std()),
-            "eie_us_min": float(us.min()),
-            "eie_us_max": float(us.max()),
-            "eie_us_per_seed": us.tolist(),
-            "eie_cycles": float(np.mean([int(c.cycles) for c in counters])),
-            "eie_cycles_per_seed": [int(c.cycles) for c in counters],
         }
+        try:
+            counters = [simulate(static, params, layer) for layer in layers]
+        except CapacityError as e:  # EIE cannot hold it: no latency to report
+            print(f"{label}: {e}", file=sys.stderr)
+            counters = None
+        if counters is None:
+            row.update({k: None for k in ("eie_us", "eie_us_std", "eie_us_min", "eie_us_max",
+                                          "eie_us_per_seed", "eie_cycles",
+                                          "eie_cycles_per_seed")})  # fmt: skip
+        else:
+            us = np.array([float(c.latency_us) for c in counters])
+            row.update({
+                "eie_us": float(us.mean()),
+                "eie_us_std": float(us.std()),
+                "eie_us_min": float(us.min()),
+                "eie_us_max": float(us.max()),
+                "eie_us_per_seed": us.tolist(),
+                "eie_cycles": float(np.mean([int(c.cycles) for c in counters])),
+                "eie_cycles_per_seed": [int(c.cycles) for c in counters],
+            })  # fmt: skip
         layer = layers[0]  # the CPU products: first seed only (their time hardly moves)
         for b in (1, 64):
             tim = cpu_timings(layer.codes, layer.codebook, layer.act, batch=b, repeats=args.repeats)
@@ -434,8 +464,11 @@ def _table(args: argparse.Namespace) -> int:
     print(head)
     print("|" + "---|" * (5 + 2 * len(cols)))
     for r in rows:
-        cells = [r["layer"], r["shape"], f"{r['eie_us']:.2f}", f"{r['eie_us_std']:.3f}"]
-        cells.append(f"{r['eie_us_min']:.2f}..{r['eie_us_max']:.2f}")
+        if r["eie_cycles"] is None:
+            cells = [r["layer"], r["shape"], "does not fit", "", ""]
+        else:
+            cells = [r["layer"], r["shape"], f"{r['eie_us']:.2f}", f"{r['eie_us_std']:.3f}"]
+            cells.append(f"{r['eie_us_min']:.2f}..{r['eie_us_max']:.2f}")
         cells += [f"{r[f'{c}_b{b}_us']:.1f}" for b in (1, 64) for c in cols]
         print("| " + " | ".join(cells) + " |")
     print(
@@ -491,6 +524,7 @@ def _parser() -> argparse.ArgumentParser:
         kind = float if field == "clock_hz" else int
         s.add_argument(f"--{flag}", type=kind, default=defaults[field],
                        help=f"{hlp} ({defaults[field]:g})")  # fmt: skip
+    _add_static_flags(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(fn=_simulate)
 
@@ -506,6 +540,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--engine", choices=("auto", "host", "xla"), default="auto",
                    help="where the timing scans run: host (compiled CPU loops), xla (jitted "
                    "scans on the JAX devices) or auto (host on a CPU-only machine)")  # fmt: skip
+    _add_static_flags(w)
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(fn=_sweep)
 

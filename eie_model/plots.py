@@ -356,8 +356,12 @@ def design_space_figures(
     from eie_model.types import EIEParams, EIEStatic
 
     def run(layer, **axes):
-        p = EIEParams.grid(**axes)
-        return sweep(EIEStatic.covering(p, code_bits=max(layer.code_bits, 1)), p, layer).table()
+        # the thesis' figures come from the authors' simulator: no capacity limits, one pass,
+        # one activation batch (docs/guides/eie-capacities.md)
+        p = EIEParams.grid(acc_regs=0, **axes)
+        st = EIEStatic.covering(p, code_bits=max(layer.code_bits, 1), ptr_bits=40,
+                                spmat_bytes=1 << 40, act_regs=0)  # fmt: skip
+        return sweep(st, p, layer).table()
 
     names = list(layers) if layers else list(BENCHMARKS)
     items: list[tuple[str, Any]] = []

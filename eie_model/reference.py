@@ -45,9 +45,10 @@ spends idle waiting for an activation (``sum_k max(0, s[k] - s[k-1] - d[k-1])``)
 ``mac_efficiency`` =
 useful / (cycles x N); ``load_efficiency`` = busy / (cycles x N).
 
-Optional ``acc_regs`` (off by default): outputs beyond ``N * acc_regs`` run as extra passes,
-each pass a fresh run over the next ``N * acc_regs`` output rows that rebroadcasts the input;
-passes run back to back, so every counter (cycles included) is the sum over passes.
+``acc_regs`` (EIE's 64 by default; 0 = unlimited, as the authors' simulator runs): outputs
+beyond ``N * acc_regs`` run as extra passes, each pass a fresh run over the next
+``N * acc_regs`` output rows that rebroadcasts the input; passes run back to back, so every
+counter (cycles included) is the sum over passes.
 
 Command line::
 
@@ -63,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from eie_model.capacity import check_capacity
 from eie_model.format import Encoding, encode_layer
 from eie_model.types import Counters, EIEParams, EIEStatic, Layer
 
@@ -85,6 +87,15 @@ def _counters(static: EIEStatic, params: EIEParams, c: dict[str, Any]) -> Counte
     )
 
 
+def _spmat(enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
+    """``(code, row)`` ``(N, E)``: each PE's SpMat SRAM and the output row of each entry."""
+    spm_code, _ = enc.padded()
+    spm_row = np.zeros_like(spm_code, dtype=np.int64)
+    pe_of = np.repeat(np.arange(enc.n_pes), enc.entries_per_pe)
+    spm_row[pe_of, np.arange(enc.n_entries) - enc.pe_offset[pe_of]] = enc.entry_rows()
+    return spm_code, spm_row
+
+
 def simulate_encoded(
     static: EIEStatic,
     params: EIEParams,
@@ -93,6 +104,9 @@ def simulate_encoded(
     *,
     codebook: np.ndarray | None = None,
     max_cycles: int | None = None,
+    groups: tuple[int, int] | None = None,
+    y0: np.ndarray | None = None,
+    _mem: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Counters, np.ndarray]:
     """Run an encoded layer cycle by cycle (one pass; ``acc_regs`` is not applied here).
 
@@ -103,6 +117,11 @@ def simulate_encoded(
         act: ``(n,)`` input activations (any float dtype; non-zero means != 0).
         codebook: optional ``(2**code_bits,)`` float32 codebook; without it ``y`` is zeros.
         max_cycles: safety bound (default: generous, from the layer size).
+        groups: keyword-only ``(g0, g1)``: one activation batch, the LNZD scans only the
+            groups ``[g0, g1)`` of N lanes (the first of them latched at cycle 1); the SpMat
+            keeps the whole layer's addresses. ``None``: every group.
+        y0: keyword-only ``(m,)`` float32 partial sums the accumulators start from (an
+            earlier batch's ``y``); ``None``: zeros.
 
     Returns:
         ``(Counters, y)``: ``y`` ``(m,)`` float32, the outputs as the accumulators hold them.
@@ -157,17 +176,21 @@ def simulate_encoded(
     lanes = np.zeros(n_groups * N, np.float32)
     lanes[:n_cols] = act_mem
     lanes = lanes.reshape(n_groups, N)
-    spm_code, _ = enc.padded()  # (N, E) SpMat SRAM of each PE
-    spm_row = np.zeros_like(spm_code, dtype=np.int64)
-    pe_of = np.repeat(np.arange(N), enc.entries_per_pe)
-    spm_row[pe_of, np.arange(enc.n_entries) - enc.pe_offset[pe_of]] = enc.entry_rows()
+    g0 = 0
+    if groups is not None:  # one activation batch: only its groups are scanned
+        g0, n_groups = int(groups[0]), int(groups[1])
+        if not 0 <= g0 < n_groups <= lanes.shape[0]:
+            raise ValueError(f"simulate_encoded: groups={groups} outside 0..{lanes.shape[0]}")
+        lanes[:g0] = 0
+        lanes[n_groups:] = 0
+    spm_code, spm_row = _spmat(enc) if _mem is None else _mem  # (N, E) SpMat SRAM of each PE
     ptr_mem = enc.col_ptr  # (N, n_cols + 1) pointer SRAM of each PE
-    n_bcast_total = int(np.count_nonzero(act_mem))
+    n_bcast_total = int(np.count_nonzero(lanes))
     pes = np.arange(N)
 
     # ---- registers -----------------------------------------------------------------------
     # LNZD / activation read unit
-    group = 0  # latched group
+    group = g0  # latched group
     lane = 0  # next lane to look at in the latched group
     bc_col = np.zeros(n_bcast_total + 1, np.int64)  # broadcast log: column of k
     bc_val = np.zeros(n_bcast_total + 1, np.float32)  # value of k
@@ -190,6 +213,10 @@ def simulate_encoded(
     pipe_row = np.zeros((lat_w, N), np.int64)
     pipe_prod = np.zeros((lat_w, N), np.float32)
     acc = np.zeros((N, enc.local_rows), np.float32)
+    if y0 is not None:  # local row l of PE i is output l*N + i
+        start = np.zeros(N * enc.local_rows, np.float32)
+        start[:m] = np.asarray(y0, np.float32)
+        acc[:] = start.reshape(enc.local_rows, N).T
     # counters
     busy = np.zeros(N, np.int64)
     lines = np.zeros(N, np.int64)
@@ -314,7 +341,11 @@ def run(static: EIEStatic, params: EIEParams, layer: Layer) -> tuple[Counters, n
 
     Returns:
         ``(Counters, y)``; with ``acc_regs`` > 0 the counters are the sums over passes and
-        ``y`` their concatenation. ``Counters.busy`` has length N.
+        ``y`` their concatenation. Inputs beyond ``N * static.act_regs`` columns run in
+        activation batches (each its own LNZD scan over ``act_regs`` groups; the bias group
+        at the end of the last), whose counters add up and whose partial sums stay in the
+        accumulators.
+        ``Counters.busy`` has length N.
 
     Example:
         >>> layer = Layer(np.array([[1, 0, 2], [0, 3, 0]], np.uint8), np.arange(4.0),
@@ -330,6 +361,7 @@ def run(static: EIEStatic, params: EIEParams, layer: Layer) -> tuple[Counters, n
     codes = np.asarray(layer.codes)
     if codes.ndim != 2:
         raise ValueError(f"reference: codes must be 2-D (m, n), got shape {codes.shape}")
+    check_capacity(static, params, layer)
     bias_codes, codebook, act = layer.bias_codes, layer.codebook, layer.act
     N, m = int(params.n_pes), codes.shape[0]
     A = int(params.acc_regs)
@@ -340,19 +372,27 @@ def run(static: EIEStatic, params: EIEParams, layer: Layer) -> tuple[Counters, n
     elif codebook is not None:  # a smaller codebook fills the first entries of the SRAM's
         cb = np.zeros(1 << static.code_bits, np.float32)
         cb[: np.shape(codebook)[0]] = codebook
-    if A == 0 or m <= N * A:
-        enc = encode_layer(codes, bias_codes, **kw)
-        return simulate_encoded(static, params, enc, act, codebook=cb)
-    rows = N * A
-    parts = []
-    for lo in range(0, m, rows):
+    rows = N * A if A and m > N * A else m
+    in_groups = -(-codes.shape[1] // N)  # LNZD groups of inputs (the bias group follows)
+    n_groups = in_groups + (bias_codes is not None)
+    per = int(static.act_regs) or n_groups  # groups per activation batch (N lanes each)
+    starts = list(range(0, max(in_groups, 1), per))  # the last batch scans the bias group too
+    totals, ys = [], []
+    for lo in range(0, m, rows):  # acc_regs passes, each a layer of its own
         b = None if bias_codes is None else np.asarray(bias_codes)[lo : lo + rows]
         enc = encode_layer(codes[lo : lo + rows], b, **kw)
-        parts.append(simulate_encoded(static, params, enc, act, codebook=cb))
-    total = parts[0][0]
-    for c, _ in parts[1:]:
+        y, mem = None, _spmat(enc)
+        for j, g0 in enumerate(starts):  # activation batches: partial sums stay in place
+            g1 = n_groups if j == len(starts) - 1 else g0 + per
+            groups = None if len(starts) == 1 else (g0, g1)
+            c, y = simulate_encoded(static, params, enc, act, codebook=cb, groups=groups, y0=y,
+                                    _mem=mem)  # fmt: skip
+            totals.append(c)
+        ys.append(y)
+    total = totals[0]
+    for c in totals[1:]:
         total = _add(total, c)
-    return total, np.concatenate([y for _, y in parts])
+    return total, np.concatenate(ys)
 
 
 def _add(a: Counters, b: Counters) -> Counters:
@@ -388,7 +428,15 @@ def main(argv: list[str] | None = None, *, prog: str = "eie-model reference") ->
     ap.add_argument("--fifo", type=int, default=8, help="FIFO depth D")
     ap.add_argument("--index-bits", type=int, default=4, help="relative-index bits r")
     ap.add_argument("--sram-width", type=int, default=64, help="SpMat SRAM line width in bits")
-    ap.add_argument("--acc-regs", type=int, default=0, help="accumulators per PE (0 = unlimited)")
+    ap.add_argument("--acc-regs", type=int, default=EIEParams.acc_regs,
+                    help="accumulators per PE (0 = unlimited; default %(default)s)")  # fmt: skip
+    for flag, field, hlp in (
+        ("ptr-bits", "ptr_bits", "column pointer bits"),
+        ("spmat-bytes", "spmat_bytes", "SpMat SRAM bytes per PE"),
+        ("act-regs", "act_regs", "source activation registers per PE (0 = unlimited)"),
+    ):
+        ap.add_argument(f"--{flag}", type=int, default=getattr(EIEStatic, field),
+                        help=f"{hlp} (default %(default)s)")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -400,11 +448,16 @@ def main(argv: list[str] | None = None, *, prog: str = "eie-model reference") ->
             sram_width=args.sram_width,
             acc_regs=args.acc_regs,
         )
-        static = EIEStatic(max_pes=args.pes, max_fifo=args.fifo, code_bits=layer.code_bits)
+        static = EIEStatic(max_pes=args.pes, max_fifo=args.fifo, code_bits=layer.code_bits,
+                           ptr_bits=args.ptr_bits, spmat_bytes=args.spmat_bytes,
+                           act_regs=args.act_regs)  # fmt: skip
         params.check(static)
     except (ValueError, TypeError, OSError) as e:
         ap.error(str(e))
-    c = simulate(static, params, layer)
+    try:
+        c = simulate(static, params, layer)
+    except ValueError as e:  # the layer does not fit (eie_model.capacity)
+        ap.error(str(e))
     row = c.table()
     keys = ("cycles", "useful_macs", "fillers", "stall_cycles", "starvation_cycles",
             "pointer_reads", "spm_line_reads", "spm_line_reads_fresh", "broadcasts", "n_pes",

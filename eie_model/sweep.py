@@ -4,7 +4,8 @@
 over a batch of :class:`eie_model.types.EIEParams` (``tests/test_eie_sweep.py`` checks it), but
 runs each stage once per distinct value of the knobs it depends on, found on the host:
 
-1. per distinct ``(n_pes, index_bits, acc_regs)`` *pair* and ``acc_regs`` pass (a *work unit*):
+1. per distinct ``(n_pes, index_bits, acc_regs)`` *pair*, ``acc_regs`` pass and activation
+   batch (``EIEStatic.act_regs``; a *work unit*):
    the per-PE work tables (:mod:`eie_model.sim.work`'s, on the host: with several PE counts one
    compiled pass over the non-zeros per N, ``eie_model/_host_kernels.py``; else one NumPy sort
    of the non-zeros per distinct (N, A)). They depend on the layer and the pair only, and are
@@ -57,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eie_model.capacity import check_capacity
 from eie_model.sim import check_layer
 from eie_model.sim.events import NEG, Events, layer_events
 from eie_model.sim.timing import ScanTables, finish, init, step
@@ -88,15 +90,45 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def _lnzd_gaps(ev: Events, n_pes: int) -> tuple[np.ndarray, int]:
-    """``(ready_gap (K,), tail_gap)`` of the LNZD for N PEs (as :func:`eie_model.sim.pe_work`)."""
+def _event_cols(ev: Events, n_pes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(column (K,), live (K,), LNZD groups)``: the bias at column ``ceil(n/N)*N``."""
     ev_col = np.asarray(ev.ev_col).astype(np.int64)
     is_bias = np.asarray(ev.ev_is_bias)
-    bias_col = -(-ev.n // n_pes) * n_pes
-    col = np.where(is_bias, bias_col, ev_col)
+    col = np.where(is_bias, -(-ev.n // n_pes) * n_pes, ev_col)
+    return col, ev_col <= ev.n, -(-ev.n // n_pes) + int(is_bias.any())
+
+
+def _batch_work(ev: Events, n_pes: int, groups: int, b: int, tabs: tuple) -> tuple:
+    """Activation batch ``b`` of ``groups`` LNZD groups (as :func:`eie_model.sim.pe_work`):
+    ``(tabs, lnzd)`` with the batch's events first and the rest padding, the LNZD's gaps of a
+    fresh scan from the batch's first group; ``tabs`` are ``(P, K)`` entries, non-zeros and
+    addresses (the layer's addresses are kept)."""
+    col, live, n_groups = _event_cols(ev, n_pes)
+    in_groups = -(-ev.n // n_pes)  # the bias group is scanned at the end of the last batch
+    last = max(-(-in_groups // groups), 1) - 1  # as eie_model.sim.n_batches
+    g_b = np.minimum(col // n_pes // groups, last)
+    mine = np.flatnonzero(live & (g_b == b))
+    k_ev = len(col)
+    out = []
+    for x in tabs:
+        y = np.zeros_like(x)
+        y[:, : len(mine)] = x[:, mine]
+        out.append(y)
+    rel = np.zeros(k_ev, np.int64)
+    rel[: len(mine)] = col[mine] - b * groups * n_pes
+    sel = np.arange(k_ev) < len(mine)
+    lnzd = _lnzd_from(rel, sel, n_pes, n_groups - b * groups if b == last else groups)
+    return tuple(out), lnzd
+
+
+def _lnzd_gaps(ev: Events, n_pes: int) -> tuple[np.ndarray, int]:
+    """``(ready_gap (K,), tail_gap)`` of the LNZD for N PEs (as :func:`eie_model.sim.pe_work`)."""
+    return _lnzd_from(*_event_cols(ev, n_pes)[:2], n_pes, _event_cols(ev, n_pes)[2])
+
+
+def _lnzd_from(col: np.ndarray, live: np.ndarray, n_pes: int, n_groups: int):
+    """The LNZD gaps of events at columns ``col`` (live ones first) over ``n_groups`` groups."""
     group, lane = col // n_pes, col % n_pes
-    live = ev_col <= ev.n
-    n_groups = -(-ev.n // n_pes) + int(is_bias.any())
     if not len(col):
         return np.zeros(0, np.int32), 1 + n_groups
     gprev = np.concatenate([[-1], group[:-1]])
@@ -261,12 +293,15 @@ def _event_tables(ev: Events, count: np.ndarray, ent: np.ndarray):
 class _Prepared(NamedTuple):
     """A layer's per-unit work, kept between sweeps of that layer (host NumPy tables).
 
-    A *work unit* is one ``acc_regs`` pass of one ``(n_pes, index_bits, acc_regs)`` pair.
+    A *work unit* is one activation batch of one ``acc_regs`` pass of one ``(n_pes,
+    index_bits, acc_regs)`` pair (unit ``q`` of a pair: pass ``q // batches``, batch
+    ``q % batches``).
     """
 
     events: Events
     pairs: np.ndarray  # (P, 3) int32 distinct (n_pes, index_bits, acc_regs), sorted by (N, A, r)
-    passes: np.ndarray  # (P,) int32 passes of each pair
+    passes: np.ndarray  # (P,) int32 units of each pair (acc_regs passes x activation batches)
+    row_passes: np.ndarray  # (P,) int32 acc_regs passes of each pair
     unit_pair: np.ndarray  # (U,) int32 pair of each unit (units of a pair consecutive)
     walks: list  # per unit, (first, last, prev) int32 addresses of its non-empty slices' walk
     tab: ScanTables  # NumPy (K, U, max_pes) tables of the timing scans
@@ -325,12 +360,18 @@ def _layer_key(layer: Layer) -> tuple:
     return tuple(key)
 
 
-def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) -> _Prepared:
+def _prepare(
+    ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int, act_regs: int = 0
+) -> _Prepared:
     if (ev.n + 2) * (ev.m + max_pes) >= 2**31:
         raise ValueError("layer too large for the int32 event model (see eie_model.sim.work)")
     pairs = pairs.astype(np.int32)
     n, a = pairs[:, 0].astype(np.int64), pairs[:, 2].astype(np.int64)
-    passes = np.where((a > 0) & (ev.m > n * a), -(-ev.m // np.maximum(n * a, 1)), 1)
+    row_passes = np.where((a > 0) & (ev.m > n * a), -(-ev.m // np.maximum(n * a, 1)), 1)
+    groups = -(-ev.n // n)  # input groups (the bias takes no register): as sim.n_batches
+    batches = np.maximum(-(-groups // act_regs), 1) if act_regs else np.ones_like(groups)
+    n_batch = {int(k): int(v) for k, v in zip(n.tolist(), batches.tolist(), strict=True)}
+    passes = row_passes * batches
     unit_pair = np.repeat(np.arange(len(pairs)), passes)
     unit_pass = np.arange(len(unit_pair)) - np.repeat(np.cumsum(passes) - passes, passes)
     units = np.concatenate([pairs[unit_pair], unit_pass[:, None]], 1).astype(np.int32)
@@ -377,11 +418,14 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
 
     # several PE counts: the compiled one-pass kernels (loading them costs a fresh process
     # about half a second, more than one NumPy sort: a single PE count keeps the NumPy path)
-    kernels = _kernels() if sum(1 for g in groups if g[1] == 0) >= _COMPILED_FROM else None
+    def one_pass(key: tuple[int, int]) -> bool:
+        return key[1] == 0 and n_batch[key[0]] == 1
+
+    kernels = _kernels() if sum(1 for g in groups if one_pass(g)) >= _COMPILED_FROM else None
 
     def group(key: tuple[int, int]) -> None:
         lnzd = _lnzd_gaps(ev, key[0])
-        if key[1] == 0:  # one pass: slice tables without a scatter
+        if one_pass(key):  # one pass: slice tables without a scatter
             bits = sorted({int(units[u, 1]) for u in groups[key]})
             if kernels is not None:
                 count, ents = kernels.slice_entries(
@@ -404,10 +448,14 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         bucket = np.asarray(ev.col_bucket)[cols].astype(np.int64)
         bcast = np.asarray(ev.col_is_bcast)[cols]
         gaps = _gaps_np(ev, key[0], key[1], bucket)
+        nb = n_batch[key[0]]
         for u in groups[key]:
-            _, r_u, _, p_u = units[u].tolist()
-            tabs = _unit_work(ev, gaps, key[0], r_u, p_u, bcast, key[0])
-            finish(u, *(x.T for x in tabs), lnzd)
+            _, r_u, _, q_u = units[u].tolist()
+            tabs = _unit_work(ev, gaps, key[0], r_u, q_u // nb, bcast, key[0])
+            lnzd_u = lnzd
+            if nb > 1:  # one activation batch of the pass
+                tabs, lnzd_u = _batch_work(ev, key[0], act_regs, q_u % nb, tabs)
+            finish(u, *(x.T for x in tabs), lnzd_u)
 
     # NumPy's sort and most ufuncs release the GIL: the groups run on every core
     workers = min(len(groups), _workers())
@@ -424,6 +472,7 @@ def _prepare(ev: Events, pairs: np.ndarray, max_pes: int, write_latency: int) ->
         events=ev,
         pairs=pairs,
         passes=passes.astype(np.int32),
+        row_passes=row_passes.astype(np.int32),
         unit_pair=unit_pair.astype(np.int32),
         walks=walks,
         tab=tab,
@@ -459,15 +508,16 @@ def _prepared(
 ) -> _Prepared:
     """The layer's work tables for ``pairs`` (from the cache when this layer had them)."""
     max_pes = _lanes(int(pairs[:, 0].max()))
+    wl, ar = static.write_latency, static.act_regs
     if isinstance(layer, Events):
-        return _prepare(layer, pairs, max_pes, static.write_latency)
+        return _prepare(layer, pairs, max_pes, wl, ar)
     if layer_key is None:
         layer_key = _layer_key(layer)
-    key = (layer_key, static.write_latency, max_pes, pairs.astype(np.int32).tobytes())
+    key = (layer_key, wl, ar, max_pes, pairs.astype(np.int32).tobytes())
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    prep = _prepare(layer_events(layer), pairs, max_pes, static.write_latency)
+    prep = _prepare(layer_events(layer), pairs, max_pes, wl, ar)
     _CACHE[key] = prep
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -846,6 +896,7 @@ def sweep(
     keys = np.stack([flat.n_pes, flat.index_bits, flat.acc_regs], 1).astype(np.int64)
     pairs, pair_of = _unique_rows(keys[:, [0, 2, 1]])
     pairs, pair_of = pairs[:, [0, 2, 1]], pair_of.ravel()
+    check_capacity(static, flat, layer, layer_key=layer_key)  # memoized per layer and point
     prep = _prepared(layer, static, pairs, layer_key)
     ev, tab = prep.events, prep.tab
     k_ev = tab.d.shape[0]
@@ -933,7 +984,7 @@ def sweep(
         cycles=cyc,
         useful_macs=prep.useful[pair_of],
         fillers=prep.fillers[pair_of],
-        pointer_reads=flat.n_pes.astype(np.int64) * k_live * prep.passes[pair_of],
+        pointer_reads=flat.n_pes.astype(np.int64) * k_live * prep.row_passes[pair_of],
         spm_line_reads=reads,
         stall_cycles=stall,
         starvation_cycles=starv,

@@ -3,11 +3,13 @@
 Every entry point speaks these four types (brax-style):
 
 * :class:`EIEStatic` — hashable, shape-setting knobs (Python ints): the PE-axis bound
-  ``max_pes``, the FIFO bound ``max_fifo``, ``code_bits``, ``ptr_bits`` and the pipeline
+  ``max_pes``, the FIFO bound ``max_fifo``, ``code_bits``, the capacities ``ptr_bits``,
+  ``spmat_bytes`` and ``act_regs`` (docs/guides/eie-capacities.md) and the pipeline
   latencies. Two different statics are two compiled programs.
 * :class:`EIEParams` — the design point's knobs as pytree *leaves* (scalars or arrays with one
-  batch shape): PEs, FIFO depth, index bits, SRAM width, precisions, accumulators per PE (``0``
-  means unlimited, the only spelling of it) and the clock. ``jax.vmap`` batches them.
+  batch shape): PEs, FIFO depth, index bits, SRAM width, precisions, accumulators per PE (EIE's
+  64 by default; ``0`` means unlimited, the only spelling of it) and the clock. ``jax.vmap``
+  batches them.
 * :class:`Layer` — one fully-connected layer (codes, codebook, activations, bias codes); its
   loaders are :func:`Layer.load` (benchmark names in the paper's spellings, ``.npz`` files,
   ``FILE.dcz:LEAF``).
@@ -67,19 +69,30 @@ class EIEStatic:
             keeps).
         code_bits: bits of a weight code in the SpMat SRAM (an entry is ``code_bits +
             index_bits`` bits); a layer's codes must lie below ``2**code_bits``.
-        ptr_bits: bits of one column pointer (16 in EIE).
+        ptr_bits: bits of one column pointer (16 in EIE): a PE addresses ``2**ptr_bits``
+            SpMat entries (:mod:`eie_model.capacity`).
+        spmat_bytes: bytes of one PE's SpMat SRAM (EIE: 128 KB); with ``ptr_bits`` it bounds
+            the entries a PE holds (a layer that does not fit raises
+            :class:`eie_model.capacity.CapacityError`).
+        act_regs: source activation registers per PE (EIE: 64; ``0`` = unlimited): inputs
+            beyond ``N * act_regs`` columns run in activation batches of ``act_regs`` LNZD
+            groups each, back to back, partial sums kept in the accumulators
+            (docs/guides/eie-capacities.md).
         bcast_latency: cycles from a broadcast to the earliest start of its column (2).
         write_latency: cycles from an entry's SpMat read to its accumulator write (5).
 
     Example:
-        >>> EIEStatic().replace(max_pes=8)
-        EIEStatic(max_pes=8, max_fifo=8, code_bits=4, ptr_bits=16, bcast_latency=2, write_latency=5)
+        >>> s = EIEStatic().replace(max_pes=8)
+        >>> s.max_pes, s.max_fifo, s.code_bits, s.ptr_bits, s.spmat_bytes, s.write_latency
+        (8, 8, 4, 16, 131072, 5)
     """
 
     max_pes: int = 64
     max_fifo: int = 8
     code_bits: int = 4
     ptr_bits: int = 16
+    spmat_bytes: int = 128 * 1024
+    act_regs: int = 64
     bcast_latency: int = 2
     write_latency: int = 5
 
@@ -89,6 +102,8 @@ class EIEStatic:
             "max_fifo": (1, 1 << 20),
             "code_bits": (1, 16),
             "ptr_bits": (1, 64),
+            "spmat_bytes": (1, 1 << 40),
+            "act_regs": (0, 1 << 20),
             "bcast_latency": (1, 1 << 10),
             "write_latency": (1, 1 << 10),
         }
@@ -134,14 +149,16 @@ class EIEParams:
         sram_width: bits of one SpMat SRAM line (``int32``), at least one entry.
         act_bits: activation precision, 8, 16 or 32 (``int32``).
         weight_bits: decoded-weight / arithmetic precision, 8, 16 or 32 (``int32``).
-        acc_regs: accumulator registers per PE (``int32``); ``0`` = unlimited (one pass, the
-            authors' simulator). A > 0 with ``m > N A``: extra passes that rebroadcast the input.
+        acc_regs: accumulator registers per PE A (``int32``; EIE has 64, the default); ``0`` =
+            unlimited, the only spelling of it (one pass, as the authors' simulator runs).
+            ``m > N A``: ``ceil(m / (N A))`` passes that each rebroadcast the input
+            (docs/guides/eie-capacities.md).
         clock_hz: clock frequency in Hz (``float64``; 800 MHz in EIE).
 
     Example:
         >>> p = EIEParams(n_pes=4, fifo_depth=[1, 2])
         >>> p.batch_shape, p.fifo_depth.tolist(), int(p.acc_regs)
-        ((2,), [1, 2], 0)
+        ((2,), [1, 2], 64)
     """
 
     n_pes: Any = _field(64, np.int32, "pes", "number of PEs N")
@@ -150,7 +167,7 @@ class EIEParams:
     sram_width: Any = _field(64, np.int32, "sram-width", "SpMat SRAM line width in bits")
     act_bits: Any = _field(16, np.int32, "act-bits", "activation precision (8, 16, 32)")
     weight_bits: Any = _field(16, np.int32, "weight-bits", "weight precision (8, 16, 32)")
-    acc_regs: Any = _field(0, np.int32, "acc-regs", "accumulators per PE (0 = unlimited)")
+    acc_regs: Any = _field(64, np.int32, "acc-regs", "accumulators per PE (0 = unlimited)")
     clock_hz: Any = _field(800e6, np.float64, "clock-hz", "clock in Hz")
 
     def __post_init__(self) -> None:

@@ -356,8 +356,10 @@ def test_real_layer_equals_reference_many_configs(eie_layer_path):
 
     layer = load_npz_layer(eie_layer_path)
     cfg = {"n_pes": [1, 8, 32, 256], "fifo_depth": [1, 2, 4, 512], "sram_width": [16, 32, 128, 512]}
-    params = EIEParams(**{k: np.array(v) for k, v in cfg.items()})
-    static = EIEStatic.covering(params)
+    # one pass and one activation batch (acc_regs / act_regs passes: test_eie_sweep.py); pointers
+    # and SRAM wide enough for the whole layer in one PE (EIE's 16 bits hold it from 8 PEs on)
+    params = EIEParams(**{k: np.array(v) for k, v in cfg.items()}, acc_regs=0)
+    static = EIEStatic.covering(params, act_regs=0, ptr_bits=24, spmat_bytes=1 << 24)
     table = sweep(static, params, layer)
     for i in range(4):
         ref = reference.simulate(static, params[i], layer)

@@ -14,8 +14,9 @@ from eie_model.types import Counters, EIEParams, EIEStatic
 def test_defaults_are_eie():
     p, s = EIEParams(), EIEStatic()
     assert (int(p.n_pes), int(p.fifo_depth), int(p.index_bits), int(p.sram_width)) == (64, 8, 4, 64)
-    assert int(p.acc_regs) == 0  # the one spelling of "unlimited"
+    assert int(p.acc_regs) == 64  # EIE's accumulators per PE; 0 is the one spelling of unlimited
     assert (s.code_bits, s.ptr_bits, s.bcast_latency, s.write_latency) == (4, 16, 2, 5)
+    assert (s.spmat_bytes, s.act_regs) == (128 * 1024, 64)  # EIE's 128 KB SpMat, 64 registers
     assert int(p.entries_per_line(s)) == 8
     assert p.batch_shape == ()
     assert hash(s) == hash(EIEStatic()) and s == EIEStatic()

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,6 +48,7 @@ __all__ = [
     "counters",
     "events",
     "layer_events",
+    "n_batches",
     "pe_work",
     "run",
     "scan_tables",
@@ -75,6 +78,27 @@ def check_layer(static: EIEStatic, layer: Layer) -> None:
         )
 
 
+def n_batches(static: EIEStatic, ev: Events, n_pes: Any) -> Any:
+    """Activation batches of a layer: ``ceil(ceil(n / N) / static.act_regs)`` (1 if unlimited).
+
+    The inputs form ``ceil(n / N)`` LNZD groups of N; a batch holds ``act_regs`` of them
+    (``N * act_regs`` inputs: the source activation registers of every PE). The bias column
+    (activation 1.0, a constant that takes no register) is scanned at the end of the last
+    batch. Works on Python ints, NumPy and traced N alike.
+
+    Example:
+        >>> import numpy as np
+        >>> ev = layer_events(Layer(np.ones((2, 9216), np.uint8), np.arange(16.0), np.ones(9216),
+        ...                         bias_codes=np.ones(2, np.uint8)))   # Alex-6's 9216 inputs
+        >>> [int(n_batches(EIEStatic(act_regs=a), ev, 64)) for a in (64, 144, 0)]
+        [3, 1, 1]
+    """
+    groups = (ev.n + n_pes - 1) // n_pes
+    if not static.act_regs:
+        return groups * 0 + 1
+    return (groups + static.act_regs - 1) // static.act_regs + (groups == 0)
+
+
 def simulate(static: EIEStatic, params: EIEParams, layer: Layer | Events) -> Counters:
     """Every counter of one design point on one layer (jitted; ``jax.vmap`` batches it).
 
@@ -85,6 +109,10 @@ def simulate(static: EIEStatic, params: EIEParams, layer: Layer | Events) -> Cou
 
     Returns:
         :class:`eie_model.types.Counters` with ``busy`` of length ``static.max_pes``.
+
+    Raises:
+        eie_model.capacity.CapacityError: the fullest PE holds more entries than
+            ``static.ptr_bits`` / ``static.spmat_bytes`` allow (concrete params).
 
     Example:
         >>> import numpy as np
@@ -97,6 +125,8 @@ def simulate(static: EIEStatic, params: EIEParams, layer: Layer | Events) -> Cou
         raise TypeError(f"simulate: static must be an EIEStatic, got {type(static).__name__}")
     if not isinstance(params, EIEParams):
         raise TypeError(f"simulate: params must be an EIEParams, got {type(params).__name__}")
+    from eie_model.capacity import check_capacity
+
     if isinstance(layer, Layer):
         check_layer(static, layer)
         layer = layer_events(layer)
@@ -106,6 +136,7 @@ def simulate(static: EIEStatic, params: EIEParams, layer: Layer | Events) -> Cou
             f"{type(layer).__name__}"
         )
     params.check(static)
+    check_capacity(static, params, layer)  # concrete params only (see its docstring)
     return _simulate_jit(static, params, layer)
 
 
@@ -117,11 +148,15 @@ def _simulate_impl(static: EIEStatic, params: EIEParams, ev: Events) -> Counters
     epl = params.entries_per_line(static)
     na = n * a  # rows of one pass when A > 0
     passes = jnp.where((a > 0) & (ev.m > na), (ev.m + na - 1) // jnp.maximum(na, 1), 1)
+    batches = n_batches(static, ev, n)  # activation batches of each pass
+    passes = passes * batches
     gaps = slice_gaps(ev, n, acc_regs=acc) if ev.rows.shape[0] else None
     ring = max(int(static.max_fifo), 2)
 
-    def one_pass(p):
-        w = pe_work(ev, n, r, max_pes=static.max_pes, gaps=gaps, acc_regs=acc, pass_index=p)
+    def one_pass(q):
+        p, b = q // batches, q % batches  # acc_regs pass p, activation batch b
+        w = pe_work(ev, n, r, max_pes=static.max_pes, gaps=gaps, acc_regs=acc, pass_index=p,
+                    batch_groups=static.act_regs, batch_index=b, batches=batches)  # fmt: skip
         tab = scan_tables(w, write_latency=static.write_latency)
         t, _ = run(tab, 0, params.fifo_depth, ring_len=ring, bcast_latency=static.bcast_latency)
         return unit_counts(w, t, epl)

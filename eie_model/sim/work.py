@@ -6,7 +6,9 @@ slice, and the LNZD latch gaps. Rows are interleaved (row ``i`` in PE ``i % N`` 
 ``i // N``); fillers come from the gaps between consecutive non-zero local rows of a (PE,
 column) slice after one sort (:func:`slice_gaps`). With ``acc_regs`` A, output rows
 ``[p N A, (p + 1) N A)`` run as pass ``p``, a layer of its own: ``pe_work(..., acc_regs=A,
-pass_index=p)`` gives its table, and every counter is the sum over passes.
+pass_index=p)`` gives its table, and every counter is the sum over passes. Activation batches
+(``EIEStatic.act_regs`` B: ``N B`` inputs each) work the same way: ``pe_work(...,
+batch_groups=B, batch_index=b, batches=nb)`` gives batch ``b``'s events as a fresh LNZD scan.
 
 LNZD gaps (``ready[k] = e[k-1] + c[k]``): ``c[0] = 1 + g0`` (the first group is latched at cycle
 1, each empty group before the first broadcast costs one cycle); ``c[k] = 1`` inside a group;
@@ -189,6 +191,9 @@ def pe_work(
     gaps: SliceGaps | None = None,
     acc_regs: Any = None,
     pass_index: Any = 0,
+    batch_groups: int = 0,
+    batch_index: Any = 0,
+    batches: Any = 1,
 ) -> PEWork:
     """Per-PE, per-event work for ``n_pes`` PEs and ``index_bits`` relative-index bits.
 
@@ -209,6 +214,13 @@ def pe_work(
         pass_index: keyword-only ``() int`` (traced OK): with ``acc_regs``, the pass ``p``
             whose work to return: output rows ``[p N A, (p + 1) N A)`` as a layer of their own
             (its counters add up over the ``ceil(m / (N A))`` passes).
+        batch_groups: keyword-only static ``EIEStatic.act_regs`` B (``0``: one batch): the
+            LNZD groups of one activation batch (``N B`` input columns; the bias in the last).
+        batch_index: keyword-only ``() int`` (traced OK): with ``batch_groups``, the batch
+            ``b`` whose work to return: its events first (a fresh LNZD scan from its first
+            group), the others as padding events; the SpMat addresses stay the layer's.
+        batches: keyword-only ``() int`` (traced OK), the number of batches
+            (:func:`eie_model.sim.n_batches`); the last one also scans the bias group.
 
     Returns:
         :class:`PEWork` with ``(max_pes, K)`` tables.
@@ -257,10 +269,25 @@ def pe_work(
     bias_col = (ev.n + n_pes - 1) // n_pes * n_pes
     raw_col = jnp.asarray(ev.ev_col)
     ev_col = jnp.where(jnp.asarray(ev.ev_is_bias), bias_col, raw_col)
-    group = ev_col // n_pes
-    lane = ev_col % n_pes
     live = raw_col <= ev.n  # padding events (column n + 1) come last
     n_groups = (ev.n + n_pes - 1) // n_pes + jnp.any(jnp.asarray(ev.ev_is_bias)).astype(jnp.int32)
+    if batch_groups:  # the groups of one activation batch (the last: up to the bias group)
+        b = jnp.asarray(batch_index, jnp.int32)
+        last_b = jnp.asarray(batches, jnp.int32) - 1
+        n_groups = jnp.where(b == last_b, n_groups - b * batch_groups, batch_groups)
+    if batch_groups and k_ev:  # one activation batch: its events first, the rest padding
+        g_b = jnp.minimum(ev_col // n_pes // batch_groups, last_b)
+        first = jnp.sum((live & (g_b < b)).astype(jnp.int32))
+        count = jnp.sum((live & (g_b == b)).astype(jnp.int32))
+        pos = jnp.arange(k_ev, dtype=jnp.int32)
+        idx = jnp.minimum(first + pos, k_ev - 1)
+        sel = pos < count
+        entries, nnz = (jnp.where(sel, x[:, idx], 0) for x in (entries, nnz))
+        base = jnp.where(sel, base[:, idx], 0)
+        ev_col = jnp.where(sel, ev_col[idx] - b * batch_groups * n_pes, 0)
+        live = sel
+    group = ev_col // n_pes
+    lane = ev_col % n_pes
     if k_ev:
         gprev = jnp.concatenate([jnp.full(1, -1, jnp.int32), group[:-1]])
         lprev = jnp.concatenate([jnp.full(1, -1, jnp.int32), lane[:-1]])
