@@ -291,7 +291,7 @@ def test_in_process_sweep_leaves_xla_flags_as_it_found_them(tmp_path, monkeypatc
     called in-process it must put the variable back, or every process started later (a
     notebook kernel) splits its work over devices it never asked for."""
     out = str(tmp_path / "s.csv")
-    argv = ["sweep", "--layer", "nt-lstm", "--pes", "2", "--fifo", "1,2", "--out", out, "--quiet"]
+    argv = ["sweep", "--layer", "nt-lstm", "--pes", "16", "--fifo", "1,2", "--out", out, "--quiet"]
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     assert cli.main([*argv, "--engine", "xla"]) == 0
     assert "XLA_FLAGS" not in os.environ

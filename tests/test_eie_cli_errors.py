@@ -139,7 +139,7 @@ def test_write_errors_are_one_line(err, hint, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(sweep_mod, "write_csv", write)
     out = tmp_path / "s.csv"
-    argv = ["sweep", "--layer", "nt-lstm", "--pes", "2", "--fifo", "2", "--quiet"]
+    argv = ["sweep", "--layer", "nt-lstm", "--pes", "16", "--fifo", "2", "--quiet"]
     assert cli.main([*argv, "--out", str(out)]) == 1
     line = _one_line(capsys.readouterr().err, "eie-model sweep: error: ")
     assert line.endswith(f"{out}: {hint}") or hint in line
