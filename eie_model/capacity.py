@@ -221,22 +221,35 @@ def check_capacity(
         ev = ev_of()
         rows, cols = np.asarray(ev.rows), np.asarray(ev.cols)
         layer_key = ("nz", ev.m, ev.n, hash(rows.tobytes()), hash(cols.tobytes()))
+    name = layer.name if isinstance(layer, Layer) else ""
     for (n, a), rs in by_na.items():
         for r, (pe, have) in _fullest(ev_of, layer_key, n, rs, a).items():
-            cap = capacity_entries(static, r)
-            if have <= cap:
-                continue
-            entry_bits = static.code_bits + r
-            name = f"layer {layer.name!r}" if isinstance(layer, Layer) and layer.name else "layer"
-            need_ptr = max(have - 1, 1).bit_length()
-            raise CapacityError(
-                f"{name} does not fit at n_pes={n}, index_bits={r}, acc_regs={a}: PE {pe} "
-                f"stores {have:,} entries; a PE holds {cap:,} (the smaller of 2**ptr_bits = "
-                f"{1 << static.ptr_bits:,} pointer addresses and spmat_bytes = "
-                f"{static.spmat_bytes:,} B of {entry_bits}-bit entries = "
-                f"{static.spmat_bytes * 8 // entry_bits:,}); short by {have - cap:,} entries. "
-                f"Use more PEs (entries per PE fall about as 1/n_pes: n_pes >= about "
-                f"{-(-n * have // cap)}), or wider pointers and a larger SpMat "
-                f"(EIEStatic(ptr_bits={max(need_ptr, static.ptr_bits)}, spmat_bytes="
-                f"{max(static.spmat_bytes, -(-have * entry_bits // 8))}))"
-            )
+            _refuse_if_over(static, name, n, r, a, pe, have)
+
+
+def _refuse_if_over(
+    static: EIEStatic, name: str, n: int, r: int, a: int, pe: int, have: int
+) -> None:
+    """Raise :class:`CapacityError` when PE ``pe``'s ``have`` entries exceed the capacity at
+    ``(n_pes, index_bits, acc_regs) = (n, r, a)`` (the message :func:`check_capacity` gives).
+
+    Example:
+        >>> _refuse_if_over(EIEStatic(), "fc", 64, 4, 64, 3, 65536)   # exactly full: fits
+    """
+    cap = capacity_entries(static, r)
+    if have <= cap:
+        return
+    entry_bits = static.code_bits + r
+    label = f"layer {name!r}" if name else "layer"
+    need_ptr = max(have - 1, 1).bit_length()
+    raise CapacityError(
+        f"{label} does not fit at n_pes={n}, index_bits={r}, acc_regs={a}: PE {pe} "
+        f"stores {have:,} entries; a PE holds {cap:,} (the smaller of 2**ptr_bits = "
+        f"{1 << static.ptr_bits:,} pointer addresses and spmat_bytes = "
+        f"{static.spmat_bytes:,} B of {entry_bits}-bit entries = "
+        f"{static.spmat_bytes * 8 // entry_bits:,}); short by {have - cap:,} entries. "
+        f"Use more PEs (entries per PE fall about as 1/n_pes: n_pes >= about "
+        f"{-(-n * have // cap)}), or wider pointers and a larger SpMat "
+        f"(EIEStatic(ptr_bits={max(need_ptr, static.ptr_bits)}, spmat_bytes="
+        f"{max(static.spmat_bytes, -(-have * entry_bits // 8))}))"
+    )

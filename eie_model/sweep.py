@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eie_model.capacity import check_capacity
+from eie_model.capacity import _refuse_if_over, check_capacity
 from eie_model.sim import check_layer
 from eie_model.sim.events import NEG, Events, layer_events
 from eie_model.sim.timing import ScanTables, finish, init, step
@@ -310,6 +310,7 @@ class _Prepared(NamedTuple):
     busy: np.ndarray  # (P, max_pes) int64 entries per PE (all passes)
     placed: dict  # (lanes, device, units) -> those units' scan tables on that device
     has_write: np.ndarray  # (U,) bool whether a unit writes an accumulator at all
+    stored: np.ndarray  # (P, max_pes) int64 SpMat entries per PE of one-unit pairs (else 0)
 
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
@@ -386,6 +387,7 @@ def _prepare(
     busy = np.zeros((nu, max_pes), np.int64)
     dsum = np.zeros((nu, max_pes), np.int32)
     useful = np.zeros(nu, np.int64)
+    stored = np.zeros((len(pairs), max_pes), np.int64)  # every column's entries, bias included
     groups: dict[tuple[int, int], list[int]] = {}  # one sort per distinct (N, A)
     for u, (n_u, _, a_u, _) in enumerate(units.tolist()):
         groups.setdefault((n_u, a_u), []).append(u)
@@ -433,6 +435,7 @@ def _prepare(
                 )
                 for u in groups[key]:
                     ent = ents[bits.index(int(units[u, 1]))]
+                    stored[unit_pair[u], : ent.shape[1]] = ent[: ev.n + 1].sum(0)
                     c[:, u], tail[u] = lnzd
                     n_u = ent.shape[1]
                     b_u, ds_u, useful[u], *walk = kernels.unit_tables(
@@ -443,6 +446,7 @@ def _prepare(
                 return
             count, ent = _slice_entries(ev, key[0], bits, col_keys)
             for u in groups[key]:
+                stored[unit_pair[u], : key[0]] = ent[int(units[u, 1])][: ev.n + 1].sum(0)
                 finish(u, *_event_tables(ev, count, ent[int(units[u, 1])]), lnzd)
             return
         bucket = np.asarray(ev.col_bucket)[cols].astype(np.int64)
@@ -481,6 +485,7 @@ def _prepare(
         busy=_sum_by(unit_pair, busy, len(pairs)),
         placed={},
         has_write=_has_write(tab),
+        stored=stored,
     )
 
 
@@ -896,8 +901,28 @@ def sweep(
     keys = np.stack([flat.n_pes, flat.index_bits, flat.acc_regs], 1).astype(np.int64)
     pairs, pair_of = _unique_rows(keys[:, [0, 2, 1]])
     pairs, pair_of = pairs[:, [0, 2, 1]], pair_of.ravel()
-    check_capacity(static, flat, layer, layer_key=layer_key)  # memoized per layer and point
-    prep = _prepared(layer, static, pairs, layer_key)
+    # SpMat capacity: pairs of several work units (acc_regs passes, activation batches) are
+    # checked first, by their own sort, before their tables could take much memory; one-unit
+    # pairs from the slice tables the work tables are built from (no second pass)
+    m_rows = int(np.shape(layer.codes)[0]) if isinstance(layer, Layer) else layer.m
+    n_in = int(np.shape(layer.codes)[1]) if isinstance(layer, Layer) else layer.n
+    multi = (pairs[:, 2] > 0) & (m_rows > pairs[:, 0] * pairs[:, 2])
+    # acc_regs that hold every output row run one pass, exactly as unlimited ones: the work
+    # tables of such a pair are those of acc_regs = 0 (the one-pass, compiled path)
+    work_pairs = pairs.copy()
+    work_pairs[~multi, 2] = 0
+    if static.act_regs:
+        multi |= -(-n_in // pairs[:, 0]) > static.act_regs
+    if multi.any():
+        sel = pairs[multi]
+        pts = EIEParams(n_pes=sel[:, 0], index_bits=sel[:, 1], acc_regs=sel[:, 2])
+        check_capacity(static, pts, layer, layer_key=layer_key)  # memoized per layer and point
+    prep = _prepared(layer, static, work_pairs, layer_key)
+    name = layer.name if isinstance(layer, Layer) else ""
+    for i in np.flatnonzero(~multi).tolist():
+        n_i, r_i, a_i = (int(x) for x in pairs[i])
+        pe = int(np.argmax(prep.stored[i, :n_i]))
+        _refuse_if_over(static, name, n_i, r_i, a_i, pe, int(prep.stored[i, pe]))
     ev, tab = prep.events, prep.tab
     k_ev = tab.d.shape[0]
     depth = flat.fifo_depth.astype(np.int64)

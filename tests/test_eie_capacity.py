@@ -114,11 +114,16 @@ def test_sweep_names_the_point_that_does_not_fit_and_its_fix_runs():
     static = EIEStatic(max_pes=8, ptr_bits=max(cap - 1, 1).bit_length())
     need2 = int(stored_entries(layer, 2, 4).max())
     assert need2 > capacity_entries(static, 4)
-    with pytest.raises(CapacityError, match="at n_pes=2, index_bits=4, acc_regs=0") as info:
-        sweep.sweep(static, g, layer)
-    fix = re.search(r"EIEStatic\(ptr_bits=(\d+), spmat_bytes=(\d+)\)", str(info.value))
-    fixed = static.replace(ptr_bits=int(fix[1]), spmat_bytes=int(fix[2]))
-    sweep.sweep(fixed, g, layer)  # the proposed static fits every point
+    # both N = 2 points overflow; whichever is checked first is named, and its fix applied
+    for _ in range(2):
+        try:
+            sweep.sweep(static, g, layer)
+            break
+        except CapacityError as e:
+            assert re.search("at n_pes=2, index_bits=4, acc_regs=[04]:", str(e)), str(e)
+            fix = re.search(r"EIEStatic\(ptr_bits=(\d+), spmat_bytes=(\d+)\)", str(e))
+            static = static.replace(ptr_bits=int(fix[1]), spmat_bytes=int(fix[2]))
+    sweep.sweep(static, g, layer)  # the proposed statics fit every point
 
 
 @pytest.mark.slow  # draws the 100 M codes of VGG-6 (about 10 s)
