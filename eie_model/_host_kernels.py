@@ -154,19 +154,21 @@ def timing_scans(d, w, c, tail, dsum, n_pes, runs, bcast_latency, neg, out):  # 
 
 @_jit
 def line_reads(base, last, prev, epls):  # pragma: no cover
-    """SRAM line reads of one unit's walk for each of ``epls`` ``(E,)`` entries per line.
+    """SRAM line reads of one unit's walk for each of ``epls`` ``(E,)`` entries per line:
+    ``(E, 2)`` int64, the kept-line count and the fresh-fetch-per-column count.
 
     ``base``/``last``/``prev`` ``(S,)`` int32 are the non-empty slices' first and last address
     and the last address walked before each (``eie_model.sweep._Prepared.walks``); a slice
     reads lines ``base // epl .. last // epl``, less the first when ``prev`` already read it
-    (a ``prev`` of all ``-1`` counts a fresh fetch per broadcast column).
-    Division goes through a float64 reciprocal with an exact fix-up (addresses < ``2**31``).
+    (kept count) or always all of them (fresh count). Division goes through a float64
+    reciprocal with an exact fix-up (addresses < ``2**31``).
     """
-    out = np.zeros(len(epls), np.int64)
+    out = np.zeros((len(epls), 2), np.int64)
     for j in range(len(epls)):
         epl = epls[j]
         inv = 1.0 / epl
-        total = 0
+        fresh = 0
+        kept = 0
         for i in range(len(base)):
             b = base[i]
             q0 = np.int64(b * inv)
@@ -176,8 +178,10 @@ def line_reads(base, last, prev, epls):  # pragma: no cover
             q1 = np.int64(x * inv)
             q1 += (q1 + 1) * epl <= x
             q1 -= q1 * epl > x
-            total += q1 - q0 + 1 - (prev[i] >= q0 * epl)
-        out[j] = total
+            fresh += q1 - q0 + 1
+            kept += prev[i] >= q0 * epl
+        out[j, 0] = fresh - kept
+        out[j, 1] = fresh
     return out
 
 

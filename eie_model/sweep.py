@@ -687,23 +687,20 @@ def _fifo_reuse(
     return ok, np.where(ok, cyc, 0), stall, np.where(ok, starv, 0)
 
 
-def _line_reads(
-    prep: _Prepared, unit: int, epls: np.ndarray, kern: Any = None, *, fresh: bool = False
-) -> np.ndarray:
+def _line_reads(prep: _Prepared, unit: int, epls: np.ndarray, kern: Any = None) -> np.ndarray:
     """SRAM line reads of one unit for each of ``epls`` ``(E,)`` entries a line, summed over
-    PEs (host; :func:`eie_model.sim.counters.line_reads_from_walk`'s formula; with ``kern``,
-    :func:`eie_model._host_kernels.line_reads`). ``fresh``: a fresh fetch per broadcast column
-    (no walked address before any slice)."""
+    PEs: ``(E, 2)`` int64, the kept-line count and the fresh-fetch-per-column count (host;
+    :func:`eie_model.sim.counters.line_reads_from_walk`'s formula; with ``kern``,
+    :func:`eie_model._host_kernels.line_reads`)."""
     base, last, prev = prep.walks[unit]
-    if fresh:
-        prev = np.full_like(prev, -1)
     epls = np.asarray(epls, np.int64)
     if kern is not None:
         return kern.line_reads(base, last, prev, epls)
-    out = np.zeros(len(epls), np.int64)
+    out = np.zeros((len(epls), 2), np.int64)
     for j, epl in enumerate(epls.tolist()):
         first = base // epl
-        out[j] = np.sum(last // epl - first + 1 - (prev >= first * epl), dtype=np.int64)
+        lines = last // epl - first + 1
+        out[j] = np.sum(lines - (prev >= first * epl), dtype=np.int64), np.sum(lines)
     return out
 
 
@@ -994,8 +991,7 @@ def sweep(
     order = np.argsort(lu[:, 0], kind="stable")
     for u, sel in zip(l_units.tolist(), np.split(order, np.searchsorted(lu[order, 0], l_units[1:])),
                       strict=True):  # fmt: skip
-        reads[sel] = _line_reads(prep, u, lu[sel, 1], kern)
-        fresh[sel] = _line_reads(prep, u, lu[sel, 1], kern, fresh=True)
+        reads[sel], fresh[sel] = _line_reads(prep, u, lu[sel, 1], kern).T
     reads = _sum_by(l_owner, reads, len(lines))[line_of]
     fresh = _sum_by(l_owner, fresh, len(lines))[line_of]
 
