@@ -1,5 +1,5 @@
 """What the four any-model examples share: MNIST as arrays, the ``main()`` around
-:func:`jaxcomp.compress`, and importing an example file by name.
+:func:`jaxcomp.compress`, the ``--tiny`` schedule, and importing an example file by name.
 
 ``examples/{resnet,lstm,vit,linen_cnn}_mnist.py`` import it as a sibling (``import _any_model``):
 ``python examples/X.py``, ``jaxcomp compress --model examples/X.py:model`` and the tests put this
@@ -22,6 +22,17 @@ import jaxcomp
 from jaxcomp.zoo import load_mnist
 
 HERE = Path(__file__).resolve().parent
+
+#: the schedule of every example's ``--tiny`` run (the tests' smoke size): one epoch per stage
+#: on 512 training images, pruning straight to the target
+TINY_SCHEDULE = dict(
+    train_limit=512,
+    dense_epochs=1,
+    prune_epochs=1,
+    epochs_per_step=1,
+    prune_fractions=(1.0,),
+    finetune_epochs=1,
+)
 
 
 def mnist_data(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:

@@ -86,16 +86,7 @@ def config(*, tiny: bool = False, seed: int = 0) -> jaxcomp.CompressConfig:
         finetune_lr=1e-4,
     )
     if tiny:
-        return jaxcomp.CompressConfig(
-            **common,
-            train_limit=512,
-            dense_epochs=1,
-            prune_epochs=1,
-            epochs_per_step=1,
-            prune_fractions=(1.0,),
-            finetune_epochs=1,
-            kmeans_iters=5,
-        )
+        return jaxcomp.CompressConfig(**common, **_any_model.TINY_SCHEDULE, kmeans_iters=5)
     return jaxcomp.CompressConfig(
         **common,
         dense_epochs=12,
