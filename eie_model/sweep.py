@@ -901,8 +901,7 @@ def sweep(
     # SpMat capacity: pairs of several work units (acc_regs passes, activation batches) are
     # checked first, by their own sort, before their tables could take much memory; one-unit
     # pairs from the slice tables the work tables are built from (no second pass)
-    m_rows = int(np.shape(layer.codes)[0]) if isinstance(layer, Layer) else layer.m
-    n_in = int(np.shape(layer.codes)[1]) if isinstance(layer, Layer) else layer.n
+    m_rows, n_in = layer.shape if isinstance(layer, Layer) else (layer.m, layer.n)
     multi = (pairs[:, 2] > 0) & (m_rows > pairs[:, 0] * pairs[:, 2])
     # acc_regs that hold every output row run one pass, exactly as unlimited ones: the work
     # tables of such a pair are those of acc_regs = 0 (the one-pass, compiled path)
